@@ -1,0 +1,116 @@
+/*
+ * streamkeeper: the cluster state store.
+ *
+ * One interface, several backends (memory for a single node, Redis later). Every call is
+ * asynchronous because the Redis backend is; the memory backend completes from an idle so that
+ * callers never depend on re-entrancy. All calls and callbacks run on the thread-default main
+ * context of the caller (the daemon's main loop).
+ */
+#pragma once
+
+#include <gio/gio.h>
+
+G_BEGIN_DECLS
+
+typedef struct _SkStore SkStore;
+
+/* One entry of a room's ordered event log. */
+typedef struct {
+  guint64 seq;
+  char *json; /* the event object, seq included */
+} SkStoreEvent;
+
+void sk_store_event_free (SkStoreEvent *event);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkStoreEvent, sk_store_event_free)
+
+/* Called whenever a room's log grows (by any writer); @last_seq is the newest seq. */
+typedef void (*SkStoreWatchFunc) (const char *room, guint64 last_seq, gpointer user_data);
+
+typedef struct {
+  void (*free) (SkStore *store);
+
+  /* Room event log: append is fenced by epoch and must be exactly last_seq + 1. */
+  void (*append_event) (SkStore *store, const char *room, guint64 epoch, guint64 seq,
+                        const char *json, GTask *task);
+  void (*read_events) (SkStore *store, const char *room, guint64 after_seq, guint limit,
+                       GTask *task);
+  void (*last_seq) (SkStore *store, const char *room, GTask *task);
+  guint (*watch_events) (SkStore *store, const char *room, SkStoreWatchFunc func,
+                         gpointer user_data, GDestroyNotify destroy);
+  void (*unwatch_events) (SkStore *store, guint watch_id);
+
+  /* Plain records (ingress records, stream-key index, …) in a namespace. */
+  void (*put) (SkStore *store, const char *ns, const char *key, const char *value, GTask *task);
+  void (*get) (SkStore *store, const char *ns, const char *key, GTask *task);
+  void (*remove) (SkStore *store, const char *ns, const char *key, GTask *task);
+  void (*list) (SkStore *store, const char *ns, GTask *task);
+
+  /* Room placement: room → (node, epoch), changed only by compare-and-set. */
+  void (*claim_room) (SkStore *store, const char *room, const char *node,
+                      guint64 expected_epoch, GTask *task);
+} SkStoreVTable;
+
+struct _SkStore {
+  const SkStoreVTable *vtable;
+  char *uri;
+};
+
+/* "memory", "redis://…", "sentinel://…". Unknown or unavailable backends → SK_ERROR_INVALID. */
+SkStore *sk_store_new (const char *uri, GError **error);
+SkStore *sk_store_memory_new (void);
+void sk_store_free (SkStore *store);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkStore, sk_store_free)
+
+/* Fails with SK_ERROR_STALE_EPOCH if @epoch is older than the room's placement epoch,
+ * SK_ERROR_CONFLICT if @seq is not last_seq + 1. */
+void sk_store_append_event_async (SkStore *store, const char *room, guint64 epoch, guint64 seq,
+                                  const char *json, GCancellable *cancellable,
+                                  GAsyncReadyCallback callback, gpointer user_data);
+gboolean sk_store_append_event_finish (SkStore *store, GAsyncResult *result, GError **error);
+
+/* Events with seq > @after_seq, oldest first, at most @limit: a GPtrArray of SkStoreEvent. */
+void sk_store_read_events_async (SkStore *store, const char *room, guint64 after_seq,
+                                 guint limit, GCancellable *cancellable,
+                                 GAsyncReadyCallback callback, gpointer user_data);
+GPtrArray *sk_store_read_events_finish (SkStore *store, GAsyncResult *result, GError **error);
+
+/* The newest seq of a room's log (0 for a room never seen). */
+void sk_store_last_seq_async (SkStore *store, const char *room, GCancellable *cancellable,
+                              GAsyncReadyCallback callback, gpointer user_data);
+gboolean sk_store_last_seq_finish (SkStore *store, GAsyncResult *result, guint64 *out_seq,
+                                   GError **error);
+
+guint sk_store_watch_events (SkStore *store, const char *room, SkStoreWatchFunc func,
+                             gpointer user_data, GDestroyNotify destroy);
+void sk_store_unwatch_events (SkStore *store, guint watch_id);
+
+void sk_store_put_async (SkStore *store, const char *ns, const char *key, const char *value,
+                         GCancellable *cancellable, GAsyncReadyCallback callback,
+                         gpointer user_data);
+gboolean sk_store_put_finish (SkStore *store, GAsyncResult *result, GError **error);
+
+/* Returns the value, or NULL with SK_ERROR_NOT_FOUND. */
+void sk_store_get_async (SkStore *store, const char *ns, const char *key,
+                         GCancellable *cancellable, GAsyncReadyCallback callback,
+                         gpointer user_data);
+char *sk_store_get_finish (SkStore *store, GAsyncResult *result, GError **error);
+
+void sk_store_remove_async (SkStore *store, const char *ns, const char *key,
+                            GCancellable *cancellable, GAsyncReadyCallback callback,
+                            gpointer user_data);
+gboolean sk_store_remove_finish (SkStore *store, GAsyncResult *result, GError **error);
+
+/* All values of a namespace: a GPtrArray of char*. */
+void sk_store_list_async (SkStore *store, const char *ns, GCancellable *cancellable,
+                          GAsyncReadyCallback callback, gpointer user_data);
+GPtrArray *sk_store_list_finish (SkStore *store, GAsyncResult *result, GError **error);
+
+/* Sets room → (node, expected_epoch + 1) if the room's epoch is still @expected_epoch
+ * (0 = unplaced); returns the new epoch, or SK_ERROR_CONFLICT. */
+void sk_store_claim_room_async (SkStore *store, const char *room, const char *node,
+                                guint64 expected_epoch, GCancellable *cancellable,
+                                GAsyncReadyCallback callback, gpointer user_data);
+gboolean sk_store_claim_room_finish (SkStore *store, GAsyncResult *result, guint64 *out_epoch,
+                                     GError **error);
+
+G_END_DECLS

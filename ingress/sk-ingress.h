@@ -1,0 +1,73 @@
+/*
+ * streamkeeper: the ingress registry — ingress records (the API's /v1/ingress), stream keys,
+ * and the publishing sessions of the protocol front ends (RTMP now, WHIP later).
+ *
+ * A session: front end authenticates a stream key → sk_ingress_registry_start_session →
+ * media via sk_ingress_session_push_flv_tag → sk_ingress_session_end when the transport goes.
+ * The registry drives the LiveKit state machine (ENDPOINT_INACTIVE → BUFFERING → PUBLISHING →
+ * INACTIVE/ERROR/COMPLETE), the participant in the room and the pipeline.
+ * Everything runs on the daemon's main context.
+ */
+#pragma once
+
+#include <libsoup/soup.h>
+
+#include "common/sk-config.h"
+#include "failover/sk-store.h"
+#include "rooms/sk-rooms.h"
+#include "rooms/sk-webhooks.h"
+
+G_BEGIN_DECLS
+
+typedef enum {
+  SK_INPUT_RTMP,
+  SK_INPUT_WHIP,
+} SkInputType;
+
+typedef struct _SkIngressRegistry SkIngressRegistry;
+typedef struct _SkIngressSession SkIngressSession;
+
+SkIngressRegistry *sk_ingress_registry_new (const SkConfig *config, SkStore *store,
+                                            SkRoomManager *rooms, SkWebhooks *webhooks);
+void sk_ingress_registry_free (SkIngressRegistry *self);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkIngressRegistry, sk_ingress_registry_free)
+
+/* Registers /v1/ingress and /v1/ingress/{id} on @server. */
+void sk_ingress_registry_attach_http (SkIngressRegistry *self, SoupServer *server);
+
+/* Sessions being published right now (for /readyz capacity and shutdown). */
+guint sk_ingress_registry_get_n_sessions (SkIngressRegistry *self);
+
+/* Ends every session with @reason (server_shutdown). */
+void sk_ingress_registry_close_all (SkIngressRegistry *self, const char *reason);
+
+/* The registry asks the front end to drop the transport (replaced, ingress deleted,
+ * pipeline error, shutdown). The front end must not call sk_ingress_session_end afterwards:
+ * the session is already ended and freed when this runs. */
+typedef void (*SkIngressCloseFunc) (gpointer transport, const char *reason);
+
+/*
+ * Authenticates @stream_key (constant-time) and starts a session.
+ * Errors: SK_ERROR_NOT_FOUND (unknown key: RTMP answers NetStream.Publish.BadName),
+ * SK_ERROR_CONFLICT (key live and on_duplicate_key=reject), SK_ERROR_LIMIT (node full),
+ * SK_ERROR_UNAVAILABLE (draining). @remote_address is for logs.
+ */
+SkIngressSession *sk_ingress_registry_start_session (SkIngressRegistry *self, SkInputType type,
+                                                     const char *stream_key,
+                                                     const char *remote_address,
+                                                     SkIngressCloseFunc close_func,
+                                                     gpointer transport, GError **error);
+
+const char *sk_ingress_session_get_ingress_id (SkIngressSession *session);
+
+/* One RTMP audio (8) / video (9) / script-data (18) message. FALSE + error: the session is
+ * being ended with ENDPOINT_ERROR (the close func will run from an idle). */
+gboolean sk_ingress_session_push_flv_tag (SkIngressSession *session, guint8 tag_type,
+                                          guint32 timestamp_ms, const guint8 *data, gsize size,
+                                          GError **error);
+
+/* The transport is gone: @reason is client_initiated (clean unpublish) or publisher_lost.
+ * Frees @session. */
+void sk_ingress_session_end (SkIngressSession *session, const char *reason);
+
+G_END_DECLS

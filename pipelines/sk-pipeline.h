@@ -1,0 +1,77 @@
+/*
+ * streamkeeper: ingress pipelines. An FLV tag stream (from the RTMP server) goes
+ *   appsrc ! flvdemux ! h264parse ! [passthrough | avdec_h264 ! <video_encoder>] ! appsink
+ *                     ! aacparse ! avdec_aac ! audioconvert ! audioresample ! <audio_encoder> ! appsink
+ * and each appsink feeds one SkTrack. H.264 is passed through when WebRTC-safe (no B-frames:
+ * every FLV composition-time offset is 0 and the profile allows it), else transcoded.
+ * Any error ends the pipeline with a message via the error callback; never the daemon.
+ */
+#pragma once
+
+#include <gst/gst.h>
+
+#include "common/sk-config.h"
+#include "rooms/sk-track.h"
+
+G_BEGIN_DECLS
+
+#define SK_PIPELINES_ERROR (sk_pipelines_error_quark ())
+GQuark sk_pipelines_error_quark (void);
+
+typedef enum {
+  SK_TRANSCODE_AUTO,
+  SK_TRANSCODE_ALWAYS,
+  SK_TRANSCODE_NEVER,
+} SkTranscodeMode;
+
+gboolean sk_transcode_mode_from_string (const char *s, SkTranscodeMode *out);
+const char *sk_transcode_mode_to_string (SkTranscodeMode mode);
+
+/* Input figures measured from the stream (0 / NULL while unknown). */
+typedef struct {
+  char *video_codec; /* "H264", "HEVC", "AV1", … as recognised from the tags */
+  guint width, height;
+  double fps;
+  gboolean video_has_bframes;
+  char *audio_codec; /* "AAC", "MP3", "opus" */
+  guint sample_rate, channels;
+  guint64 video_bitrate_bps, audio_bitrate_bps; /* measured over the last seconds */
+} SkInputInfo;
+
+void sk_input_info_clear (SkInputInfo *info);
+
+typedef struct _SkIngressPipeline SkIngressPipeline;
+
+/* All callbacks run on the main context the pipeline was created on. */
+typedef struct {
+  /* An output's format is known: return the track to feed (borrowed, ref taken by the
+   * pipeline) or NULL to drop that kind. */
+  SkTrack *(*track_ready) (SkIngressPipeline *pipeline, SkTrackKind kind, GstCaps *caps,
+                           gpointer user_data);
+  /* Media is flowing on every output that will exist: the ingress is PUBLISHING. */
+  void (*publishing) (SkIngressPipeline *pipeline, gpointer user_data);
+  void (*input_info) (SkIngressPipeline *pipeline, const SkInputInfo *info, gpointer user_data);
+  /* Fatal: the pipeline stopped; @message is for the ingress state's error field. */
+  void (*error) (SkIngressPipeline *pipeline, const char *message, gpointer user_data);
+} SkIngressPipelineCallbacks;
+
+SkIngressPipeline *sk_ingress_pipeline_new_flv (const char *name, SkTranscodeMode mode,
+                                                const SkConfig *config,
+                                                const SkIngressPipelineCallbacks *callbacks,
+                                                gpointer user_data, GError **error);
+
+/*
+ * Feeds one RTMP media message as an FLV tag: @tag_type 8 (audio), 9 (video) or 18 (script
+ * data), @timestamp_ms the RTMP timestamp, @data the message payload. Returns FALSE with an
+ * error for input that ends the session (e.g. enhanced-RTMP HEVC when unsupported); the
+ * caller then ends the ingress with ENDPOINT_ERROR.
+ */
+gboolean sk_ingress_pipeline_push_flv_tag (SkIngressPipeline *self, guint8 tag_type,
+                                           guint32 timestamp_ms, const guint8 *data, gsize size,
+                                           GError **error);
+
+/* Stops the pipeline (synchronously) and frees it; no callback runs after it returns. */
+void sk_ingress_pipeline_free (SkIngressPipeline *self);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkIngressPipeline, sk_ingress_pipeline_free)
+
+G_END_DECLS

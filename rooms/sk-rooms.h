@@ -1,0 +1,96 @@
+/*
+ * streamkeeper: rooms hosted on this node.
+ *
+ * A room starts with its first participant and finishes after the last one leaves (after
+ * room_empty_timeout_ms). Everything that happens is appended to the room's ordered event
+ * log in the state store, which serves SSE streams and webhooks. All functions here run on
+ * the daemon's main context, except sk_track_push on the tracks they hand out.
+ */
+#pragma once
+
+#include <libsoup/soup.h>
+#include <json-glib/json-glib.h>
+
+#include "common/sk-config.h"
+#include "failover/sk-store.h"
+#include "rooms/sk-track.h"
+#include "rooms/sk-webhooks.h"
+
+G_BEGIN_DECLS
+
+typedef struct _SkRoomManager SkRoomManager;
+typedef struct _SkParticipant SkParticipant;
+
+/* Reasons for leaving, as written in events (DESIGN.md). */
+#define SK_REASON_CLIENT_INITIATED "client_initiated"
+#define SK_REASON_PUBLISHER_LOST   "publisher_lost"
+#define SK_REASON_NODE_FAILURE     "node_failure"
+#define SK_REASON_REPLACED         "replaced"
+#define SK_REASON_INGRESS_DELETED  "ingress_deleted"
+#define SK_REASON_SERVER_SHUTDOWN  "server_shutdown"
+
+SkRoomManager *sk_room_manager_new (const SkConfig *config, SkStore *store,
+                                    SkWebhooks *webhooks, GError **error);
+void sk_room_manager_free (SkRoomManager *self);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkRoomManager, sk_room_manager_free)
+
+/* Registers /v1/rooms, /v1/rooms/{room}, /v1/rooms/{room}/events (SSE) and
+ * /v1/rooms/{room}/whep (+ the WHEP resources) on @server. */
+void sk_room_manager_attach_http (SkRoomManager *self, SoupServer *server);
+
+/* Every participant leaves with server_shutdown; their events are appended before
+ * @callback runs (so the daemon can exit only after the log is complete). */
+void sk_room_manager_shutdown_async (SkRoomManager *self, GAsyncReadyCallback callback,
+                                     gpointer user_data);
+gboolean sk_room_manager_shutdown_finish (SkRoomManager *self, GAsyncResult *result,
+                                          GError **error);
+
+/* The room manager removed a participant on its own (duplicate identity → "replaced"):
+ * the owner must stop feeding it. The participant is freed after this returns. */
+typedef void (*SkParticipantEvictedFunc) (SkParticipant *participant, const char *reason,
+                                          gpointer user_data);
+
+/*
+ * Joins a participant to @room (creating the room), appending ParticipantConnected.
+ * If a participant with the same identity is connected, it is evicted first with
+ * reason "replaced" (invariant 4 of DESIGN.md).
+ * @kind: "ingress" for publishers from RTMP/WHIP.
+ */
+SkParticipant *sk_room_manager_join (SkRoomManager *self, const char *room, const char *identity,
+                                     const char *name, const char *kind,
+                                     SkParticipantEvictedFunc evicted, gpointer user_data,
+                                     GError **error);
+
+const char *sk_participant_get_sid (SkParticipant *participant);
+const char *sk_participant_get_room (SkParticipant *participant);
+
+/* Publishes a track (appends TrackPublished) and returns it (borrowed; valid until it is
+ * unpublished or the participant leaves; take a ref to keep it longer). */
+SkTrack *sk_participant_publish_track (SkParticipant *participant, SkTrackKind kind,
+                                       GstCaps *caps);
+
+const char *sk_participant_get_identity (SkParticipant *participant);
+
+/* Appends TrackUnpublished and ends the track. */
+void sk_participant_unpublish_track (SkParticipant *participant, SkTrack *track,
+                                     const char *reason);
+
+/* Unpublishes every remaining track (TrackUnpublished each), then ParticipantDisconnected
+ * with @reason; frees @participant. */
+void sk_participant_leave (SkParticipant *participant, const char *reason);
+
+/*
+ * Follows the tracks of @room: @func runs at once for every track already published
+ * (published = TRUE), then for each later publish/unpublish, on the main context.
+ * Used by WHEP subscribers to bind to the room's current publisher and follow it across
+ * reconnects.
+ */
+typedef void (*SkRoomTrackFunc) (const char *room, SkParticipant *participant, SkTrack *track,
+                                 gboolean published, gpointer user_data);
+guint sk_room_manager_watch_tracks (SkRoomManager *self, const char *room, SkRoomTrackFunc func,
+                                    gpointer user_data, GDestroyNotify destroy);
+void sk_room_manager_unwatch_tracks (SkRoomManager *self, guint watch_id);
+
+const SkConfig *sk_room_manager_get_config (SkRoomManager *self);
+
+G_END_DECLS

@@ -1,0 +1,69 @@
+/*
+ * streamkeeper: a published track — a fan-out point for encoded media.
+ *
+ * The publisher's pipeline pushes encoded buffers from its streaming thread; every sink
+ * (a WHEP subscriber, later a remote room) receives each buffer. Video tracks keep the last
+ * GOP (from the newest keyframe on) and replay it to a new sink so playback starts at once.
+ * Thread-safe: push/add/remove may run on any thread. Sink callbacks run on the pushing
+ * thread with the track's lock held and must not block (WHEP sinks push into a leaky appsrc).
+ */
+#pragma once
+
+#include <gst/gst.h>
+
+G_BEGIN_DECLS
+
+typedef enum {
+  SK_TRACK_KIND_VIDEO,
+  SK_TRACK_KIND_AUDIO,
+} SkTrackKind;
+
+const char *sk_track_kind_to_string (SkTrackKind kind); /* "video" / "audio" */
+
+typedef struct _SkTrack SkTrack;
+
+/* A sink receives every buffer (transfer none: ref it to keep it). */
+typedef void (*SkTrackSinkFunc) (SkTrack *track, GstBuffer *buffer, gpointer user_data);
+
+/* Called (on the pushing thread, lock held) when the track's caps change: a sink whose
+ * consumer cannot follow (e.g. new codec) may drop itself later. */
+typedef void (*SkTrackCapsFunc) (SkTrack *track, GstCaps *caps, gpointer user_data);
+
+/*
+ * @caps: fixed caps of the buffers that will be pushed:
+ *   video/x-h264, stream-format=byte-stream, alignment=au (SPS/PPS before each IDR)
+ *   video/x-vp8
+ *   audio/x-opus
+ * The codec name ("H264", "VP8", "opus") is derived from them.
+ */
+SkTrack *sk_track_new (SkTrackKind kind, const char *sid, GstCaps *caps);
+SkTrack *sk_track_ref (SkTrack *track);
+void sk_track_unref (SkTrack *track);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkTrack, sk_track_unref)
+
+SkTrackKind sk_track_get_kind (SkTrack *track);
+const char *sk_track_get_sid (SkTrack *track);
+const char *sk_track_get_codec (SkTrack *track);
+GstCaps *sk_track_get_caps (SkTrack *track); /* transfer full */
+void sk_track_set_caps (SkTrack *track, GstCaps *caps);
+
+/* Buffers carry PTS in the publisher pipeline's running time; video keyframes are the ones
+ * without GST_BUFFER_FLAG_DELTA_UNIT. */
+void sk_track_push (SkTrack *track, GstBuffer *buffer);
+
+/* Adds a sink; for video the cached GOP is replayed to it first (under the lock, so it sees
+ * no gap and no duplicate). Returns an id > 0. */
+guint sk_track_add_sink (SkTrack *track, SkTrackSinkFunc func, SkTrackCapsFunc caps_func,
+                         gpointer user_data, GDestroyNotify destroy);
+/* After it returns the sink's callbacks are never called again. */
+void sk_track_remove_sink (SkTrack *track, guint sink_id);
+
+/* Marks the track ended: sinks are told via an EOS-less "ended" state (sk_track_is_ended). */
+void sk_track_end (SkTrack *track);
+gboolean sk_track_is_ended (SkTrack *track);
+
+/* Counters for the API and benchmarks. */
+guint64 sk_track_get_buffers_pushed (SkTrack *track);
+guint64 sk_track_get_bytes_pushed (SkTrack *track);
+
+G_END_DECLS
