@@ -20,6 +20,7 @@ typedef enum {
   SK_ERROR_UNAVAILABLE,  /* 503: draining, fenced, store down */
   SK_ERROR_STALE_EPOCH,  /* a write fenced off because the writer lost ownership */
   SK_ERROR_INTERNAL,     /* 500 */
+  SK_ERROR_MEDIA_TYPE,   /* 415: wrong Content-Type (e.g. not application/sdp for WHIP/WHEP) */
 } SkError;
 
 /* Wall-clock milliseconds since the Unix epoch (event at_ms, started_at_ms). */

@@ -26,6 +26,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkStoreEvent, sk_store_event_free)
 /* Called whenever a room's log grows (by any writer); @last_seq is the newest seq. */
 typedef void (*SkStoreWatchFunc) (const char *room, guint64 last_seq, gpointer user_data);
 
+/* Each operation takes ownership of @task and completes it exactly once (never before it
+ * returns: GTask defers a return made in the creating main-loop iteration to an idle). */
 typedef struct {
   void (*free) (SkStore *store);
 
@@ -48,6 +50,7 @@ typedef struct {
   /* Room placement: room → (node, epoch), changed only by compare-and-set. */
   void (*claim_room) (SkStore *store, const char *room, const char *node,
                       guint64 expected_epoch, GTask *task);
+  void (*get_placement) (SkStore *store, const char *room, GTask *task);
 } SkStoreVTable;
 
 struct _SkStore {
@@ -112,5 +115,12 @@ void sk_store_claim_room_async (SkStore *store, const char *room, const char *no
                                 GAsyncReadyCallback callback, gpointer user_data);
 gboolean sk_store_claim_room_finish (SkStore *store, GAsyncResult *result, guint64 *out_epoch,
                                      GError **error);
+
+/* Current placement of a room: its node (NULL if never placed) and epoch (0 if never placed).
+ * A room start reads it to know which epoch to claim from. */
+void sk_store_get_placement_async (SkStore *store, const char *room, GCancellable *cancellable,
+                                   GAsyncReadyCallback callback, gpointer user_data);
+gboolean sk_store_get_placement_finish (SkStore *store, GAsyncResult *result, char **out_node,
+                                        guint64 *out_epoch, GError **error);
 
 G_END_DECLS

@@ -41,6 +41,12 @@ guint sk_ingress_registry_get_n_sessions (SkIngressRegistry *self);
 /* Ends every session with @reason (server_shutdown). */
 void sk_ingress_registry_close_all (SkIngressRegistry *self, const char *reason);
 
+/* While not accepting (draining, fenced), start_session fails with SK_ERROR_UNAVAILABLE.
+ * A new registry accepts. */
+void sk_ingress_registry_set_accepting (SkIngressRegistry *self, gboolean accepting);
+/* TRUE while accepting and below max_streams: what /readyz reports. */
+gboolean sk_ingress_registry_is_ready (SkIngressRegistry *self);
+
 /* The registry asks the front end to drop the transport (replaced, ingress deleted,
  * pipeline error, shutdown). The front end must not call sk_ingress_session_end afterwards:
  * the session is already ended and freed when this runs. */

@@ -70,6 +70,10 @@ gboolean sk_ingress_pipeline_push_flv_tag (SkIngressPipeline *self, guint8 tag_t
                                            guint32 timestamp_ms, const guint8 *data, gsize size,
                                            GError **error);
 
+/* TRUE once the video output was set up to be decoded and re-encoded (B-frames, unsafe
+ * profile or SK_TRANSCODE_ALWAYS); FALSE while undecided, for passthrough and without video. */
+gboolean sk_ingress_pipeline_is_transcoding (SkIngressPipeline *self);
+
 /* Stops the pipeline (synchronously) and frees it; no callback runs after it returns. */
 void sk_ingress_pipeline_free (SkIngressPipeline *self);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkIngressPipeline, sk_ingress_pipeline_free)

@@ -22,4 +22,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkRtmpServer, sk_rtmp_server_free)
 
 guint sk_rtmp_server_get_n_connections (SkRtmpServer *self);
 
+/* The port actually bound (useful with rtmp_port = 0 in tests). */
+guint sk_rtmp_server_get_port (SkRtmpServer *self);
+
 G_END_DECLS

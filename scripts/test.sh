@@ -1,0 +1,138 @@
+#!/bin/bash
+# The whole suite on a fresh Debian 12 machine (root or sudo):
+#   1. packages, 2. normal + ASan/UBSan builds, 3. unit tests (meson test) in both,
+#   4. each libFuzzer target ~20 s (clang build in build-fuzz, if targets exist),
+#   5. the pytest integration suite inside a network namespace of its own (loopback only).
+# Ends with one line 'N passed, N failed[, N skipped]' over everything; exit 1 on any failure.
+# SK_SKIP_ASAN=1, SK_SKIP_FUZZ=1, SK_FUZZ_SECONDS=N, SK_PYTEST_ARGS="-k …" trim a local run;
+# SK_BUILD / SK_BUILD_ASAN / SK_BUILD_FUZZ name the build directories (build, build-asan, …).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+B=${SK_BUILD:-build} BA=${SK_BUILD_ASAN:-build-asan} BF=${SK_BUILD_FUZZ:-build-fuzz}
+OUT=$ROOT/$B-test-results
+rm -rf "$OUT" && mkdir -p "$OUT"
+passed=0 failed=0 skipped=0
+
+stage() { echo; echo "=== $* ==="; }
+fail_stage() { echo "FAILED: $*"; failed=$((failed + 1)); }
+
+stage "dependencies"
+if ! ./scripts/install-deps.sh --test; then
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
+# meson setup once, reconfigure later runs (options kept).
+setup() {
+  local dir=$1; shift
+  if [[ -f $dir/build.ninja ]]; then meson setup --reconfigure "$dir" "$@" >/dev/null
+  else meson setup "$dir" "$@"; fi
+}
+
+build() {
+  local dir=$1; shift
+  stage "build $dir"
+  if setup "$dir" "$@" && timeout 900 ninja -C "$dir"; then return 0; fi
+  fail_stage "build $dir"
+  return 1
+}
+
+# Counts meson test results from testlog.json (one JSON object per test).
+count_meson() {
+  /usr/bin/python3 - "$1" <<'PY'
+import json, sys
+p = f = s = 0
+try:
+    for line in open(sys.argv[1]):
+        r = json.loads(line).get("result")
+        if r in ("OK", "EXPECTEDFAIL"): p += 1
+        elif r == "SKIP": s += 1
+        else: f += 1
+except OSError:
+    pass
+print(p, f, s)
+PY
+}
+
+unit_tests() {
+  local dir=$1
+  stage "unit tests ($dir)"
+  timeout 900 meson test -C "$dir" --print-errorlogs --num-processes 2 --timeout-multiplier 3
+  read -r p f s < <(count_meson "$dir/meson-logs/testlog.json")
+  echo "$dir unit tests: $p passed, $f failed, $s skipped"
+  passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+  if [[ $p -eq 0 && $f -eq 0 ]]; then echo "(no unit tests registered in $dir)"; fi
+}
+
+if build "$B"; then
+  unit_tests "$B"
+fi
+
+if [[ "${SK_SKIP_ASAN:-0}" != 1 ]]; then
+  if build "$BA" -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug; then
+    # Leak reports from GStreamer's/GLib's process-lifetime caches would drown real ones.
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1:halt_on_error=1} \
+    UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+      unit_tests "$BA"
+  fi
+fi
+
+if [[ "${SK_SKIP_FUZZ:-0}" != 1 ]]; then
+  if CC=clang build "$BF" -Dfuzzing=true -Db_lundef=false; then
+    stage "fuzzers"
+    mapfile -t fuzzers < <(meson introspect "$BF" --targets | /usr/bin/python3 -c '
+import json, sys
+for t in json.load(sys.stdin):
+    if t["type"] == "executable" and "/tests/fuzz/" in t["defined_in"]:
+        print(t["filename"][0])')
+    [[ ${#fuzzers[@]} -eq 0 ]] && echo "(no fuzz targets yet)"
+    for f in "${fuzzers[@]}"; do
+      name=$(basename "$f")
+      corpus=$ROOT/tests/fuzz/corpus-out/$name
+      mkdir -p "$corpus"
+      seeds=()
+      [[ -d $ROOT/tests/fuzz/corpus/$name ]] && seeds=("$ROOT/tests/fuzz/corpus/$name")
+      echo "--- $name (${SK_FUZZ_SECONDS:-20} s)"
+      if timeout $(( ${SK_FUZZ_SECONDS:-20} + 60 )) "$f" -max_total_time="${SK_FUZZ_SECONDS:-20}" \
+           -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "$corpus" "${seeds[@]}" \
+           >"$OUT/$name.log" 2>&1; then
+        passed=$((passed + 1)); tail -n 3 "$OUT/$name.log"
+      else
+        fail_stage "fuzzer $name"; tail -n 40 "$OUT/$name.log"
+      fi
+    done
+  fi
+fi
+
+stage "integration tests (network namespace, loopback only)"
+pytest_cmd=(/usr/bin/python3 -m pytest tests/integration -p pytest_timeout --timeout=120
+            -o junit_family=xunit2 --junitxml="$OUT/pytest.xml" -q -rfE ${SK_PYTEST_ARGS:-})
+if [[ $(id -u) -eq 0 ]] && unshare -n true 2>/dev/null; then
+  SK_BUILD_DIR=$ROOT/$B timeout 1200 unshare -n -- sh -c 'ip link set lo up && exec "$@"' sh \
+    "${pytest_cmd[@]}"
+else
+  echo "WARNING: cannot unshare -n here; running on the host's loopback"
+  SK_BUILD_DIR=$ROOT/$B timeout 1200 "${pytest_cmd[@]}"
+fi
+rc=$?
+read -r p f s < <(/usr/bin/python3 - "$OUT/pytest.xml" <<'PY'
+import sys, xml.etree.ElementTree as ET
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root)
+    t = sum(int(x.get("tests", 0)) for x in suites)
+    f = sum(int(x.get("failures", 0)) + int(x.get("errors", 0)) for x in suites)
+    s = sum(int(x.get("skipped", 0)) for x in suites)
+    print(t - f - s, f, s)
+except Exception:
+    print(0, 0, 0)
+PY
+)
+passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+# pytest exit 5 = nothing collected; any other non-zero without a counted failure is one.
+if [[ $rc -ne 0 && $f -eq 0 ]]; then fail_stage "pytest exited $rc"; fi
+
+echo
+echo "$passed passed, $failed failed, $skipped skipped"
+[[ $failed -eq 0 ]]
