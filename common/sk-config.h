@@ -20,26 +20,28 @@ typedef struct {
   char *bind;        /* bind; default "0.0.0.0" */
   guint rtmp_port;   /* rtmp_port; 1935 */
   guint http_port;   /* http_port; 8080 */
-  char *public_host; /* public_host; host used in the URLs the API hands out; default: node's host name */
+  char *public_host; /* public_host; host used in the URLs the API hands out; default: node's host
+                        name */
   char *store;       /* store; "memory" | "redis://HOST:PORT" | "sentinel://HOST:PORT/MASTER" */
   char *api_token;   /* api_token; empty: generated at start, written to <state_dir>/api-token */
   char *state_dir;   /* state_dir */
   guint max_streams; /* max_streams; publishing sessions this node accepts; 0 = unlimited */
 
   /* [rtmp] limits, all checked before allocation */
-  guint rtmp_max_connections;    /* max_connections; 200 */
-  guint rtmp_max_chunk_size;     /* max_chunk_size; 65536 (peer's Set Chunk Size above → error) */
-  guint rtmp_max_message_size;   /* max_message_size; 8 MiB */
-  guint rtmp_max_chunk_streams;  /* max_chunk_streams; 64 distinct csids per connection */
+  guint rtmp_max_connections;   /* max_connections; 200 */
+  guint rtmp_max_chunk_size;    /* max_chunk_size; 65536 (peer's Set Chunk Size above → error) */
+  guint rtmp_max_message_size;  /* max_message_size; 8 MiB */
+  guint rtmp_max_chunk_streams; /* max_chunk_streams; 64 distinct csids per connection */
   guint rtmp_handshake_timeout_ms; /* handshake_timeout_ms; 5000 */
-  guint rtmp_idle_timeout_ms;    /* idle_timeout_ms; 30000 before publish */
+  guint rtmp_idle_timeout_ms;      /* idle_timeout_ms; 30000 before publish */
 
   /* [ingress] */
-  guint publisher_timeout_ms;             /* publisher_timeout_ms; 5000: no media → publisher_lost */
-  SkDuplicateKeyPolicy on_duplicate_key;  /* on_duplicate_key; "replace" | "reject" */
+  guint publisher_timeout_ms; /* publisher_timeout_ms; 5000: no media → publisher_lost */
+  SkDuplicateKeyPolicy on_duplicate_key; /* on_duplicate_key; "replace" | "reject" */
 
   /* [pipelines] gst-launch fragments */
-  char *video_encoder; /* video_encoder; "x264enc tune=zerolatency speed-preset=veryfast key-int-max=60 bframes=0" */
+  char *video_encoder; /* video_encoder; "x264enc tune=zerolatency speed-preset=veryfast
+                          key-int-max=60 bframes=0" */
   char *audio_encoder; /* audio_encoder; "opusenc bitrate=96000" */
 
   /* [rooms] */
@@ -55,26 +57,26 @@ typedef struct {
   char **stun_servers;  /* stun_servers; "stun://host:port" */
 
   /* [webhooks] */
-  char **webhook_urls;      /* urls */
-  char *webhook_secret;     /* secret; HMAC-SHA256 key, defaults to the API token */
-  guint webhook_max_retries;/* max_retries; 8 */
-  guint webhook_queue_max;  /* queue_max; 10000 events per URL before the oldest are dropped */
+  char **webhook_urls;       /* urls */
+  char *webhook_secret;      /* secret; HMAC-SHA256 key, defaults to the API token */
+  guint webhook_max_retries; /* max_retries; 8 */
+  guint webhook_queue_max;   /* queue_max; 10000 events per URL before the oldest are dropped */
 } SkConfig;
 
-SkConfig *sk_config_new (void);
-void sk_config_free (SkConfig *config);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkConfig, sk_config_free)
+SkConfig *sk_config_new(void);
+void sk_config_free(SkConfig *config);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(SkConfig, sk_config_free)
 
 /* Loads @path over the current values. Unknown keys are warned about, bad values are errors. */
-gboolean sk_config_load_file (SkConfig *config, const char *path, GError **error);
+gboolean sk_config_load_file(SkConfig *config, const char *path, GError **error);
 
 /*
  * Parses the command line of DESIGN.md: --config FILE is applied first, then every other
  * option overrides the file. Leaves unknown arguments as an error.
  */
-gboolean sk_config_parse_args (SkConfig *config, int *argc, char ***argv, GError **error);
+gboolean sk_config_parse_args(SkConfig *config, int *argc, char ***argv, GError **error);
 
 /* Fills what is still unset (node id, state dir, API token) and checks consistency. */
-gboolean sk_config_finalize (SkConfig *config, GError **error);
+gboolean sk_config_finalize(SkConfig *config, GError **error);
 
 G_END_DECLS

@@ -4,7 +4,8 @@
 #   4. each libFuzzer target ~20 s (clang build in build-fuzz, if targets exist),
 #   5. the pytest integration suite inside a network namespace of its own (loopback only).
 # Ends with one line 'N passed, N failed[, N skipped]' over everything; exit 1 on any failure.
-# SK_SKIP_ASAN=1, SK_SKIP_FUZZ=1, SK_FUZZ_SECONDS=N, SK_PYTEST_ARGS="-k …" trim a local run;
+# SK_SKIP_ASAN=1, SK_SKIP_FUZZ=1, SK_FUZZ_SECONDS=N, SK_PYTEST_TARGETS="tests/integration/x.py"
+# and SK_PYTEST_ARGS="-x --lf" (both split on spaces) trim a local run;
 # SK_BUILD / SK_BUILD_ASAN / SK_BUILD_FUZZ name the build directories (build, build-asan, …).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -58,8 +59,12 @@ PY
 unit_tests() {
   local dir=$1
   stage "unit tests ($dir)"
+  rm -f "$dir/meson-logs/testlog.json"
   timeout 900 meson test -C "$dir" --print-errorlogs --num-processes 2 --timeout-multiplier 3
+  local rc=$?
   read -r p f s < <(count_meson "$dir/meson-logs/testlog.json")
+  # A rebuild that fails inside meson test, or a timeout, counts as a failure too.
+  if [[ $rc -ne 0 && $f -eq 0 ]]; then f=1; echo "FAILED: meson test in $dir exited $rc"; fi
   echo "$dir unit tests: $p passed, $f failed, $s skipped"
   passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
   if [[ $p -eq 0 && $f -eq 0 ]]; then echo "(no unit tests registered in $dir)"; fi
@@ -106,7 +111,8 @@ for t in json.load(sys.stdin):
 fi
 
 stage "integration tests (network namespace, loopback only)"
-pytest_cmd=(/usr/bin/python3 -m pytest tests/integration -p pytest_timeout --timeout=120
+# shellcheck disable=SC2206 # word splitting of the two knobs is intended
+pytest_cmd=(/usr/bin/python3 -m pytest ${SK_PYTEST_TARGETS:-tests/integration} --timeout=120
             -o junit_family=xunit2 --junitxml="$OUT/pytest.xml" -q -rfE ${SK_PYTEST_ARGS:-})
 if [[ $(id -u) -eq 0 ]] && unshare -n true 2>/dev/null; then
   SK_BUILD_DIR=$ROOT/$B timeout 1200 unshare -n -- sh -c 'ip link set lo up && exec "$@"' sh \

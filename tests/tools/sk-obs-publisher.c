@@ -12,7 +12,9 @@
  *
  * Media comes from an FLV file (audio/video tags are sent as they are, timestamps shifted
  * so that the file loops seamlessly). Progress is printed on stdout as one JSON object per
- * line so that tests can follow it.
+ * line so that tests can follow it. --stall-every S marks the stream for latency measurement:
+ * every S seconds sending pauses for 400 ms and the moment it resumes is printed
+ * ({"event": "stall_end", "mono_us": …}, CLOCK_MONOTONIC like the WHEP client's --latency).
  *
  * Independent of the daemon's code on purpose: it is a peer, not a part.
  */
@@ -70,6 +72,7 @@ typedef struct {
   const FlvSource *source;
   gint64 deadline_us; /* monotonic end of --duration, 0 = none */
   gboolean reconnect;
+  gint64 stall_every_us; /* --stall-every: latency marks for the benchmark, 0 = none */
   guint64 sent_audio, sent_video;
   guint32 next_ts; /* timestamp continuity across reconnects */
 } Publisher;
@@ -529,6 +532,8 @@ send_tag(Publisher *pub, RTMP *r, const FlvTag *tag, guint32 ts)
   return TRUE;
 }
 
+static gboolean sleep_interruptible(Publisher *pub, guint ms);
+
 typedef enum { RUN_STOPPED, RUN_LOST } RunResult;
 
 /* Sends metadata, headers and media until stopped or the connection drops. */
@@ -546,6 +551,7 @@ publisher_stream(Publisher *pub, RTMP *r)
     return RUN_LOST;
 
   gint64 t0 = g_get_monotonic_time();
+  gint64 next_stall = pub->stall_every_us ? t0 + pub->stall_every_us : 0;
   guint32 offset = base;
   for (;;) {
     for (guint i = 0; i < src->media->len; i++) {
@@ -569,6 +575,17 @@ publisher_stream(Publisher *pub, RTMP *r)
         } else if (wait_us <= 0) {
           break;
         }
+      }
+      /* A benchmark mark: hold the media back for 400 ms, then note when the backlog starts
+       * to go out. A subscriber sees the same gap; the first frame after it is this one. */
+      if (next_stall && g_get_monotonic_time() >= next_stall) {
+        if (!sleep_interruptible(pub, 400)) {
+          pub->next_ts = ts;
+          return RUN_STOPPED;
+        }
+        emit("stall_end", "\"mono_us\": %" G_GINT64_FORMAT ", \"ts\": %u", g_get_monotonic_time(),
+             ts);
+        next_stall += pub->stall_every_us;
       }
       if (!send_tag(pub, r, tag, ts)) {
         pub->next_ts = ts;
@@ -655,12 +672,15 @@ main(int argc, char **argv)
   g_autofree char *flv = NULL;
   double duration = 0;
   gboolean reconnect = FALSE, verbose = FALSE;
+  double stall_every = 0;
   GOptionEntry entries[]
       = { { "url", 0, 0, G_OPTION_ARG_STRING, &url, "rtmp://HOST:PORT/APP/KEY", "URL" },
           { "flv", 0, 0, G_OPTION_ARG_FILENAME, &flv, "FLV file with H.264 + AAC to loop", "FILE" },
           { "duration", 0, 0, G_OPTION_ARG_DOUBLE, &duration, "Stop cleanly after S seconds", "S" },
           { "reconnect", 0, 0, G_OPTION_ARG_NONE, &reconnect, "Reconnect like OBS (2 s, x1.5)",
             NULL },
+          { "stall-every", 0, 0, G_OPTION_ARG_DOUBLE, &stall_every,
+            "Benchmark: pause 400 ms every S seconds, print when sending resumes", "S" },
           { "verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "librtmp debug log on stderr", NULL },
           { NULL } };
   g_autoptr(GOptionContext) ctx = g_option_context_new("- publish like OBS Studio 29");
@@ -687,7 +707,10 @@ main(int argc, char **argv)
   sigaction(SIGTERM, &sa, NULL);
   RTMP_LogSetLevel(verbose ? RTMP_LOGDEBUG : RTMP_LOGERROR);
 
-  Publisher pub = { .url = url, .source = &src, .reconnect = reconnect };
+  Publisher pub = { .url = url,
+                    .source = &src,
+                    .reconnect = reconnect,
+                    .stall_every_us = (gint64)(stall_every * G_USEC_PER_SEC) };
   if (duration > 0)
     pub.deadline_us = g_get_monotonic_time() + (gint64)(duration * G_USEC_PER_SEC);
   emit("start", "\"media_tags\": %u, \"loop_ms\": %u, \"width\": %g, \"height\": %g",

@@ -7,6 +7,9 @@
 #include <string.h>
 
 #include <gio/gio.h>
+#include <libsoup/soup.h>
+
+#include <glib/gstdio.h>
 
 #include "common/sk-config.h"
 #include "ingress/rtmp/sk-rtmp-server.h"
@@ -195,15 +198,43 @@ test_rtmpsink (Fixture *f, gconstpointer data)
 }
 
 static void
+serve_swf (SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
+           gpointer user_data)
+{
+  /* An uncompressed SWF header and padding: librtmp only hashes it. */
+  static const guint8 swf[64] = { 'F', 'W', 'S', 10, 64 };
+  soup_server_message_set_status (msg, 200, NULL);
+  soup_server_message_set_response (msg, "application/x-shockwave-flash", SOUP_MEMORY_STATIC,
+                                    (const char *) swf, sizeof swf);
+}
+
+static void
 test_rtmpsink_digest (Fixture *f, gconstpointer data)
 {
-  /* With swfhash/swfsize librtmp uses the Flash (FP9) handshake and verifies S1's digest and
-   * S2's signature: it refuses a server that gets them wrong ("Server not genuine Adobe"). */
-  g_autoptr (GSubprocess) proc = spawn_gst (
-      f, "rtmpsink",
-      "gooddigest\\ swfhash=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
-      "\\ swfsize=1000");
+  /* With swfVfy librtmp uses the Flash (FP9) handshake: it verifies S1's digest and S2's
+   * signature and gives up on a server that gets them wrong. It fetches the SWF to hash from
+   * a local HTTP server and caches it under $HOME. */
+  g_autoptr (GError) error = NULL;
+  g_autoptr (SoupServer) http = soup_server_new (NULL, NULL);
+  soup_server_add_handler (http, "/a.swf", serve_swf, NULL, NULL);
+  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  g_autoptr (GSocketAddress) addr = g_inet_socket_address_new (lo, 0);
+  g_assert_true (soup_server_listen (http, addr, 0, &error));
+  GSList *uris = soup_server_get_uris (http);
+  int http_port = g_uri_get_port (uris->data);
+  g_slist_free_full (uris, (GDestroyNotify) g_uri_unref);
+
+  g_autofree char *home = g_dir_make_tmp ("sk-rtmp-XXXXXX", &error);
+  g_assert_no_error (error);
+  g_autofree char *key = g_strdup_printf (
+      "gooddigest\\ swfUrl=http://127.0.0.1:%d/a.swf\\ swfVfy=1", http_port);
+  g_setenv ("HOME", home, TRUE);
+  g_autoptr (GSubprocess) proc = spawn_gst (f, "rtmpsink", key);
   check_clean_publish (f, proc, "gooddigest");
+
+  g_autofree char *cache = g_build_filename (home, ".swfinfo", NULL);
+  g_unlink (cache);
+  g_rmdir (home);
 }
 
 static void
