@@ -7,14 +7,14 @@ Figures:
   * CPU % of the daemon (one core = 100 %) per 720p30 ~2.5 Mbit/s stream with one WHEP
     subscriber, passthrough and transcode, from /proc/PID/stat over a steady window.
   * RSS growth per stream, from /proc/PID/status VmRSS before and after N streams.
-  * Glass-to-glass latency. sk-obs-publisher --stall-every holds its media back for 400 ms
-    every few seconds and prints (CLOCK_MONOTONIC) when sending resumes; sk-whep-client
-    --latency prints the same clock for every decoded frame. The subscriber sees the same
-    400 ms hole; the first frame decoded after it is the first one sent after the stall, so
-    latency = decode time - resume time. Both processes share the machine's monotonic clock,
-    so no clock sync is needed. It includes RTMP ingest, the node's pipeline, WebRTC
-    transport, the receiver's jitter buffer and the decoder: everything but a camera and a
-    screen.
+  * Glass-to-glass latency. Every few seconds sk-obs-publisher --stall-every drops video
+    frames for at least 400 ms, up to the next keyframe, and prints (CLOCK_MONOTONIC) when
+    it sends that keyframe, on its normal schedule; sk-whep-client --latency prints the same
+    clock for every decoded frame. The subscriber sees the same hole; the first frame it
+    decodes after the hole is that keyframe, so latency = its decode time - its send time.
+    Both processes share the machine's monotonic clock: no clock sync needed. It covers RTMP
+    ingest, the node's pipeline (and transcode), WebRTC transport, the receiver's jitter
+    buffer and the decoder: everything but a camera and a screen.
   * N concurrent passthrough streams (default 20), one subscriber each: decoded frames per
     subscriber against the frames sent, i.e. dropped frames.
 """

@@ -100,7 +100,8 @@ for t in json.load(sys.stdin):
       [[ -d $ROOT/tests/fuzz/corpus/$name ]] && seeds=("$ROOT/tests/fuzz/corpus/$name")
       echo "--- $name (${SK_FUZZ_SECONDS:-20} s)"
       if timeout $(( ${SK_FUZZ_SECONDS:-20} + 60 )) "$f" -max_total_time="${SK_FUZZ_SECONDS:-20}" \
-           -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "$corpus" "${seeds[@]}" \
+           -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$OUT/$name-" \
+           "$corpus" "${seeds[@]}" \
            >"$OUT/$name.log" 2>&1; then
         passed=$((passed + 1)); tail -n 3 "$OUT/$name.log"
       else
@@ -112,7 +113,7 @@ fi
 
 stage "integration tests (network namespace, loopback only)"
 # shellcheck disable=SC2206 # word splitting of the two knobs is intended
-pytest_cmd=(/usr/bin/python3 -m pytest ${SK_PYTEST_TARGETS:-tests/integration} --timeout=120
+pytest_cmd=(/usr/bin/python3 -m pytest ${SK_PYTEST_TARGETS:-tests/integration} --timeout=120 -p no:cacheprovider
             -o junit_family=xunit2 --junitxml="$OUT/pytest.xml" -q -rfE ${SK_PYTEST_ARGS:-})
 if [[ $(id -u) -eq 0 ]] && unshare -n true 2>/dev/null; then
   SK_BUILD_DIR=$ROOT/$B timeout 1200 unshare -n -- sh -c 'ip link set lo up && exec "$@"' sh \

@@ -173,13 +173,19 @@ def test_500_connections_at_once(good):
     assert len(socks) > 100
 
 
-@pytest.mark.parametrize("body", [
-    b"{not json", b"[]", b"null", b'"str"', b'{"input_type": 5}',
-    b'{"input_type": "smoke-signals", "room_name": "x"}',
-    b'{"input_type": "rtmp", "room_name": ' + b'[' * 10000 + b']' * 10000 + b'}',
-    b'{"input_type": "rtmp", "room_name": "' + b'x' * (2 * 1024 * 1024) + b'"}',
-    b"\xff\xfe\x00garbage",
-])
+MALFORMED_JSON = {
+    "not-json": b"{not json", "array": b"[]", "null": b"null", "string": b'"str"',
+    "wrong-type": b'{"input_type": 5}',
+    "unknown-input-type": b'{"input_type": "smoke-signals", "room_name": "x"}',
+    "nested-10000": b'{"input_type": "rtmp", "room_name": ' + b'[' * 10000 + b']' * 10000 + b'}',
+    "2-mib": b'{"input_type": "rtmp", "room_name": "' + b'x' * (2 * 1024 * 1024) + b'"}',
+    "not-utf8": b"\xff\xfe\x00garbage",
+}
+
+
+# ids keep the test names short (they end up in PYTEST_CURRENT_TEST, i.e. in every child's
+# environment).
+@pytest.mark.parametrize("body", MALFORMED_JSON.values(), ids=MALFORMED_JSON.keys())
 def test_malformed_api_json(good, body):
     r = good.node.api.request("POST", "/v1/ingress", body)
     assert 400 <= r.status < 500, r
@@ -193,7 +199,7 @@ def test_malformed_api_json(good, body):
     ("application/sdp", b"v=0\r\n" + b"a=" + b"x" * 100000 + b"\r\n"),
     ("application/sdp", b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"),  # no media
     ("text/plain", b"v=0\r\n"),
-])
+], ids=["prose", "empty", "100k-attribute", "no-media", "wrong-content-type"])
 def test_whep_offer_not_sdp(good, ctype, body):
     r = good.node.api.request("POST", f"/v1/rooms/{GOOD_ROOM}/whep", body, token=None,
                               headers={"Content-Type": ctype})

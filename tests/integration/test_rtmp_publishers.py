@@ -43,7 +43,9 @@ def test_publish_play_and_clean_stop(node, publish, follow, invariants, kind):
         state = node.api.ingress(ing["ingress_id"])["state"]
         inp = state.get("input") or {}
         v, a = inp.get("video") or {}, inp.get("audio") or {}
-        return (v, a) if v.get("width") and a.get("sample_rate") else None
+        complete = v.get("codec") and v.get("width") and v.get("fps") and \
+            a.get("codec") and a.get("sample_rate") and a.get("channels")
+        return (v, a) if complete else None
 
     video, audio = harness.wait_until(figures, 10, what="input figures")
     assert video["codec"] == "H264"

@@ -12,9 +12,11 @@
  *
  * Media comes from an FLV file (audio/video tags are sent as they are, timestamps shifted
  * so that the file loops seamlessly). Progress is printed on stdout as one JSON object per
- * line so that tests can follow it. --stall-every S marks the stream for latency measurement:
- * every S seconds sending pauses for 400 ms and the moment it resumes is printed
- * ({"event": "stall_end", "mono_us": …}, CLOCK_MONOTONIC like the WHEP client's --latency).
+ * line so that tests can follow it. --stall-every S marks the video for latency measurement:
+ * every S seconds it drops video frames for at least 400 ms, up to the next keyframe, and
+ * prints when that keyframe is sent ({"event": "stall_end", "mono_us": …}, CLOCK_MONOTONIC
+ * like the WHEP client's --latency). The keyframe goes out at its normal time, so what a
+ * subscriber measures for it is the ordinary end-to-end delay, jitter buffer included.
  *
  * Independent of the daemon's code on purpose: it is a peer, not a part.
  */
@@ -532,8 +534,6 @@ send_tag(Publisher *pub, RTMP *r, const FlvTag *tag, guint32 ts)
   return TRUE;
 }
 
-static gboolean sleep_interruptible(Publisher *pub, guint ms);
-
 typedef enum { RUN_STOPPED, RUN_LOST } RunResult;
 
 /* Sends metadata, headers and media until stopped or the connection drops. */
@@ -552,6 +552,7 @@ publisher_stream(Publisher *pub, RTMP *r)
 
   gint64 t0 = g_get_monotonic_time();
   gint64 next_stall = pub->stall_every_us ? t0 + pub->stall_every_us : 0;
+  gint64 skip_until = 0; /* dropping video for a latency mark while non-zero */
   guint32 offset = base;
   for (;;) {
     for (guint i = 0; i < src->media->len; i++) {
@@ -576,16 +577,18 @@ publisher_stream(Publisher *pub, RTMP *r)
           break;
         }
       }
-      /* A benchmark mark: hold the media back for 400 ms, then note when the backlog starts
-       * to go out. A subscriber sees the same gap; the first frame after it is this one. */
-      if (next_stall && g_get_monotonic_time() >= next_stall) {
-        if (!sleep_interruptible(pub, 400)) {
-          pub->next_ts = ts;
-          return RUN_STOPPED;
-        }
-        emit("stall_end", "\"mono_us\": %" G_GINT64_FORMAT ", \"ts\": %u", g_get_monotonic_time(),
-             ts);
-        next_stall += pub->stall_every_us;
+      /* A benchmark mark: a hole in the video that ends with a keyframe. A subscriber sees
+       * the same hole; the first frame it decodes after it is this keyframe. */
+      if (next_stall && !skip_until && g_get_monotonic_time() >= next_stall)
+        skip_until = g_get_monotonic_time() + 400 * 1000;
+      if (skip_until && tag->type == 9) {
+        gboolean keyframe = tag->size > 0 && (tag->data[0] >> 4) == 1;
+        gint64 now = g_get_monotonic_time();
+        if (!keyframe || now < skip_until)
+          continue;
+        skip_until = 0;
+        next_stall = now + pub->stall_every_us;
+        emit("stall_end", "\"mono_us\": %" G_GINT64_FORMAT ", \"ts\": %u", now, ts);
       }
       if (!send_tag(pub, r, tag, ts)) {
         pub->next_ts = ts;
@@ -680,7 +683,7 @@ main(int argc, char **argv)
           { "reconnect", 0, 0, G_OPTION_ARG_NONE, &reconnect, "Reconnect like OBS (2 s, x1.5)",
             NULL },
           { "stall-every", 0, 0, G_OPTION_ARG_DOUBLE, &stall_every,
-            "Benchmark: pause 400 ms every S seconds, print when sending resumes", "S" },
+            "Benchmark: a >= 400 ms video hole ending at a keyframe every S s", "S" },
           { "verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "librtmp debug log on stderr", NULL },
           { NULL } };
   g_autoptr(GOptionContext) ctx = g_option_context_new("- publish like OBS Studio 29");
