@@ -47,24 +47,24 @@ typedef struct {
 } Node;
 
 static void
-notify(const char *state)
+notify (const char *state)
 {
 #if SK_HAVE_SYSTEMD
-  sd_notify(0, state);
+  sd_notify (0, state);
 #endif
 }
 
 static void
-handle_healthz(SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
-               gpointer user_data)
+handle_healthz (SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
+                gpointer user_data)
 {
-  g_autoptr(JsonNode) node = json_from_string("{\"status\":\"ok\"}", NULL);
-  sk_http_reply_json(msg, SOUP_STATUS_OK, node);
+  g_autoptr (JsonNode) node = json_from_string ("{\"status\":\"ok\"}", NULL);
+  sk_http_reply_json (msg, SOUP_STATUS_OK, node);
 }
 
 static void
-handle_readyz(SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
-              gpointer user_data)
+handle_readyz (SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
+               gpointer user_data)
 {
   Node *n = user_data;
   const char *status = "ready";
@@ -73,197 +73,198 @@ handle_readyz(SoupServer *server, SoupServerMessage *msg, const char *path, GHas
     status = "starting";
   else if (n->state == NODE_DRAINING)
     status = "draining";
-  else if (!sk_ingress_registry_is_ready(n->registry))
+  else if (!sk_ingress_registry_is_ready (n->registry))
     status = "not_accepting"; /* full (max_streams) or fenced */
 
-  g_autoptr(JsonObject) o = json_object_new();
-  json_object_set_string_member(o, "status", status);
-  json_object_set_string_member(o, "node", n->config->node_id);
-  json_object_set_int_member(o, "sessions", sk_ingress_registry_get_n_sessions(n->registry));
-  g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), o);
+  g_autoptr (JsonObject) o = json_object_new ();
+  json_object_set_string_member (o, "status", status);
+  json_object_set_string_member (o, "node", n->config->node_id);
+  json_object_set_int_member (o, "sessions", sk_ingress_registry_get_n_sessions (n->registry));
+  g_autoptr (JsonNode) node = json_node_init_object (json_node_alloc (), o);
 
-  gboolean ready = g_str_equal(status, "ready");
+  gboolean ready = g_str_equal (status, "ready");
   if (!ready)
-    soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Retry-After", "2");
-  sk_http_reply_json(msg, ready ? SOUP_STATUS_OK : SOUP_STATUS_SERVICE_UNAVAILABLE, node);
+    soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Retry-After",
+                                  "2");
+  sk_http_reply_json (msg, ready ? SOUP_STATUS_OK : SOUP_STATUS_SERVICE_UNAVAILABLE, node);
 }
 
 static gboolean
-on_watchdog(gpointer user_data)
+on_watchdog (gpointer user_data)
 {
-  notify("WATCHDOG=1");
+  notify ("WATCHDOG=1");
   return G_SOURCE_CONTINUE;
 }
 
 static void
-start_watchdog(void)
+start_watchdog (void)
 {
 #if SK_HAVE_SYSTEMD
   uint64_t usec = 0;
 
-  if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
-    guint interval_ms = (guint)MAX(usec / 2000, 1);
-    g_timeout_add(interval_ms, on_watchdog, NULL);
-    g_message("systemd watchdog: pinging every %u ms", interval_ms);
+  if (sd_watchdog_enabled (0, &usec) > 0 && usec > 0) {
+    guint interval_ms = (guint)MAX (usec / 2000, 1);
+    g_timeout_add (interval_ms, on_watchdog, NULL);
+    g_message ("systemd watchdog: pinging every %u ms", interval_ms);
   }
 #endif
 }
 
 static gboolean
-on_shutdown_timeout(gpointer user_data)
+on_shutdown_timeout (gpointer user_data)
 {
   Node *n = user_data;
 
   n->shutdown_timeout_id = 0;
-  g_warning("shutdown: rooms did not finish within %d ms, exiting anyway",
-            SHUTDOWN_ROOMS_TIMEOUT_MS);
-  g_main_loop_quit(n->loop);
+  g_warning ("shutdown: rooms did not finish within %d ms, exiting anyway",
+             SHUTDOWN_ROOMS_TIMEOUT_MS);
+  g_main_loop_quit (n->loop);
   return G_SOURCE_REMOVE;
 }
 
 static void
-on_rooms_shut_down(GObject *source, GAsyncResult *res, gpointer user_data)
+on_rooms_shut_down (GObject *source, GAsyncResult *res, gpointer user_data)
 {
   Node *n = user_data;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GError) error = NULL;
 
-  if (!sk_room_manager_shutdown_finish(n->rooms, res, &error))
-    g_warning("shutdown: %s", error->message);
+  if (!sk_room_manager_shutdown_finish (n->rooms, res, &error))
+    g_warning ("shutdown: %s", error->message);
   if (n->webhooks)
-    sk_webhooks_flush(n->webhooks, SHUTDOWN_WEBHOOKS_TIMEOUT_MS);
-  g_clear_handle_id(&n->shutdown_timeout_id, g_source_remove);
-  g_main_loop_quit(n->loop);
+    sk_webhooks_flush (n->webhooks, SHUTDOWN_WEBHOOKS_TIMEOUT_MS);
+  g_clear_handle_id (&n->shutdown_timeout_id, g_source_remove);
+  g_main_loop_quit (n->loop);
 }
 
 /* Runs after the registry's close funcs (idles queued before this one): no encoder is left
  * to be told anything, so the listener can go, then the rooms write their last events. */
 static gboolean
-shutdown_rooms(gpointer user_data)
+shutdown_rooms (gpointer user_data)
 {
   Node *n = user_data;
 
-  g_clear_pointer(&n->rtmp, sk_rtmp_server_free);
-  n->shutdown_timeout_id = g_timeout_add(SHUTDOWN_ROOMS_TIMEOUT_MS, on_shutdown_timeout, n);
-  sk_room_manager_shutdown_async(n->rooms, on_rooms_shut_down, n);
+  g_clear_pointer (&n->rtmp, sk_rtmp_server_free);
+  n->shutdown_timeout_id = g_timeout_add (SHUTDOWN_ROOMS_TIMEOUT_MS, on_shutdown_timeout, n);
+  sk_room_manager_shutdown_async (n->rooms, on_rooms_shut_down, n);
   return G_SOURCE_REMOVE;
 }
 
 static gboolean
-on_signal(gpointer user_data)
+on_signal (gpointer user_data)
 {
   Node *n = user_data;
 
   if (n->state == NODE_DRAINING) {
-    g_message("second signal: exiting now");
-    g_main_loop_quit(n->loop);
+    g_message ("second signal: exiting now");
+    g_main_loop_quit (n->loop);
     return G_SOURCE_CONTINUE;
   }
-  g_message("shutting down: %u live sessions end with server_shutdown",
-            sk_ingress_registry_get_n_sessions(n->registry));
+  g_message ("shutting down: %u live sessions end with server_shutdown",
+             sk_ingress_registry_get_n_sessions (n->registry));
   n->state = NODE_DRAINING; /* /readyz answers 503 from now on */
-  notify("STOPPING=1");
-  sk_ingress_registry_set_accepting(n->registry, FALSE);
-  sk_ingress_registry_close_all(n->registry, SK_REASON_SERVER_SHUTDOWN);
-  g_idle_add(shutdown_rooms, n);
+  notify ("STOPPING=1");
+  sk_ingress_registry_set_accepting (n->registry, FALSE);
+  sk_ingress_registry_close_all (n->registry, SK_REASON_SERVER_SHUTDOWN);
+  g_idle_add (shutdown_rooms, n);
   return G_SOURCE_CONTINUE;
 }
 
 static gboolean
-listen_http(Node *n, GError **error)
+listen_http (Node *n, GError **error)
 {
-  g_autoptr(GInetAddress) addr = g_inet_address_new_from_string(n->config->bind);
-  g_autoptr(GSocketAddress) sa = g_inet_socket_address_new(addr, n->config->http_port);
+  g_autoptr (GInetAddress) addr = g_inet_address_new_from_string (n->config->bind);
+  g_autoptr (GSocketAddress) sa = g_inet_socket_address_new (addr, n->config->http_port);
 
-  n->http = soup_server_new("server-header", "streamkeeper/" SK_VERSION " ", NULL);
-  sk_http_limit_request_bodies(n->http, MAX_REQUEST_BODY);
-  soup_server_add_handler(n->http, "/healthz", handle_healthz, n, NULL);
-  soup_server_add_handler(n->http, "/readyz", handle_readyz, n, NULL);
-  sk_room_manager_attach_http(n->rooms, n->http);
-  sk_ingress_registry_attach_http(n->registry, n->http);
-  return soup_server_listen(n->http, sa, 0, error);
+  n->http = soup_server_new ("server-header", "streamkeeper/" SK_VERSION " ", NULL);
+  sk_http_limit_request_bodies (n->http, MAX_REQUEST_BODY);
+  soup_server_add_handler (n->http, "/healthz", handle_healthz, n, NULL);
+  soup_server_add_handler (n->http, "/readyz", handle_readyz, n, NULL);
+  sk_room_manager_attach_http (n->rooms, n->http);
+  sk_ingress_registry_attach_http (n->registry, n->http);
+  return soup_server_listen (n->http, sa, 0, error);
 }
 
 static int
-run(Node *n, int argc, char **argv)
+run (Node *n, int argc, char **argv)
 {
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GError) error = NULL;
 
-  n->config = sk_config_new();
-  if (!sk_config_parse_args(n->config, &argc, &argv, &error)
-      || !sk_config_finalize(n->config, &error)) {
-    fprintf(stderr, "streamkeeper: %s\n", error->message);
+  n->config = sk_config_new ();
+  if (!sk_config_parse_args (n->config, &argc, &argv, &error)
+      || !sk_config_finalize (n->config, &error)) {
+    fprintf (stderr, "streamkeeper: %s\n", error->message);
     return 2;
   }
 
-  n->store = sk_store_new(n->config->store, &error);
+  n->store = sk_store_new (n->config->store, &error);
   if (n->store == NULL) {
-    g_printerr("streamkeeper: store %s: %s\n", n->config->store, error->message);
+    g_printerr ("streamkeeper: store %s: %s\n", n->config->store, error->message);
     return 1;
   }
-  n->webhooks = sk_webhooks_new(n->config);
-  n->rooms = sk_room_manager_new(n->config, n->store, n->webhooks, &error);
+  n->webhooks = sk_webhooks_new (n->config);
+  n->rooms = sk_room_manager_new (n->config, n->store, n->webhooks, &error);
   if (n->rooms == NULL) {
-    g_printerr("streamkeeper: rooms: %s\n", error->message);
+    g_printerr ("streamkeeper: rooms: %s\n", error->message);
     return 1;
   }
-  n->registry = sk_ingress_registry_new(n->config, n->store, n->rooms, n->webhooks);
+  n->registry = sk_ingress_registry_new (n->config, n->store, n->rooms, n->webhooks);
 
-  if (!listen_http(n, &error)) {
-    g_printerr("streamkeeper: HTTP on %s:%u: %s\n", n->config->bind, n->config->http_port,
-               error->message);
+  if (!listen_http (n, &error)) {
+    g_printerr ("streamkeeper: HTTP on %s:%u: %s\n", n->config->bind, n->config->http_port,
+                error->message);
     return 1;
   }
-  n->rtmp = sk_rtmp_server_new(n->config, n->registry, &error);
+  n->rtmp = sk_rtmp_server_new (n->config, n->registry, &error);
   if (n->rtmp == NULL) {
-    g_printerr("streamkeeper: RTMP on %s:%u: %s\n", n->config->bind, n->config->rtmp_port,
-               error->message);
+    g_printerr ("streamkeeper: RTMP on %s:%u: %s\n", n->config->bind, n->config->rtmp_port,
+                error->message);
     return 1;
   }
 
-  g_unix_signal_add(SIGINT, on_signal, n);
-  g_unix_signal_add(SIGTERM, on_signal, n);
+  g_unix_signal_add (SIGINT, on_signal, n);
+  g_unix_signal_add (SIGTERM, on_signal, n);
 
-  g_message("streamkeeper %s, node %s, store %s, state in %s", SK_VERSION, n->config->node_id,
-            n->config->store, n->config->state_dir);
-  g_message("HTTP (API, WHIP, WHEP, events, /healthz, /readyz) on %s:%u", n->config->bind,
-            n->config->http_port);
-  g_message("RTMP on %s:%u: publish to rtmp://%s:%u/live with an ingress stream key",
-            n->config->bind, n->config->rtmp_port, n->config->public_host, n->config->rtmp_port);
+  g_message ("streamkeeper %s, node %s, store %s, state in %s", SK_VERSION, n->config->node_id,
+             n->config->store, n->config->state_dir);
+  g_message ("HTTP (API, WHIP, WHEP, events, /healthz, /readyz) on %s:%u", n->config->bind,
+             n->config->http_port);
+  g_message ("RTMP on %s:%u: publish to rtmp://%s:%u/live with an ingress stream key",
+             n->config->bind, n->config->rtmp_port, n->config->public_host, n->config->rtmp_port);
   n->state = NODE_RUNNING;
-  notify("READY=1");
-  start_watchdog();
+  notify ("READY=1");
+  start_watchdog ();
 
-  g_main_loop_run(n->loop);
-  g_message("stopped");
+  g_main_loop_run (n->loop);
+  g_message ("stopped");
   return 0;
 }
 
 int
-main(int argc, char **argv)
+main (int argc, char **argv)
 {
   Node node = { 0 };
   int status;
 
   /* Writes to a closed socket must fail with EPIPE, not kill the daemon. */
-  signal(SIGPIPE, SIG_IGN);
-  gst_init(&argc, &argv);
-  node.loop = g_main_loop_new(NULL, FALSE);
+  signal (SIGPIPE, SIG_IGN);
+  gst_init (&argc, &argv);
+  node.loop = g_main_loop_new (NULL, FALSE);
 
-  status = run(&node, argc, argv);
+  status = run (&node, argc, argv);
 
-  g_clear_handle_id(&node.shutdown_timeout_id, g_source_remove);
+  g_clear_handle_id (&node.shutdown_timeout_id, g_source_remove);
   /* Front ends first (they end their sessions), then what they feed; the HTTP server goes
    * after the rooms so their open responses (SSE) are finished on live connections. */
-  g_clear_pointer(&node.rtmp, sk_rtmp_server_free);
-  g_clear_pointer(&node.registry, sk_ingress_registry_free);
-  g_clear_pointer(&node.rooms, sk_room_manager_free);
+  g_clear_pointer (&node.rtmp, sk_rtmp_server_free);
+  g_clear_pointer (&node.registry, sk_ingress_registry_free);
+  g_clear_pointer (&node.rooms, sk_room_manager_free);
   if (node.http)
-    soup_server_disconnect(node.http);
-  g_clear_object(&node.http);
-  g_clear_pointer(&node.webhooks, sk_webhooks_free);
-  g_clear_pointer(&node.store, sk_store_free);
-  g_clear_pointer(&node.config, sk_config_free);
-  g_main_loop_unref(node.loop);
-  gst_deinit();
+    soup_server_disconnect (node.http);
+  g_clear_object (&node.http);
+  g_clear_pointer (&node.webhooks, sk_webhooks_free);
+  g_clear_pointer (&node.store, sk_store_free);
+  g_clear_pointer (&node.config, sk_config_free);
+  g_main_loop_unref (node.loop);
+  gst_deinit ();
   return status;
 }

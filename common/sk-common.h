@@ -5,8 +5,8 @@
 
 G_BEGIN_DECLS
 
-#define SK_ERROR (sk_error_quark())
-GQuark sk_error_quark(void);
+#define SK_ERROR (sk_error_quark ())
+GQuark sk_error_quark (void);
 
 /* Errors that cross module boundaries; the HTTP layer maps them to status codes. */
 typedef enum {
@@ -24,21 +24,21 @@ typedef enum {
 } SkError;
 
 /* Wall-clock milliseconds since the Unix epoch (event at_ms, started_at_ms). */
-gint64 sk_now_ms(void);
+gint64 sk_now_ms (void);
 
 /* Fills @buf with cryptographically secure random bytes (getrandom). */
-void sk_random_bytes(guint8 *buf, gsize len);
+void sk_random_bytes (guint8 *buf, gsize len);
 
 /* A new id: @prefix followed by 16 base62 characters (~95 random bits), e.g. "IN_…", "PA_…". */
-char *sk_id_new(const char *prefix);
+char *sk_id_new (const char *prefix);
 
 /* A new secret of @n_bits random bits (rounded up), base62-encoded: stream keys, tokens. */
-char *sk_secret_new(guint n_bits);
+char *sk_secret_new (guint n_bits);
 
 /* Compares two NUL-terminated secrets in time independent of where they differ. */
-gboolean sk_secure_equal(const char *a, const char *b);
+gboolean sk_secure_equal (const char *a, const char *b);
 
 /* Lower-case hex SHA-256 of @s; used to index secrets without comparing them in a hash table. */
-char *sk_sha256_hex(const char *s);
+char *sk_sha256_hex (const char *s);
 
 G_END_DECLS

@@ -63,20 +63,20 @@ typedef struct {
   guint webhook_queue_max;   /* queue_max; 10000 events per URL before the oldest are dropped */
 } SkConfig;
 
-SkConfig *sk_config_new(void);
-void sk_config_free(SkConfig *config);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(SkConfig, sk_config_free)
+SkConfig *sk_config_new (void);
+void sk_config_free (SkConfig *config);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkConfig, sk_config_free)
 
 /* Loads @path over the current values. Unknown keys are warned about, bad values are errors. */
-gboolean sk_config_load_file(SkConfig *config, const char *path, GError **error);
+gboolean sk_config_load_file (SkConfig *config, const char *path, GError **error);
 
 /*
  * Parses the command line of DESIGN.md: --config FILE is applied first, then every other
  * option overrides the file. Leaves unknown arguments as an error.
  */
-gboolean sk_config_parse_args(SkConfig *config, int *argc, char ***argv, GError **error);
+gboolean sk_config_parse_args (SkConfig *config, int *argc, char ***argv, GError **error);
 
 /* Fills what is still unset (node id, state dir, API token) and checks consistency. */
-gboolean sk_config_finalize(SkConfig *config, GError **error);
+gboolean sk_config_finalize (SkConfig *config, GError **error);
 
 G_END_DECLS

@@ -7,30 +7,30 @@
 G_BEGIN_DECLS
 
 /* Replies {"error": message, "code": code} with @status. */
-void sk_http_reply_error(SoupServerMessage *msg, guint status, const char *code, const char *format,
-                         ...) G_GNUC_PRINTF(4, 5);
+void sk_http_reply_error (SoupServerMessage *msg, guint status, const char *code,
+                          const char *format, ...) G_GNUC_PRINTF (4, 5);
 
 /* Maps an SK_ERROR (or any GError) to a status + code and replies with it. */
-void sk_http_reply_gerror(SoupServerMessage *msg, const GError *error);
+void sk_http_reply_gerror (SoupServerMessage *msg, const GError *error);
 
 /* Replies with a JSON body (takes no ownership of @node). */
-void sk_http_reply_json(SoupServerMessage *msg, guint status, JsonNode *node);
+void sk_http_reply_json (SoupServerMessage *msg, guint status, JsonNode *node);
 
 /* Adds the CORS headers the browser-facing endpoints share. */
-void sk_http_add_cors(SoupServerMessage *msg, const char *allow_methods);
+void sk_http_add_cors (SoupServerMessage *msg, const char *allow_methods);
 
 /* Returns the Bearer token of the request, or NULL. */
-const char *sk_http_get_bearer(SoupServerMessage *msg);
+const char *sk_http_get_bearer (SoupServerMessage *msg);
 
 /* TRUE if the request carries `Authorization: Bearer <token>` (constant-time compare);
  * otherwise replies 401 and returns FALSE. */
-gboolean sk_http_require_token(SoupServerMessage *msg, const char *token);
+gboolean sk_http_require_token (SoupServerMessage *msg, const char *token);
 
 /* Refuses, before reading them, request bodies over @max_bytes (413) and bodies of unknown
  * length (411: chunked uploads), so no handler ever sees a body libsoup buffered unbounded. */
-void sk_http_limit_request_bodies(SoupServer *server, gsize max_bytes);
+void sk_http_limit_request_bodies (SoupServer *server, gsize max_bytes);
 
 /* Parses the request body as a JSON object of at most @max_bytes. */
-JsonObject *sk_http_read_json_object(SoupServerMessage *msg, gsize max_bytes, GError **error);
+JsonObject *sk_http_read_json_object (SoupServerMessage *msg, gsize max_bytes, GError **error);
 
 G_END_DECLS

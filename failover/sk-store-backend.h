@@ -9,9 +9,9 @@
 G_BEGIN_DECLS
 
 /* For last_seq and claim_room. */
-void sk_store_task_return_u64(GTask *task, guint64 value);
+void sk_store_task_return_u64 (GTask *task, guint64 value);
 
 /* For get_placement: @node NULL and @epoch 0 for a room never placed. */
-void sk_store_task_return_placement(GTask *task, const char *node, guint64 epoch);
+void sk_store_task_return_placement (GTask *task, const char *node, guint64 epoch);
 
 G_END_DECLS

@@ -47,323 +47,324 @@ typedef struct {
 } SkStoreMemory;
 
 static void
-memory_room_free(gpointer data)
+memory_room_free (gpointer data)
 {
   MemoryRoom *room = data;
 
-  g_ptr_array_unref(room->log);
-  g_free(room->node);
-  g_free(room);
+  g_ptr_array_unref (room->log);
+  g_free (room->node);
+  g_free (room);
 }
 
 static void
-memory_watch_free(gpointer data)
+memory_watch_free (gpointer data)
 {
   MemoryWatch *watch = data;
 
   if (watch->destroy != NULL)
-    watch->destroy(watch->user_data);
-  g_free(watch->room);
-  g_free(watch);
+    watch->destroy (watch->user_data);
+  g_free (watch->room);
+  g_free (watch);
 }
 
 static MemoryRoom *
-memory_lookup_room(SkStoreMemory *self, const char *name, gboolean create)
+memory_lookup_room (SkStoreMemory *self, const char *name, gboolean create)
 {
-  MemoryRoom *room = g_hash_table_lookup(self->rooms, name);
+  MemoryRoom *room = g_hash_table_lookup (self->rooms, name);
 
   if (room == NULL && create) {
-    room = g_new0(MemoryRoom, 1);
-    room->log = g_ptr_array_new_with_free_func((GDestroyNotify)sk_store_event_free);
-    g_hash_table_insert(self->rooms, g_strdup(name), room);
+    room = g_new0 (MemoryRoom, 1);
+    room->log = g_ptr_array_new_with_free_func ((GDestroyNotify)sk_store_event_free);
+    g_hash_table_insert (self->rooms, g_strdup (name), room);
   }
   return room;
 }
 
 /* The @i-th oldest event still kept. */
 static SkStoreEvent *
-memory_room_nth(MemoryRoom *room, guint i)
+memory_room_nth (MemoryRoom *room, guint i)
 {
-  return g_ptr_array_index(room->log, (room->head + i) % room->log->len);
+  return g_ptr_array_index (room->log, (room->head + i) % room->log->len);
 }
 
 static void
-memory_room_push(MemoryRoom *room, SkStoreEvent *event)
+memory_room_push (MemoryRoom *room, SkStoreEvent *event)
 {
   if (room->log->len < SK_STORE_MEMORY_LOG_CAP) {
-    g_ptr_array_add(room->log, event);
+    g_ptr_array_add (room->log, event);
     return;
   }
   /* Full: overwrite the oldest. */
-  sk_store_event_free(g_ptr_array_index(room->log, room->head));
-  g_ptr_array_index(room->log, room->head) = event;
+  sk_store_event_free (g_ptr_array_index (room->log, room->head));
+  g_ptr_array_index (room->log, room->head) = event;
   room->head = (room->head + 1) % room->log->len;
 }
 
 static gboolean
-memory_notify_cb(gpointer user_data)
+memory_notify_cb (gpointer user_data)
 {
   SkStoreMemory *self = user_data;
-  g_autoptr(GHashTable) dirty = g_steal_pointer(&self->dirty_rooms);
+  g_autoptr (GHashTable) dirty = g_steal_pointer (&self->dirty_rooms);
   GHashTableIter iter;
   const char *name;
 
-  self->dirty_rooms = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-  g_clear_pointer(&self->notify_source, g_source_unref);
+  self->dirty_rooms = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  g_clear_pointer (&self->notify_source, g_source_unref);
 
-  g_hash_table_iter_init(&iter, dirty);
-  while (g_hash_table_iter_next(&iter, (gpointer *)&name, NULL)) {
-    GArray *ids = g_hash_table_lookup(self->room_watches, name);
-    MemoryRoom *room = memory_lookup_room(self, name, FALSE);
-    g_autoptr(GArray) snapshot = NULL;
+  g_hash_table_iter_init (&iter, dirty);
+  while (g_hash_table_iter_next (&iter, (gpointer *)&name, NULL)) {
+    GArray *ids = g_hash_table_lookup (self->room_watches, name);
+    MemoryRoom *room = memory_lookup_room (self, name, FALSE);
+    g_autoptr (GArray) snapshot = NULL;
 
     if (ids == NULL || room == NULL)
       continue;
     /* Callbacks may add or remove watches: walk a copy and re-check each id. */
-    snapshot = g_array_copy(ids);
+    snapshot = g_array_copy (ids);
     for (guint i = 0; i < snapshot->len; i++) {
-      guint id = g_array_index(snapshot, guint, i);
-      MemoryWatch *watch = g_hash_table_lookup(self->watches, GUINT_TO_POINTER(id));
+      guint id = g_array_index (snapshot, guint, i);
+      MemoryWatch *watch = g_hash_table_lookup (self->watches, GUINT_TO_POINTER (id));
 
       if (watch != NULL)
-        watch->func(name, room->last_seq, watch->user_data);
+        watch->func (name, room->last_seq, watch->user_data);
     }
   }
   return G_SOURCE_REMOVE;
 }
 
 static void
-memory_schedule_notify(SkStoreMemory *self, const char *room)
+memory_schedule_notify (SkStoreMemory *self, const char *room)
 {
-  if (!g_hash_table_contains(self->room_watches, room))
+  if (!g_hash_table_contains (self->room_watches, room))
     return;
-  g_hash_table_add(self->dirty_rooms, g_strdup(room));
+  g_hash_table_add (self->dirty_rooms, g_strdup (room));
   if (self->notify_source != NULL)
     return;
-  self->notify_source = g_idle_source_new();
-  g_source_set_priority(self->notify_source, G_PRIORITY_DEFAULT);
-  g_source_set_callback(self->notify_source, memory_notify_cb, self, NULL);
-  g_source_set_static_name(self->notify_source, "sk-store-memory-notify");
-  g_source_attach(self->notify_source, g_main_context_get_thread_default());
+  self->notify_source = g_idle_source_new ();
+  g_source_set_priority (self->notify_source, G_PRIORITY_DEFAULT);
+  g_source_set_callback (self->notify_source, memory_notify_cb, self, NULL);
+  g_source_set_static_name (self->notify_source, "sk-store-memory-notify");
+  g_source_attach (self->notify_source, g_main_context_get_thread_default ());
 }
 
 static void
-memory_append_event(SkStore *store, const char *name, guint64 epoch, guint64 seq, const char *json,
-                    GTask *task)
+memory_append_event (SkStore *store, const char *name, guint64 epoch, guint64 seq, const char *json,
+                     GTask *task)
 {
   SkStoreMemory *self = (SkStoreMemory *)store;
-  MemoryRoom *room = memory_lookup_room(self, name, TRUE);
+  MemoryRoom *room = memory_lookup_room (self, name, TRUE);
   SkStoreEvent *event;
 
   if (epoch < room->epoch) {
-    g_task_return_new_error(task, SK_ERROR, SK_ERROR_STALE_EPOCH,
-                            "room %s: epoch %" G_GUINT64_FORMAT " is older than %" G_GUINT64_FORMAT,
-                            name, epoch, room->epoch);
+    g_task_return_new_error (task, SK_ERROR, SK_ERROR_STALE_EPOCH,
+                             "room %s: epoch %" G_GUINT64_FORMAT
+                             " is older than %" G_GUINT64_FORMAT,
+                             name, epoch, room->epoch);
   } else if (seq != room->last_seq + 1) {
-    g_task_return_new_error(task, SK_ERROR, SK_ERROR_CONFLICT,
-                            "room %s: seq %" G_GUINT64_FORMAT ", expected %" G_GUINT64_FORMAT, name,
-                            seq, room->last_seq + 1);
+    g_task_return_new_error (task, SK_ERROR, SK_ERROR_CONFLICT,
+                             "room %s: seq %" G_GUINT64_FORMAT ", expected %" G_GUINT64_FORMAT,
+                             name, seq, room->last_seq + 1);
   } else {
-    event = g_new0(SkStoreEvent, 1);
+    event = g_new0 (SkStoreEvent, 1);
     event->seq = seq;
-    event->json = g_strdup(json);
-    memory_room_push(room, event);
+    event->json = g_strdup (json);
+    memory_room_push (room, event);
     room->last_seq = seq;
-    memory_schedule_notify(self, name);
-    g_task_return_boolean(task, TRUE);
+    memory_schedule_notify (self, name);
+    g_task_return_boolean (task, TRUE);
   }
-  g_object_unref(task);
+  g_object_unref (task);
 }
 
 static void
-memory_read_events(SkStore *store, const char *name, guint64 after_seq, guint limit, GTask *task)
+memory_read_events (SkStore *store, const char *name, guint64 after_seq, guint limit, GTask *task)
 {
   SkStoreMemory *self = (SkStoreMemory *)store;
-  MemoryRoom *room = memory_lookup_room(self, name, FALSE);
-  GPtrArray *events = g_ptr_array_new_with_free_func((GDestroyNotify)sk_store_event_free);
+  MemoryRoom *room = memory_lookup_room (self, name, FALSE);
+  GPtrArray *events = g_ptr_array_new_with_free_func ((GDestroyNotify)sk_store_event_free);
 
   if (room != NULL && after_seq < room->last_seq && room->log->len > 0) {
     guint64 first_seq = room->last_seq - room->log->len + 1;
     guint start = after_seq < first_seq ? 0 : (guint)(after_seq - first_seq + 1);
 
     for (guint i = start; i < room->log->len && events->len < limit; i++) {
-      SkStoreEvent *src = memory_room_nth(room, i);
-      SkStoreEvent *copy = g_new0(SkStoreEvent, 1);
+      SkStoreEvent *src = memory_room_nth (room, i);
+      SkStoreEvent *copy = g_new0 (SkStoreEvent, 1);
 
       copy->seq = src->seq;
-      copy->json = g_strdup(src->json);
-      g_ptr_array_add(events, copy);
+      copy->json = g_strdup (src->json);
+      g_ptr_array_add (events, copy);
     }
   }
-  g_task_return_pointer(task, events, (GDestroyNotify)g_ptr_array_unref);
-  g_object_unref(task);
+  g_task_return_pointer (task, events, (GDestroyNotify)g_ptr_array_unref);
+  g_object_unref (task);
 }
 
 static void
-memory_last_seq(SkStore *store, const char *name, GTask *task)
+memory_last_seq (SkStore *store, const char *name, GTask *task)
 {
-  MemoryRoom *room = memory_lookup_room((SkStoreMemory *)store, name, FALSE);
+  MemoryRoom *room = memory_lookup_room ((SkStoreMemory *)store, name, FALSE);
 
-  sk_store_task_return_u64(task, room != NULL ? room->last_seq : 0);
-  g_object_unref(task);
+  sk_store_task_return_u64 (task, room != NULL ? room->last_seq : 0);
+  g_object_unref (task);
 }
 
 static guint
-memory_watch_events(SkStore *store, const char *name, SkStoreWatchFunc func, gpointer user_data,
-                    GDestroyNotify destroy)
+memory_watch_events (SkStore *store, const char *name, SkStoreWatchFunc func, gpointer user_data,
+                     GDestroyNotify destroy)
 {
   SkStoreMemory *self = (SkStoreMemory *)store;
-  MemoryWatch *watch = g_new0(MemoryWatch, 1);
-  GArray *ids = g_hash_table_lookup(self->room_watches, name);
+  MemoryWatch *watch = g_new0 (MemoryWatch, 1);
+  GArray *ids = g_hash_table_lookup (self->room_watches, name);
 
   watch->id = ++self->next_watch_id;
-  watch->room = g_strdup(name);
+  watch->room = g_strdup (name);
   watch->func = func;
   watch->user_data = user_data;
   watch->destroy = destroy;
-  g_hash_table_insert(self->watches, GUINT_TO_POINTER(watch->id), watch);
+  g_hash_table_insert (self->watches, GUINT_TO_POINTER (watch->id), watch);
 
   if (ids == NULL) {
-    ids = g_array_new(FALSE, FALSE, sizeof(guint));
-    g_hash_table_insert(self->room_watches, g_strdup(name), ids);
+    ids = g_array_new (FALSE, FALSE, sizeof (guint));
+    g_hash_table_insert (self->room_watches, g_strdup (name), ids);
   }
-  g_array_append_val(ids, watch->id);
+  g_array_append_val (ids, watch->id);
   return watch->id;
 }
 
 static void
-memory_unwatch_events(SkStore *store, guint watch_id)
+memory_unwatch_events (SkStore *store, guint watch_id)
 {
   SkStoreMemory *self = (SkStoreMemory *)store;
-  MemoryWatch *watch = g_hash_table_lookup(self->watches, GUINT_TO_POINTER(watch_id));
+  MemoryWatch *watch = g_hash_table_lookup (self->watches, GUINT_TO_POINTER (watch_id));
   GArray *ids;
 
   if (watch == NULL)
     return;
-  ids = g_hash_table_lookup(self->room_watches, watch->room);
+  ids = g_hash_table_lookup (self->room_watches, watch->room);
   for (guint i = 0; ids != NULL && i < ids->len; i++) {
-    if (g_array_index(ids, guint, i) == watch_id) {
-      g_array_remove_index(ids, i);
+    if (g_array_index (ids, guint, i) == watch_id) {
+      g_array_remove_index (ids, i);
       break;
     }
   }
   if (ids != NULL && ids->len == 0)
-    g_hash_table_remove(self->room_watches, watch->room);
+    g_hash_table_remove (self->room_watches, watch->room);
   /* Frees @watch and runs its destroy notify last, once the tables are consistent. */
-  g_hash_table_remove(self->watches, GUINT_TO_POINTER(watch_id));
+  g_hash_table_remove (self->watches, GUINT_TO_POINTER (watch_id));
 }
 
 static GHashTable *
-memory_namespace(SkStoreMemory *self, const char *ns, gboolean create)
+memory_namespace (SkStoreMemory *self, const char *ns, gboolean create)
 {
-  GHashTable *table = g_hash_table_lookup(self->namespaces, ns);
+  GHashTable *table = g_hash_table_lookup (self->namespaces, ns);
 
   if (table == NULL && create) {
-    table = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-    g_hash_table_insert(self->namespaces, g_strdup(ns), table);
+    table = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+    g_hash_table_insert (self->namespaces, g_strdup (ns), table);
   }
   return table;
 }
 
 static void
-memory_put(SkStore *store, const char *ns, const char *key, const char *value, GTask *task)
+memory_put (SkStore *store, const char *ns, const char *key, const char *value, GTask *task)
 {
-  GHashTable *table = memory_namespace((SkStoreMemory *)store, ns, TRUE);
+  GHashTable *table = memory_namespace ((SkStoreMemory *)store, ns, TRUE);
 
-  g_hash_table_insert(table, g_strdup(key), g_strdup(value));
-  g_task_return_boolean(task, TRUE);
-  g_object_unref(task);
+  g_hash_table_insert (table, g_strdup (key), g_strdup (value));
+  g_task_return_boolean (task, TRUE);
+  g_object_unref (task);
 }
 
 static void
-memory_get(SkStore *store, const char *ns, const char *key, GTask *task)
+memory_get (SkStore *store, const char *ns, const char *key, GTask *task)
 {
-  GHashTable *table = memory_namespace((SkStoreMemory *)store, ns, FALSE);
-  const char *value = table != NULL ? g_hash_table_lookup(table, key) : NULL;
+  GHashTable *table = memory_namespace ((SkStoreMemory *)store, ns, FALSE);
+  const char *value = table != NULL ? g_hash_table_lookup (table, key) : NULL;
 
   if (value != NULL)
-    g_task_return_pointer(task, g_strdup(value), g_free);
+    g_task_return_pointer (task, g_strdup (value), g_free);
   else
-    g_task_return_new_error(task, SK_ERROR, SK_ERROR_NOT_FOUND, "%s/%s: not found", ns, key);
-  g_object_unref(task);
+    g_task_return_new_error (task, SK_ERROR, SK_ERROR_NOT_FOUND, "%s/%s: not found", ns, key);
+  g_object_unref (task);
 }
 
 static void
-memory_remove(SkStore *store, const char *ns, const char *key, GTask *task)
+memory_remove (SkStore *store, const char *ns, const char *key, GTask *task)
 {
-  GHashTable *table = memory_namespace((SkStoreMemory *)store, ns, FALSE);
+  GHashTable *table = memory_namespace ((SkStoreMemory *)store, ns, FALSE);
 
   /* Removing what is not there succeeds: removal is idempotent, as in Redis. */
   if (table != NULL)
-    g_hash_table_remove(table, key);
-  g_task_return_boolean(task, TRUE);
-  g_object_unref(task);
+    g_hash_table_remove (table, key);
+  g_task_return_boolean (task, TRUE);
+  g_object_unref (task);
 }
 
 static void
-memory_list(SkStore *store, const char *ns, GTask *task)
+memory_list (SkStore *store, const char *ns, GTask *task)
 {
-  GHashTable *table = memory_namespace((SkStoreMemory *)store, ns, FALSE);
-  GPtrArray *values = g_ptr_array_new_with_free_func(g_free);
+  GHashTable *table = memory_namespace ((SkStoreMemory *)store, ns, FALSE);
+  GPtrArray *values = g_ptr_array_new_with_free_func (g_free);
 
   if (table != NULL) {
-    g_autoptr(GList) keys = g_hash_table_get_keys(table);
+    g_autoptr (GList) keys = g_hash_table_get_keys (table);
 
     /* Key order, so listings are stable from call to call. */
-    keys = g_list_sort(keys, (GCompareFunc)g_strcmp0);
+    keys = g_list_sort (keys, (GCompareFunc)g_strcmp0);
     for (GList *l = keys; l != NULL; l = l->next)
-      g_ptr_array_add(values, g_strdup(g_hash_table_lookup(table, l->data)));
+      g_ptr_array_add (values, g_strdup (g_hash_table_lookup (table, l->data)));
   }
-  g_task_return_pointer(task, values, (GDestroyNotify)g_ptr_array_unref);
-  g_object_unref(task);
+  g_task_return_pointer (task, values, (GDestroyNotify)g_ptr_array_unref);
+  g_object_unref (task);
 }
 
 static void
-memory_claim_room(SkStore *store, const char *name, const char *node, guint64 expected_epoch,
-                  GTask *task)
+memory_claim_room (SkStore *store, const char *name, const char *node, guint64 expected_epoch,
+                   GTask *task)
 {
-  MemoryRoom *room = memory_lookup_room((SkStoreMemory *)store, name, TRUE);
+  MemoryRoom *room = memory_lookup_room ((SkStoreMemory *)store, name, TRUE);
 
   if (room->epoch != expected_epoch) {
-    g_task_return_new_error(task, SK_ERROR, SK_ERROR_CONFLICT,
-                            "room %s: epoch is %" G_GUINT64_FORMAT ", not %" G_GUINT64_FORMAT, name,
-                            room->epoch, expected_epoch);
+    g_task_return_new_error (task, SK_ERROR, SK_ERROR_CONFLICT,
+                             "room %s: epoch is %" G_GUINT64_FORMAT ", not %" G_GUINT64_FORMAT,
+                             name, room->epoch, expected_epoch);
   } else {
     room->epoch = expected_epoch + 1;
-    g_free(room->node);
-    room->node = g_strdup(node);
-    sk_store_task_return_u64(task, room->epoch);
+    g_free (room->node);
+    room->node = g_strdup (node);
+    sk_store_task_return_u64 (task, room->epoch);
   }
-  g_object_unref(task);
+  g_object_unref (task);
 }
 
 static void
-memory_get_placement(SkStore *store, const char *name, GTask *task)
+memory_get_placement (SkStore *store, const char *name, GTask *task)
 {
-  MemoryRoom *room = memory_lookup_room((SkStoreMemory *)store, name, FALSE);
+  MemoryRoom *room = memory_lookup_room ((SkStoreMemory *)store, name, FALSE);
 
   if (room != NULL)
-    sk_store_task_return_placement(task, room->node, room->epoch);
+    sk_store_task_return_placement (task, room->node, room->epoch);
   else
-    sk_store_task_return_placement(task, NULL, 0);
-  g_object_unref(task);
+    sk_store_task_return_placement (task, NULL, 0);
+  g_object_unref (task);
 }
 
 static void
-memory_free(SkStore *store)
+memory_free (SkStore *store)
 {
   SkStoreMemory *self = (SkStoreMemory *)store;
 
   if (self->notify_source != NULL) {
-    g_source_destroy(self->notify_source);
-    g_source_unref(self->notify_source);
+    g_source_destroy (self->notify_source);
+    g_source_unref (self->notify_source);
   }
-  g_hash_table_unref(self->dirty_rooms);
-  g_hash_table_unref(self->room_watches);
-  g_hash_table_unref(self->watches);
-  g_hash_table_unref(self->namespaces);
-  g_hash_table_unref(self->rooms);
-  g_free(self);
+  g_hash_table_unref (self->dirty_rooms);
+  g_hash_table_unref (self->room_watches);
+  g_hash_table_unref (self->watches);
+  g_hash_table_unref (self->namespaces);
+  g_hash_table_unref (self->rooms);
+  g_free (self);
 }
 
 static const SkStoreVTable memory_vtable = {
@@ -382,18 +383,18 @@ static const SkStoreVTable memory_vtable = {
 };
 
 SkStore *
-sk_store_memory_new(void)
+sk_store_memory_new (void)
 {
-  SkStoreMemory *self = g_new0(SkStoreMemory, 1);
+  SkStoreMemory *self = g_new0 (SkStoreMemory, 1);
 
   self->parent.vtable = &memory_vtable;
-  self->parent.uri = g_strdup("memory");
-  self->rooms = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, memory_room_free);
+  self->parent.uri = g_strdup ("memory");
+  self->rooms = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, memory_room_free);
   self->namespaces
-      = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)g_hash_table_unref);
-  self->watches = g_hash_table_new_full(NULL, NULL, NULL, memory_watch_free);
+      = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify)g_hash_table_unref);
+  self->watches = g_hash_table_new_full (NULL, NULL, NULL, memory_watch_free);
   self->room_watches
-      = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)g_array_unref);
-  self->dirty_rooms = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+      = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify)g_array_unref);
+  self->dirty_rooms = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   return &self->parent;
 }

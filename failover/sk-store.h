@@ -48,8 +48,8 @@ typedef struct {
   void (*list) (SkStore *store, const char *ns, GTask *task);
 
   /* Room placement: room → (node, epoch), changed only by compare-and-set. */
-  void (*claim_room) (SkStore *store, const char *room, const char *node,
-                      guint64 expected_epoch, GTask *task);
+  void (*claim_room) (SkStore *store, const char *room, const char *node, guint64 expected_epoch,
+                      GTask *task);
   void (*get_placement) (SkStore *store, const char *room, GTask *task);
 } SkStoreVTable;
 
@@ -72,9 +72,9 @@ void sk_store_append_event_async (SkStore *store, const char *room, guint64 epoc
 gboolean sk_store_append_event_finish (SkStore *store, GAsyncResult *result, GError **error);
 
 /* Events with seq > @after_seq, oldest first, at most @limit: a GPtrArray of SkStoreEvent. */
-void sk_store_read_events_async (SkStore *store, const char *room, guint64 after_seq,
-                                 guint limit, GCancellable *cancellable,
-                                 GAsyncReadyCallback callback, gpointer user_data);
+void sk_store_read_events_async (SkStore *store, const char *room, guint64 after_seq, guint limit,
+                                 GCancellable *cancellable, GAsyncReadyCallback callback,
+                                 gpointer user_data);
 GPtrArray *sk_store_read_events_finish (SkStore *store, GAsyncResult *result, GError **error);
 
 /* The newest seq of a room's log (0 for a room never seen). */
@@ -93,9 +93,8 @@ void sk_store_put_async (SkStore *store, const char *ns, const char *key, const 
 gboolean sk_store_put_finish (SkStore *store, GAsyncResult *result, GError **error);
 
 /* Returns the value, or NULL with SK_ERROR_NOT_FOUND. */
-void sk_store_get_async (SkStore *store, const char *ns, const char *key,
-                         GCancellable *cancellable, GAsyncReadyCallback callback,
-                         gpointer user_data);
+void sk_store_get_async (SkStore *store, const char *ns, const char *key, GCancellable *cancellable,
+                         GAsyncReadyCallback callback, gpointer user_data);
 char *sk_store_get_finish (SkStore *store, GAsyncResult *result, GError **error);
 
 void sk_store_remove_async (SkStore *store, const char *ns, const char *key,

@@ -56,23 +56,23 @@ struct _SkIngressRegistry {
   GCancellable *cancellable;
 };
 
-const char *sk_input_type_to_string(SkInputType type);
-gboolean sk_input_type_from_string(const char *s, SkInputType *out);
+const char *sk_input_type_to_string (SkInputType type);
+gboolean sk_input_type_from_string (const char *s, SkInputType *out);
 
 /* A new record with a fresh id, stream key and URL, ENDPOINT_INACTIVE; not yet registered. */
-SkIngressRecord *sk_ingress_record_new(SkIngressRegistry *self, SkInputType type);
-void sk_ingress_record_free(SkIngressRecord *rec);
+SkIngressRecord *sk_ingress_record_new (SkIngressRegistry *self, SkInputType type);
+void sk_ingress_record_free (SkIngressRecord *rec);
 
 /* @with_key: include stream_key (API answers yes, webhooks no). */
-JsonNode *sk_ingress_record_to_json(const SkIngressRecord *rec, gboolean with_key);
+JsonNode *sk_ingress_record_to_json (const SkIngressRecord *rec, gboolean with_key);
 
-void sk_ingress_registry_insert(SkIngressRegistry *self, SkIngressRecord *rec);
-SkIngressRecord *sk_ingress_registry_lookup(SkIngressRegistry *self, const char *ingress_id);
+void sk_ingress_registry_insert (SkIngressRegistry *self, SkIngressRecord *rec);
+SkIngressRecord *sk_ingress_registry_lookup (SkIngressRegistry *self, const char *ingress_id);
 /* Records sorted by creation, optionally only those of @room. */
-GPtrArray *sk_ingress_registry_list(SkIngressRegistry *self, const char *room);
+GPtrArray *sk_ingress_registry_list (SkIngressRegistry *self, const char *room);
 /* Writes @rec through to the store after a change. */
-void sk_ingress_registry_persist(SkIngressRegistry *self, SkIngressRecord *rec);
+void sk_ingress_registry_persist (SkIngressRegistry *self, SkIngressRecord *rec);
 /* Ends a live session (ingress_deleted), forgets the record and frees it. */
-void sk_ingress_registry_delete(SkIngressRegistry *self, SkIngressRecord *rec);
+void sk_ingress_registry_delete (SkIngressRegistry *self, SkIngressRecord *rec);
 
 G_END_DECLS

@@ -44,21 +44,21 @@ struct _SkIngressSession {
   guint close_idle_id;
 };
 
-static void session_close(SkIngressSession *s, const char *leave_reason, const char *status,
-                          const char *message, const char *close_reason);
+static void session_close (SkIngressSession *s, const char *leave_reason, const char *status,
+                           const char *message, const char *close_reason);
 
 const char *
-sk_input_type_to_string(SkInputType type)
+sk_input_type_to_string (SkInputType type)
 {
   return type == SK_INPUT_WHIP ? "whip" : "rtmp";
 }
 
 gboolean
-sk_input_type_from_string(const char *s, SkInputType *out)
+sk_input_type_from_string (const char *s, SkInputType *out)
 {
-  if (g_strcmp0(s, "rtmp") == 0)
+  if (g_strcmp0 (s, "rtmp") == 0)
     *out = SK_INPUT_RTMP;
-  else if (g_strcmp0(s, "whip") == 0)
+  else if (g_strcmp0 (s, "whip") == 0)
     *out = SK_INPUT_WHIP;
   else
     return FALSE;
@@ -68,155 +68,155 @@ sk_input_type_from_string(const char *s, SkInputType *out)
 /* ---- records ---- */
 
 static char *
-format_url(const SkConfig *config, SkInputType type)
+format_url (const SkConfig *config, SkInputType type)
 {
   const char *host = config->public_host ? config->public_host : "localhost";
   /* A literal IPv6 address needs brackets in a URL. */
   g_autofree char *h
-      = strchr(host, ':') && host[0] != '[' ? g_strdup_printf("[%s]", host) : g_strdup(host);
+      = strchr (host, ':') && host[0] != '[' ? g_strdup_printf ("[%s]", host) : g_strdup (host);
 
   if (type == SK_INPUT_WHIP)
-    return g_strdup_printf("http://%s:%u/whip", h, config->http_port);
-  return g_strdup_printf("rtmp://%s:%u/live", h, config->rtmp_port);
+    return g_strdup_printf ("http://%s:%u/whip", h, config->http_port);
+  return g_strdup_printf ("rtmp://%s:%u/live", h, config->rtmp_port);
 }
 
 SkIngressRecord *
-sk_ingress_record_new(SkIngressRegistry *self, SkInputType type)
+sk_ingress_record_new (SkIngressRegistry *self, SkInputType type)
 {
-  SkIngressRecord *rec = g_new0(SkIngressRecord, 1);
+  SkIngressRecord *rec = g_new0 (SkIngressRecord, 1);
 
-  rec->ingress_id = sk_id_new("IN_");
-  rec->stream_key = sk_secret_new(128);
-  rec->key_hash = sk_sha256_hex(rec->stream_key);
+  rec->ingress_id = sk_id_new ("IN_");
+  rec->stream_key = sk_secret_new (128);
+  rec->key_hash = sk_sha256_hex (rec->stream_key);
   rec->input_type = type;
-  rec->url = format_url(self->config, type);
+  rec->url = format_url (self->config, type);
   rec->transcode = SK_TRANSCODE_AUTO;
   rec->enabled = TRUE;
-  rec->created_at_ms = sk_now_ms();
+  rec->created_at_ms = sk_now_ms ();
   rec->status = SK_INGRESS_INACTIVE;
   return rec;
 }
 
 void
-sk_ingress_record_free(SkIngressRecord *rec)
+sk_ingress_record_free (SkIngressRecord *rec)
 {
   if (rec == NULL)
     return;
-  g_free(rec->ingress_id);
-  g_free(rec->stream_key);
-  g_free(rec->key_hash);
-  g_free(rec->url);
-  g_free(rec->name);
-  g_free(rec->room_name);
-  g_free(rec->participant_identity);
-  g_free(rec->participant_name);
-  g_free(rec->error);
-  sk_input_info_clear(&rec->input);
-  g_free(rec->node);
-  g_free(rec->participant_sid);
-  g_free(rec);
+  g_free (rec->ingress_id);
+  g_free (rec->stream_key);
+  g_free (rec->key_hash);
+  g_free (rec->url);
+  g_free (rec->name);
+  g_free (rec->room_name);
+  g_free (rec->participant_identity);
+  g_free (rec->participant_name);
+  g_free (rec->error);
+  sk_input_info_clear (&rec->input);
+  g_free (rec->node);
+  g_free (rec->participant_sid);
+  g_free (rec);
 }
 
 static void
-add_string(JsonBuilder *b, const char *name, const char *value)
+add_string (JsonBuilder *b, const char *name, const char *value)
 {
-  json_builder_set_member_name(b, name);
-  json_builder_add_string_value(b, value ? value : "");
+  json_builder_set_member_name (b, name);
+  json_builder_add_string_value (b, value ? value : "");
 }
 
 static void
-add_int(JsonBuilder *b, const char *name, gint64 value)
+add_int (JsonBuilder *b, const char *name, gint64 value)
 {
-  json_builder_set_member_name(b, name);
-  json_builder_add_int_value(b, value);
+  json_builder_set_member_name (b, name);
+  json_builder_add_int_value (b, value);
 }
 
 JsonNode *
-sk_ingress_record_to_json(const SkIngressRecord *rec, gboolean with_key)
+sk_ingress_record_to_json (const SkIngressRecord *rec, gboolean with_key)
 {
-  g_autoptr(JsonBuilder) b = json_builder_new();
+  g_autoptr (JsonBuilder) b = json_builder_new ();
   const SkInputInfo *in = &rec->input;
 
-  json_builder_begin_object(b);
-  add_string(b, "ingress_id", rec->ingress_id);
-  add_string(b, "name", rec->name);
+  json_builder_begin_object (b);
+  add_string (b, "ingress_id", rec->ingress_id);
+  add_string (b, "name", rec->name);
   if (with_key)
-    add_string(b, "stream_key", rec->stream_key);
-  add_string(b, "url", rec->url);
-  add_string(b, "input_type", sk_input_type_to_string(rec->input_type));
-  add_string(b, "room_name", rec->room_name);
-  add_string(b, "participant_identity", rec->participant_identity);
-  add_string(b, "participant_name", rec->participant_name);
-  add_string(b, "transcode", sk_transcode_mode_to_string(rec->transcode));
-  json_builder_set_member_name(b, "enabled");
-  json_builder_add_boolean_value(b, rec->enabled);
-  add_int(b, "created_at_ms", rec->created_at_ms);
+    add_string (b, "stream_key", rec->stream_key);
+  add_string (b, "url", rec->url);
+  add_string (b, "input_type", sk_input_type_to_string (rec->input_type));
+  add_string (b, "room_name", rec->room_name);
+  add_string (b, "participant_identity", rec->participant_identity);
+  add_string (b, "participant_name", rec->participant_name);
+  add_string (b, "transcode", sk_transcode_mode_to_string (rec->transcode));
+  json_builder_set_member_name (b, "enabled");
+  json_builder_add_boolean_value (b, rec->enabled);
+  add_int (b, "created_at_ms", rec->created_at_ms);
 
-  json_builder_set_member_name(b, "state");
-  json_builder_begin_object(b);
-  add_string(b, "status", rec->status);
-  add_string(b, "error", rec->error);
-  add_int(b, "started_at_ms", rec->started_at_ms);
+  json_builder_set_member_name (b, "state");
+  json_builder_begin_object (b);
+  add_string (b, "status", rec->status);
+  add_string (b, "error", rec->error);
+  add_int (b, "started_at_ms", rec->started_at_ms);
   if (rec->ended_at_ms)
-    add_int(b, "ended_at_ms", rec->ended_at_ms);
-  json_builder_set_member_name(b, "input");
-  json_builder_begin_object(b);
-  json_builder_set_member_name(b, "video");
-  json_builder_begin_object(b);
-  add_string(b, "codec", in->video_codec);
-  add_int(b, "width", in->width);
-  add_int(b, "height", in->height);
-  json_builder_set_member_name(b, "fps");
-  json_builder_add_double_value(b, in->fps);
-  add_int(b, "bitrate", (gint64)in->video_bitrate_bps);
-  json_builder_end_object(b);
-  json_builder_set_member_name(b, "audio");
-  json_builder_begin_object(b);
-  add_string(b, "codec", in->audio_codec);
-  add_int(b, "sample_rate", in->sample_rate);
-  add_int(b, "channels", in->channels);
-  add_int(b, "bitrate", (gint64)in->audio_bitrate_bps);
-  json_builder_end_object(b);
-  json_builder_end_object(b); /* input */
-  add_string(b, "node", rec->node);
+    add_int (b, "ended_at_ms", rec->ended_at_ms);
+  json_builder_set_member_name (b, "input");
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "video");
+  json_builder_begin_object (b);
+  add_string (b, "codec", in->video_codec);
+  add_int (b, "width", in->width);
+  add_int (b, "height", in->height);
+  json_builder_set_member_name (b, "fps");
+  json_builder_add_double_value (b, in->fps);
+  add_int (b, "bitrate", (gint64)in->video_bitrate_bps);
+  json_builder_end_object (b);
+  json_builder_set_member_name (b, "audio");
+  json_builder_begin_object (b);
+  add_string (b, "codec", in->audio_codec);
+  add_int (b, "sample_rate", in->sample_rate);
+  add_int (b, "channels", in->channels);
+  add_int (b, "bitrate", (gint64)in->audio_bitrate_bps);
+  json_builder_end_object (b);
+  json_builder_end_object (b); /* input */
+  add_string (b, "node", rec->node);
   if (rec->participant_sid)
-    add_string(b, "participant_sid", rec->participant_sid);
-  json_builder_end_object(b); /* state */
+    add_string (b, "participant_sid", rec->participant_sid);
+  json_builder_end_object (b); /* state */
 
-  json_builder_end_object(b);
-  return json_builder_get_root(b);
+  json_builder_end_object (b);
+  return json_builder_get_root (b);
 }
 
 /* Rebuilds a record written by sk_ingress_record_to_json (the store's copy). */
 static SkIngressRecord *
-record_from_json(const char *text)
+record_from_json (const char *text)
 {
-  g_autoptr(JsonParser) parser = json_parser_new_immutable();
+  g_autoptr (JsonParser) parser = json_parser_new_immutable ();
   SkInputType type;
 
-  if (!json_parser_load_from_data(parser, text, -1, NULL)
-      || !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser)))
+  if (!json_parser_load_from_data (parser, text, -1, NULL)
+      || !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (parser)))
     return NULL;
-  JsonObject *o = json_node_get_object(json_parser_get_root(parser));
-#define STR(name) json_object_get_string_member_with_default(o, name, NULL)
-  if (!STR("ingress_id") || !STR("stream_key") || !STR("room_name")
-      || !sk_input_type_from_string(STR("input_type"), &type))
+  JsonObject *o = json_node_get_object (json_parser_get_root (parser));
+#define STR(name) json_object_get_string_member_with_default (o, name, NULL)
+  if (!STR ("ingress_id") || !STR ("stream_key") || !STR ("room_name")
+      || !sk_input_type_from_string (STR ("input_type"), &type))
     return NULL;
 
-  SkIngressRecord *rec = g_new0(SkIngressRecord, 1);
-  rec->ingress_id = g_strdup(STR("ingress_id"));
-  rec->stream_key = g_strdup(STR("stream_key"));
-  rec->key_hash = sk_sha256_hex(rec->stream_key);
+  SkIngressRecord *rec = g_new0 (SkIngressRecord, 1);
+  rec->ingress_id = g_strdup (STR ("ingress_id"));
+  rec->stream_key = g_strdup (STR ("stream_key"));
+  rec->key_hash = sk_sha256_hex (rec->stream_key);
   rec->input_type = type;
-  rec->url = g_strdup(STR("url"));
-  rec->name = g_strdup(STR("name"));
-  rec->room_name = g_strdup(STR("room_name"));
-  rec->participant_identity = g_strdup(STR("participant_identity"));
-  rec->participant_name = g_strdup(STR("participant_name"));
-  if (!sk_transcode_mode_from_string(STR("transcode"), &rec->transcode))
+  rec->url = g_strdup (STR ("url"));
+  rec->name = g_strdup (STR ("name"));
+  rec->room_name = g_strdup (STR ("room_name"));
+  rec->participant_identity = g_strdup (STR ("participant_identity"));
+  rec->participant_name = g_strdup (STR ("participant_name"));
+  if (!sk_transcode_mode_from_string (STR ("transcode"), &rec->transcode))
     rec->transcode = SK_TRANSCODE_AUTO;
-  rec->enabled = json_object_get_boolean_member_with_default(o, "enabled", TRUE);
-  rec->created_at_ms = json_object_get_int_member_with_default(o, "created_at_ms", 0);
+  rec->enabled = json_object_get_boolean_member_with_default (o, "enabled", TRUE);
+  rec->created_at_ms = json_object_get_int_member_with_default (o, "created_at_ms", 0);
 #undef STR
   /* Sessions do not survive the process that ran them. */
   rec->status = SK_INGRESS_INACTIVE;
@@ -224,330 +224,330 @@ record_from_json(const char *text)
 }
 
 static void
-persist_done(GObject *source, GAsyncResult *res, gpointer user_data)
+persist_done (GObject *source, GAsyncResult *res, gpointer user_data)
 {
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GError) error = NULL;
 
-  if (!sk_store_put_finish(user_data, res, &error)
-      && !g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
-    g_warning("cannot write an ingress record to the store: %s", error->message);
+  if (!sk_store_put_finish (user_data, res, &error)
+      && !g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    g_warning ("cannot write an ingress record to the store: %s", error->message);
 }
 
 void
-sk_ingress_registry_persist(SkIngressRegistry *self, SkIngressRecord *rec)
+sk_ingress_registry_persist (SkIngressRegistry *self, SkIngressRecord *rec)
 {
-  g_autoptr(JsonNode) node = sk_ingress_record_to_json(rec, TRUE);
-  g_autofree char *json = json_to_string(node, FALSE);
+  g_autoptr (JsonNode) node = sk_ingress_record_to_json (rec, TRUE);
+  g_autofree char *json = json_to_string (node, FALSE);
 
-  sk_store_put_async(self->store, SK_INGRESS_NS, rec->ingress_id, json, self->cancellable,
-                     persist_done, self->store);
+  sk_store_put_async (self->store, SK_INGRESS_NS, rec->ingress_id, json, self->cancellable,
+                      persist_done, self->store);
 }
 
 static void
-remove_done(GObject *source, GAsyncResult *res, gpointer user_data)
+remove_done (GObject *source, GAsyncResult *res, gpointer user_data)
 {
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GError) error = NULL;
 
-  if (!sk_store_remove_finish(user_data, res, &error)
-      && !g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED)
-      && !g_error_matches(error, SK_ERROR, SK_ERROR_NOT_FOUND))
-    g_warning("cannot remove an ingress record from the store: %s", error->message);
+  if (!sk_store_remove_finish (user_data, res, &error)
+      && !g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED)
+      && !g_error_matches (error, SK_ERROR, SK_ERROR_NOT_FOUND))
+    g_warning ("cannot remove an ingress record from the store: %s", error->message);
 }
 
 static void
-registry_add(SkIngressRegistry *self, SkIngressRecord *rec)
+registry_add (SkIngressRegistry *self, SkIngressRecord *rec)
 {
-  g_hash_table_insert(self->records, rec->ingress_id, rec);
-  g_hash_table_insert(self->by_key, rec->key_hash, rec);
+  g_hash_table_insert (self->records, rec->ingress_id, rec);
+  g_hash_table_insert (self->by_key, rec->key_hash, rec);
 }
 
 void
-sk_ingress_registry_insert(SkIngressRegistry *self, SkIngressRecord *rec)
+sk_ingress_registry_insert (SkIngressRegistry *self, SkIngressRecord *rec)
 {
-  registry_add(self, rec);
-  sk_ingress_registry_persist(self, rec);
+  registry_add (self, rec);
+  sk_ingress_registry_persist (self, rec);
 }
 
 SkIngressRecord *
-sk_ingress_registry_lookup(SkIngressRegistry *self, const char *ingress_id)
+sk_ingress_registry_lookup (SkIngressRegistry *self, const char *ingress_id)
 {
-  return g_hash_table_lookup(self->records, ingress_id);
+  return g_hash_table_lookup (self->records, ingress_id);
 }
 
 static gint
-compare_created(gconstpointer a, gconstpointer b)
+compare_created (gconstpointer a, gconstpointer b)
 {
   const SkIngressRecord *ra = *(SkIngressRecord *const *)a;
   const SkIngressRecord *rb = *(SkIngressRecord *const *)b;
 
   if (ra->created_at_ms != rb->created_at_ms)
     return ra->created_at_ms < rb->created_at_ms ? -1 : 1;
-  return strcmp(ra->ingress_id, rb->ingress_id);
+  return strcmp (ra->ingress_id, rb->ingress_id);
 }
 
 GPtrArray *
-sk_ingress_registry_list(SkIngressRegistry *self, const char *room)
+sk_ingress_registry_list (SkIngressRegistry *self, const char *room)
 {
-  GPtrArray *out = g_ptr_array_new();
+  GPtrArray *out = g_ptr_array_new ();
   GHashTableIter it;
   gpointer value;
 
-  g_hash_table_iter_init(&it, self->records);
-  while (g_hash_table_iter_next(&it, NULL, &value)) {
+  g_hash_table_iter_init (&it, self->records);
+  while (g_hash_table_iter_next (&it, NULL, &value)) {
     SkIngressRecord *rec = value;
-    if (room == NULL || g_strcmp0(rec->room_name, room) == 0)
-      g_ptr_array_add(out, rec);
+    if (room == NULL || g_strcmp0 (rec->room_name, room) == 0)
+      g_ptr_array_add (out, rec);
   }
-  g_ptr_array_sort(out, compare_created);
+  g_ptr_array_sort (out, compare_created);
   return out;
 }
 
 void
-sk_ingress_registry_delete(SkIngressRegistry *self, SkIngressRecord *rec)
+sk_ingress_registry_delete (SkIngressRegistry *self, SkIngressRecord *rec)
 {
   if (rec->session)
-    session_close(rec->session, SK_REASON_INGRESS_DELETED, SK_INGRESS_INACTIVE, NULL,
-                  SK_REASON_INGRESS_DELETED);
-  g_hash_table_remove(self->by_key, rec->key_hash);
-  sk_store_remove_async(self->store, SK_INGRESS_NS, rec->ingress_id, self->cancellable, remove_done,
-                        self->store);
-  g_hash_table_remove(self->records, rec->ingress_id); /* frees rec */
+    session_close (rec->session, SK_REASON_INGRESS_DELETED, SK_INGRESS_INACTIVE, NULL,
+                   SK_REASON_INGRESS_DELETED);
+  g_hash_table_remove (self->by_key, rec->key_hash);
+  sk_store_remove_async (self->store, SK_INGRESS_NS, rec->ingress_id, self->cancellable,
+                         remove_done, self->store);
+  g_hash_table_remove (self->records, rec->ingress_id); /* frees rec */
 }
 
 /* Records another process (or an earlier run) wrote to the store. */
 static void
-load_done(GObject *source, GAsyncResult *res, gpointer user_data)
+load_done (GObject *source, GAsyncResult *res, gpointer user_data)
 {
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GError) error = NULL;
   SkIngressRegistry *self = user_data;
-  g_autoptr(GPtrArray) values = sk_store_list_finish(self->store, res, &error);
+  g_autoptr (GPtrArray) values = sk_store_list_finish (self->store, res, &error);
 
   if (values == NULL) {
-    if (!g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
-      g_warning("cannot read ingress records from the store: %s", error->message);
+    if (!g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+      g_warning ("cannot read ingress records from the store: %s", error->message);
     return;
   }
   for (guint i = 0; i < values->len; i++) {
-    SkIngressRecord *rec = record_from_json(values->pdata[i]);
+    SkIngressRecord *rec = record_from_json (values->pdata[i]);
 
     if (rec == NULL) {
-      g_warning("ignoring an unreadable ingress record in the store");
+      g_warning ("ignoring an unreadable ingress record in the store");
       continue;
     }
-    if (g_hash_table_contains(self->records, rec->ingress_id)) {
-      sk_ingress_record_free(rec);
+    if (g_hash_table_contains (self->records, rec->ingress_id)) {
+      sk_ingress_record_free (rec);
       continue;
     }
-    registry_add(self, rec);
+    registry_add (self, rec);
   }
   if (values->len)
-    g_message("loaded %u ingress records from the store", values->len);
+    g_message ("loaded %u ingress records from the store", values->len);
 }
 
 /* ---- registry ---- */
 
 SkIngressRegistry *
-sk_ingress_registry_new(const SkConfig *config, SkStore *store, SkRoomManager *rooms,
-                        SkWebhooks *webhooks)
+sk_ingress_registry_new (const SkConfig *config, SkStore *store, SkRoomManager *rooms,
+                         SkWebhooks *webhooks)
 {
-  SkIngressRegistry *self = g_new0(SkIngressRegistry, 1);
+  SkIngressRegistry *self = g_new0 (SkIngressRegistry, 1);
 
   self->config = config;
   self->store = store;
   self->rooms = rooms;
   self->webhooks = webhooks;
-  self->records = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
-                                        (GDestroyNotify)sk_ingress_record_free);
-  self->by_key = g_hash_table_new(g_str_hash, g_str_equal);
+  self->records = g_hash_table_new_full (g_str_hash, g_str_equal, NULL,
+                                         (GDestroyNotify)sk_ingress_record_free);
+  self->by_key = g_hash_table_new (g_str_hash, g_str_equal);
   self->accepting = TRUE;
-  self->cancellable = g_cancellable_new();
-  sk_store_list_async(store, SK_INGRESS_NS, self->cancellable, load_done, self);
+  self->cancellable = g_cancellable_new ();
+  sk_store_list_async (store, SK_INGRESS_NS, self->cancellable, load_done, self);
   return self;
 }
 
-static void session_free(SkIngressSession *s);
+static void session_free (SkIngressSession *s);
 
 void
-sk_ingress_registry_free(SkIngressRegistry *self)
+sk_ingress_registry_free (SkIngressRegistry *self)
 {
   if (self == NULL)
     return;
   /* Front ends are freed first (they end their sessions); what is left has no transport
    * that could still be told anything. */
-  g_list_free_full(g_steal_pointer(&self->closing), (GDestroyNotify)session_free);
+  g_list_free_full (g_steal_pointer (&self->closing), (GDestroyNotify)session_free);
   if (self->n_live)
-    g_warning("registry freed with %u live sessions", self->n_live);
-  g_cancellable_cancel(self->cancellable);
-  g_clear_object(&self->cancellable);
-  g_hash_table_destroy(self->by_key);
-  g_hash_table_destroy(self->records);
-  g_free(self);
+    g_warning ("registry freed with %u live sessions", self->n_live);
+  g_cancellable_cancel (self->cancellable);
+  g_clear_object (&self->cancellable);
+  g_hash_table_destroy (self->by_key);
+  g_hash_table_destroy (self->records);
+  g_free (self);
 }
 
 guint
-sk_ingress_registry_get_n_sessions(SkIngressRegistry *self)
+sk_ingress_registry_get_n_sessions (SkIngressRegistry *self)
 {
   return self->n_live;
 }
 
 void
-sk_ingress_registry_set_accepting(SkIngressRegistry *self, gboolean accepting)
+sk_ingress_registry_set_accepting (SkIngressRegistry *self, gboolean accepting)
 {
   self->accepting = accepting;
 }
 
 gboolean
-sk_ingress_registry_is_ready(SkIngressRegistry *self)
+sk_ingress_registry_is_ready (SkIngressRegistry *self)
 {
   guint max = self->config->max_streams;
   return self->accepting && (max == 0 || self->n_live < max);
 }
 
 void
-sk_ingress_registry_close_all(SkIngressRegistry *self, const char *reason)
+sk_ingress_registry_close_all (SkIngressRegistry *self, const char *reason)
 {
   GHashTableIter it;
   gpointer value;
-  g_autoptr(GPtrArray) live = g_ptr_array_new();
+  g_autoptr (GPtrArray) live = g_ptr_array_new ();
 
   /* Collect first: closing a session touches its record. */
-  g_hash_table_iter_init(&it, self->records);
-  while (g_hash_table_iter_next(&it, NULL, &value))
+  g_hash_table_iter_init (&it, self->records);
+  while (g_hash_table_iter_next (&it, NULL, &value))
     if (((SkIngressRecord *)value)->session)
-      g_ptr_array_add(live, ((SkIngressRecord *)value)->session);
+      g_ptr_array_add (live, ((SkIngressRecord *)value)->session);
   for (guint i = 0; i < live->len; i++)
-    session_close(live->pdata[i], reason, SK_INGRESS_INACTIVE, NULL, reason);
+    session_close (live->pdata[i], reason, SK_INGRESS_INACTIVE, NULL, reason);
 }
 
 /* ---- sessions ---- */
 
 static void
-send_webhook(SkIngressRegistry *self, const char *event, SkIngressRecord *rec)
+send_webhook (SkIngressRegistry *self, const char *event, SkIngressRecord *rec)
 {
   if (self->webhooks == NULL)
     return;
-  g_autoptr(JsonObject) payload = json_object_new();
-  json_object_set_member(payload, "ingressInfo", sk_ingress_record_to_json(rec, FALSE));
-  sk_webhooks_send(self->webhooks, event, payload);
+  g_autoptr (JsonObject) payload = json_object_new ();
+  json_object_set_member (payload, "ingressInfo", sk_ingress_record_to_json (rec, FALSE));
+  sk_webhooks_send (self->webhooks, event, payload);
 }
 
 /* The live part of a session ends: the participant leaves (unless it already has), the
  * record takes its final state and the session detaches from it. Runs at once, in order. */
 static void
-session_finish(SkIngressSession *s, const char *leave_reason, const char *status,
-               const char *message)
+session_finish (SkIngressSession *s, const char *leave_reason, const char *status,
+                const char *message)
 {
   SkIngressRegistry *self = s->registry;
   SkIngressRecord *rec = s->record;
 
   if (s->participant)
-    sk_participant_leave(g_steal_pointer(&s->participant), leave_reason);
-  g_clear_handle_id(&s->timeout_id, g_source_remove);
+    sk_participant_leave (g_steal_pointer (&s->participant), leave_reason);
+  g_clear_handle_id (&s->timeout_id, g_source_remove);
   if (rec == NULL)
     return;
 
   rec->status = status;
-  g_free(rec->error);
-  rec->error = g_strdup(message);
-  rec->ended_at_ms = sk_now_ms();
-  g_clear_pointer(&rec->participant_sid, g_free);
+  g_free (rec->error);
+  rec->error = g_strdup (message);
+  rec->ended_at_ms = sk_now_ms ();
+  g_clear_pointer (&rec->participant_sid, g_free);
   rec->session = NULL;
   s->record = NULL;
   self->n_live--;
 
   if (message)
-    g_message("ingress %s: session ended with an error (%s): %s", s->ingress_id, leave_reason,
-              message);
+    g_message ("ingress %s: session ended with an error (%s): %s", s->ingress_id, leave_reason,
+               message);
   else
-    g_message("ingress %s: session ended (%s)", s->ingress_id, leave_reason);
-  sk_ingress_registry_persist(self, rec);
+    g_message ("ingress %s: session ended (%s)", s->ingress_id, leave_reason);
+  sk_ingress_registry_persist (self, rec);
   if (s->started)
-    send_webhook(self, "ingress_ended", rec);
+    send_webhook (self, "ingress_ended", rec);
 }
 
 static void
-session_free(SkIngressSession *s)
+session_free (SkIngressSession *s)
 {
-  g_clear_handle_id(&s->close_idle_id, g_source_remove);
-  g_clear_handle_id(&s->timeout_id, g_source_remove);
-  g_clear_pointer(&s->pipeline, sk_ingress_pipeline_free);
-  g_free(s->ingress_id);
-  g_free(s->remote_address);
-  g_free(s->room_name);
-  g_free(s->identity);
-  g_free(s->name);
-  g_free(s->close_reason);
-  g_free(s);
+  g_clear_handle_id (&s->close_idle_id, g_source_remove);
+  g_clear_handle_id (&s->timeout_id, g_source_remove);
+  g_clear_pointer (&s->pipeline, sk_ingress_pipeline_free);
+  g_free (s->ingress_id);
+  g_free (s->remote_address);
+  g_free (s->room_name);
+  g_free (s->identity);
+  g_free (s->name);
+  g_free (s->close_reason);
+  g_free (s);
 }
 
 static gboolean
-session_close_idle(gpointer data)
+session_close_idle (gpointer data)
 {
   SkIngressSession *s = data;
   SkIngressCloseFunc func = s->close_func;
   gpointer transport = s->transport;
-  g_autofree char *reason = g_steal_pointer(&s->close_reason);
+  g_autofree char *reason = g_steal_pointer (&s->close_reason);
 
   s->close_idle_id = 0;
-  s->registry->closing = g_list_remove(s->registry->closing, s);
-  session_free(s);
+  s->registry->closing = g_list_remove (s->registry->closing, s);
+  session_free (s);
   if (func)
-    func(transport, reason);
+    func (transport, reason);
   return G_SOURCE_REMOVE;
 }
 
 /* The registry ends a session: see the comment at the top. @leave_reason NULL: the participant
  * is already gone. */
 static void
-session_close(SkIngressSession *s, const char *leave_reason, const char *status,
-              const char *message, const char *close_reason)
+session_close (SkIngressSession *s, const char *leave_reason, const char *status,
+               const char *message, const char *close_reason)
 {
   if (s->closing)
     return;
   s->closing = TRUE;
-  s->close_reason = g_strdup(close_reason);
-  session_finish(s, leave_reason ? leave_reason : close_reason, status, message);
-  s->registry->closing = g_list_prepend(s->registry->closing, s);
-  s->close_idle_id = g_idle_add(session_close_idle, s);
+  s->close_reason = g_strdup (close_reason);
+  session_finish (s, leave_reason ? leave_reason : close_reason, status, message);
+  s->registry->closing = g_list_prepend (s->registry->closing, s);
+  s->close_idle_id = g_idle_add (session_close_idle, s);
 }
 
 /* The room manager removed our participant on its own (same identity joined elsewhere). */
 static void
-on_evicted(SkParticipant *participant, const char *reason, gpointer user_data)
+on_evicted (SkParticipant *participant, const char *reason, gpointer user_data)
 {
   SkIngressSession *s = user_data;
 
   if (s->participant == participant)
     s->participant = NULL; /* freed by the room manager */
-  session_close(s, NULL, SK_INGRESS_INACTIVE, NULL, reason);
+  session_close (s, NULL, SK_INGRESS_INACTIVE, NULL, reason);
 }
 
 static SkTrack *
-on_track_ready(SkIngressPipeline *pipeline, SkTrackKind kind, GstCaps *caps, gpointer user_data)
+on_track_ready (SkIngressPipeline *pipeline, SkTrackKind kind, GstCaps *caps, gpointer user_data)
 {
   SkIngressSession *s = user_data;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GError) error = NULL;
 
   if (s->closing)
     return NULL;
   if (s->participant == NULL) {
-    s->participant = sk_room_manager_join(s->registry->rooms, s->room_name, s->identity, s->name,
-                                          "ingress", on_evicted, s, &error);
+    s->participant = sk_room_manager_join (s->registry->rooms, s->room_name, s->identity, s->name,
+                                           "ingress", on_evicted, s, &error);
     if (s->participant == NULL) {
       g_autofree char *message
-          = g_strdup_printf("cannot join room %s: %s", s->room_name, error->message);
-      session_close(s, SK_REASON_PUBLISHER_LOST, SK_INGRESS_ERROR, message, "error");
+          = g_strdup_printf ("cannot join room %s: %s", s->room_name, error->message);
+      session_close (s, SK_REASON_PUBLISHER_LOST, SK_INGRESS_ERROR, message, "error");
       return NULL;
     }
-    g_free(s->record->participant_sid);
-    s->record->participant_sid = g_strdup(sk_participant_get_sid(s->participant));
-    sk_ingress_registry_persist(s->registry, s->record);
+    g_free (s->record->participant_sid);
+    s->record->participant_sid = g_strdup (sk_participant_get_sid (s->participant));
+    sk_ingress_registry_persist (s->registry, s->record);
   }
-  return sk_participant_publish_track(s->participant, kind, caps);
+  return sk_participant_publish_track (s->participant, kind, caps);
 }
 
 static void
-on_publishing(SkIngressPipeline *pipeline, gpointer user_data)
+on_publishing (SkIngressPipeline *pipeline, gpointer user_data)
 {
   SkIngressSession *s = user_data;
 
@@ -555,14 +555,14 @@ on_publishing(SkIngressPipeline *pipeline, gpointer user_data)
     return;
   s->started = TRUE;
   s->record->status = SK_INGRESS_PUBLISHING;
-  s->record->started_at_ms = sk_now_ms();
-  g_message("ingress %s: publishing into room %s as %s", s->ingress_id, s->room_name, s->identity);
-  sk_ingress_registry_persist(s->registry, s->record);
-  send_webhook(s->registry, "ingress_started", s->record);
+  s->record->started_at_ms = sk_now_ms ();
+  g_message ("ingress %s: publishing into room %s as %s", s->ingress_id, s->room_name, s->identity);
+  sk_ingress_registry_persist (s->registry, s->record);
+  send_webhook (s->registry, "ingress_started", s->record);
 }
 
 static void
-on_input_info(SkIngressPipeline *pipeline, const SkInputInfo *info, gpointer user_data)
+on_input_info (SkIngressPipeline *pipeline, const SkInputInfo *info, gpointer user_data)
 {
   SkIngressSession *s = user_data;
   SkInputInfo *in;
@@ -570,21 +570,21 @@ on_input_info(SkIngressPipeline *pipeline, const SkInputInfo *info, gpointer use
   if (s->closing)
     return;
   in = &s->record->input;
-  sk_input_info_clear(in);
+  sk_input_info_clear (in);
   *in = *info;
-  in->video_codec = g_strdup(info->video_codec);
-  in->audio_codec = g_strdup(info->audio_codec);
-  sk_ingress_registry_persist(s->registry, s->record);
+  in->video_codec = g_strdup (info->video_codec);
+  in->audio_codec = g_strdup (info->audio_codec);
+  sk_ingress_registry_persist (s->registry, s->record);
 }
 
 static void
-on_pipeline_error(SkIngressPipeline *pipeline, const char *message, gpointer user_data)
+on_pipeline_error (SkIngressPipeline *pipeline, const char *message, gpointer user_data)
 {
   SkIngressSession *s = user_data;
 
   /* The participant leaves as publisher_lost (its media is gone, as for a dropped
    * connection); the ingress state keeps ENDPOINT_ERROR and the message. */
-  session_close(s, SK_REASON_PUBLISHER_LOST, SK_INGRESS_ERROR, message, "error");
+  session_close (s, SK_REASON_PUBLISHER_LOST, SK_INGRESS_ERROR, message, "error");
 }
 
 static const SkIngressPipelineCallbacks pipeline_callbacks = {
@@ -595,93 +595,94 @@ static const SkIngressPipelineCallbacks pipeline_callbacks = {
 };
 
 static gboolean
-check_publisher_timeout(gpointer data)
+check_publisher_timeout (gpointer data)
 {
   SkIngressSession *s = data;
-  gint64 idle_ms = (g_get_monotonic_time() - s->last_media_us) / 1000;
+  gint64 idle_ms = (g_get_monotonic_time () - s->last_media_us) / 1000;
 
   if (idle_ms < s->registry->config->publisher_timeout_ms)
     return G_SOURCE_CONTINUE;
   s->timeout_id = 0;
-  g_message("ingress %s: no media for %" G_GINT64_FORMAT " ms", s->ingress_id, idle_ms);
-  session_close(s, SK_REASON_PUBLISHER_LOST, SK_INGRESS_INACTIVE, NULL, SK_REASON_PUBLISHER_LOST);
+  g_message ("ingress %s: no media for %" G_GINT64_FORMAT " ms", s->ingress_id, idle_ms);
+  session_close (s, SK_REASON_PUBLISHER_LOST, SK_INGRESS_INACTIVE, NULL, SK_REASON_PUBLISHER_LOST);
   return G_SOURCE_REMOVE;
 }
 
 SkIngressSession *
-sk_ingress_registry_start_session(SkIngressRegistry *self, SkInputType type, const char *stream_key,
-                                  const char *remote_address, SkIngressCloseFunc close_func,
-                                  gpointer transport, GError **error)
+sk_ingress_registry_start_session (SkIngressRegistry *self, SkInputType type,
+                                   const char *stream_key, const char *remote_address,
+                                   SkIngressCloseFunc close_func, gpointer transport,
+                                   GError **error)
 {
   const SkConfig *config = self->config;
   SkIngressRecord *rec = NULL;
 
   if (!self->accepting) {
-    g_set_error_literal(error, SK_ERROR, SK_ERROR_UNAVAILABLE,
-                        "this node does not accept streams right now");
+    g_set_error_literal (error, SK_ERROR, SK_ERROR_UNAVAILABLE,
+                         "this node does not accept streams right now");
     return NULL;
   }
-  if (stream_key && strlen(stream_key) <= SK_STREAM_KEY_MAX) {
-    g_autofree char *hash = sk_sha256_hex(stream_key);
-    rec = g_hash_table_lookup(self->by_key, hash);
+  if (stream_key && strlen (stream_key) <= SK_STREAM_KEY_MAX) {
+    g_autofree char *hash = sk_sha256_hex (stream_key);
+    rec = g_hash_table_lookup (self->by_key, hash);
   }
   /* The hash finds the candidate; the constant-time compare decides. */
-  if (rec == NULL || !sk_secure_equal(rec->stream_key, stream_key)) {
-    g_set_error_literal(error, SK_ERROR, SK_ERROR_NOT_FOUND, "unknown stream key");
+  if (rec == NULL || !sk_secure_equal (rec->stream_key, stream_key)) {
+    g_set_error_literal (error, SK_ERROR, SK_ERROR_NOT_FOUND, "unknown stream key");
     return NULL;
   }
   if (rec->input_type != type) {
-    g_set_error(error, SK_ERROR, SK_ERROR_NOT_FOUND, "this stream key is for %s",
-                sk_input_type_to_string(rec->input_type));
+    g_set_error (error, SK_ERROR, SK_ERROR_NOT_FOUND, "this stream key is for %s",
+                 sk_input_type_to_string (rec->input_type));
     return NULL;
   }
   if (!rec->enabled) {
-    g_set_error(error, SK_ERROR, SK_ERROR_UNAUTHORIZED, "ingress %s is disabled", rec->ingress_id);
+    g_set_error (error, SK_ERROR, SK_ERROR_UNAUTHORIZED, "ingress %s is disabled", rec->ingress_id);
     return NULL;
   }
 
   SkIngressSession *old = rec->session;
   if (old && config->on_duplicate_key == SK_DUPLICATE_KEY_REJECT) {
-    g_set_error(error, SK_ERROR, SK_ERROR_CONFLICT, "ingress %s is already being published",
-                rec->ingress_id);
+    g_set_error (error, SK_ERROR, SK_ERROR_CONFLICT, "ingress %s is already being published",
+                 rec->ingress_id);
     return NULL;
   }
   if (config->max_streams && self->n_live - (old ? 1 : 0) >= config->max_streams) {
-    g_set_error(error, SK_ERROR, SK_ERROR_LIMIT, "this node is full (max_streams %u)",
-                config->max_streams);
+    g_set_error (error, SK_ERROR, SK_ERROR_LIMIT, "this node is full (max_streams %u)",
+                 config->max_streams);
     return NULL;
   }
   if (old) {
-    g_message("ingress %s: stream key published again from %s, replacing the live session",
-              rec->ingress_id, remote_address ? remote_address : "?");
-    session_close(old, SK_REASON_REPLACED, SK_INGRESS_INACTIVE, NULL, SK_REASON_REPLACED);
+    g_message ("ingress %s: stream key published again from %s, replacing the live session",
+               rec->ingress_id, remote_address ? remote_address : "?");
+    session_close (old, SK_REASON_REPLACED, SK_INGRESS_INACTIVE, NULL, SK_REASON_REPLACED);
   }
 
-  SkIngressSession *s = g_new0(SkIngressSession, 1);
+  SkIngressSession *s = g_new0 (SkIngressSession, 1);
   s->registry = self;
-  s->ingress_id = g_strdup(rec->ingress_id);
+  s->ingress_id = g_strdup (rec->ingress_id);
   s->type = type;
-  s->remote_address = g_strdup(remote_address);
-  s->room_name = g_strdup(rec->room_name);
-  s->identity = g_strdup(rec->participant_identity);
-  s->name = g_strdup(rec->participant_name ? rec->participant_name : rec->participant_identity);
+  s->remote_address = g_strdup (remote_address);
+  s->room_name = g_strdup (rec->room_name);
+  s->identity = g_strdup (rec->participant_identity);
+  s->name = g_strdup (rec->participant_name ? rec->participant_name : rec->participant_identity);
   s->transcode = rec->transcode;
   s->close_func = close_func;
   s->transport = transport;
 
   if (type == SK_INPUT_RTMP) {
-    g_autoptr(GError) local = NULL;
+    g_autoptr (GError) local = NULL;
 
-    s->pipeline = sk_ingress_pipeline_new_flv(rec->ingress_id, s->transcode, config,
-                                              &pipeline_callbacks, s, &local);
+    s->pipeline = sk_ingress_pipeline_new_flv (rec->ingress_id, s->transcode, config,
+                                               &pipeline_callbacks, s, &local);
     if (s->pipeline == NULL) {
       rec->status = SK_INGRESS_ERROR;
-      g_free(rec->error);
-      rec->error = g_strdup(local->message);
-      sk_ingress_registry_persist(self, rec);
-      g_set_error(error, SK_ERROR, SK_ERROR_INTERNAL, "cannot start a pipeline: %s",
-                  local->message);
-      session_free(s);
+      g_free (rec->error);
+      rec->error = g_strdup (local->message);
+      sk_ingress_registry_persist (self, rec);
+      g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "cannot start a pipeline: %s",
+                   local->message);
+      session_free (s);
       return NULL;
     }
   }
@@ -690,63 +691,63 @@ sk_ingress_registry_start_session(SkIngressRegistry *self, SkInputType type, con
   rec->session = s;
   self->n_live++;
   rec->status = SK_INGRESS_BUFFERING;
-  g_clear_pointer(&rec->error, g_free);
+  g_clear_pointer (&rec->error, g_free);
   rec->started_at_ms = 0;
   rec->ended_at_ms = 0;
-  sk_input_info_clear(&rec->input);
-  g_free(rec->node);
-  rec->node = g_strdup(config->node_id);
-  g_clear_pointer(&rec->participant_sid, g_free);
-  sk_ingress_registry_persist(self, rec);
+  sk_input_info_clear (&rec->input);
+  g_free (rec->node);
+  rec->node = g_strdup (config->node_id);
+  g_clear_pointer (&rec->participant_sid, g_free);
+  sk_ingress_registry_persist (self, rec);
 
-  s->last_media_us = g_get_monotonic_time();
+  s->last_media_us = g_get_monotonic_time ();
   s->timeout_id
-      = g_timeout_add(MAX(config->publisher_timeout_ms / 4, 25u), check_publisher_timeout, s);
+      = g_timeout_add (MAX (config->publisher_timeout_ms / 4, 25u), check_publisher_timeout, s);
 
-  g_message("ingress %s: %s session from %s into room %s", rec->ingress_id,
-            sk_input_type_to_string(type), remote_address ? remote_address : "?", rec->room_name);
+  g_message ("ingress %s: %s session from %s into room %s", rec->ingress_id,
+             sk_input_type_to_string (type), remote_address ? remote_address : "?", rec->room_name);
   return s;
 }
 
 const char *
-sk_ingress_session_get_ingress_id(SkIngressSession *session)
+sk_ingress_session_get_ingress_id (SkIngressSession *session)
 {
   return session->ingress_id;
 }
 
 gboolean
-sk_ingress_session_push_flv_tag(SkIngressSession *s, guint8 tag_type, guint32 timestamp_ms,
-                                const guint8 *data, gsize size, GError **error)
+sk_ingress_session_push_flv_tag (SkIngressSession *s, guint8 tag_type, guint32 timestamp_ms,
+                                 const guint8 *data, gsize size, GError **error)
 {
-  g_autoptr(GError) local = NULL;
+  g_autoptr (GError) local = NULL;
 
   if (s->closing) {
-    g_set_error_literal(error, SK_ERROR, SK_ERROR_UNAVAILABLE, "the session is closing");
+    g_set_error_literal (error, SK_ERROR, SK_ERROR_UNAVAILABLE, "the session is closing");
     return FALSE;
   }
   if (s->pipeline == NULL) {
-    g_set_error_literal(error, SK_ERROR, SK_ERROR_UNSUPPORTED,
-                        "this session does not take FLV tags");
+    g_set_error_literal (error, SK_ERROR, SK_ERROR_UNSUPPORTED,
+                         "this session does not take FLV tags");
     return FALSE;
   }
   if (tag_type == 8 || tag_type == 9)
-    s->last_media_us = g_get_monotonic_time();
-  if (sk_ingress_pipeline_push_flv_tag(s->pipeline, tag_type, timestamp_ms, data, size, &local))
+    s->last_media_us = g_get_monotonic_time ();
+  if (sk_ingress_pipeline_push_flv_tag (s->pipeline, tag_type, timestamp_ms, data, size, &local))
     return TRUE;
 
-  session_close(s, SK_REASON_PUBLISHER_LOST, SK_INGRESS_ERROR, local->message, "error");
-  g_propagate_error(error, g_steal_pointer(&local));
+  session_close (s, SK_REASON_PUBLISHER_LOST, SK_INGRESS_ERROR, local->message, "error");
+  g_propagate_error (error, g_steal_pointer (&local));
   return FALSE;
 }
 
 void
-sk_ingress_session_end(SkIngressSession *s, const char *reason)
+sk_ingress_session_end (SkIngressSession *s, const char *reason)
 {
   if (s->closing) {
     /* The registry already ended it; the transport is going anyway: skip the close func. */
-    s->registry->closing = g_list_remove(s->registry->closing, s);
+    s->registry->closing = g_list_remove (s->registry->closing, s);
   } else {
-    session_finish(s, reason, SK_INGRESS_INACTIVE, NULL);
+    session_finish (s, reason, SK_INGRESS_INACTIVE, NULL);
   }
-  session_free(s);
+  session_free (s);
 }

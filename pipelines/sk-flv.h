@@ -66,16 +66,17 @@ typedef struct {
 
 /* Parses the video tag header. For legacy AVC and for enhanced 'avc1'/'hvc1' coded frames the
  * composition time is read; other codecs' bodies are left for the caller. */
-gboolean sk_flv_parse_video_tag(const guint8 *data, gsize size, SkFlvVideoTag *tag, GError **error);
+gboolean sk_flv_parse_video_tag (const guint8 *data, gsize size, SkFlvVideoTag *tag,
+                                 GError **error);
 
 /* True when @tag carries H.264 (legacy CodecID 7 or enhanced 'avc1'). */
-gboolean sk_flv_video_tag_is_avc(const SkFlvVideoTag *tag);
+gboolean sk_flv_video_tag_is_avc (const SkFlvVideoTag *tag);
 /* True when @tag is an H.264 sequence header / coded frame, whatever the header flavour. */
-gboolean sk_flv_video_tag_is_avc_config(const SkFlvVideoTag *tag);
-gboolean sk_flv_video_tag_is_avc_frame(const SkFlvVideoTag *tag);
+gboolean sk_flv_video_tag_is_avc_config (const SkFlvVideoTag *tag);
+gboolean sk_flv_video_tag_is_avc_frame (const SkFlvVideoTag *tag);
 
 /* "H264", "HEVC", "AV1", "VP9", "VP6", … for logs and SkInputInfo; "unknown" otherwise. */
-const char *sk_flv_video_codec_name(const SkFlvVideoTag *tag);
+const char *sk_flv_video_codec_name (const SkFlvVideoTag *tag);
 
 typedef struct {
   guint8 sound_format; /* SK_FLV_SOUND_* */
@@ -89,9 +90,10 @@ typedef struct {
   gsize body_size;
 } SkFlvAudioTag;
 
-gboolean sk_flv_parse_audio_tag(const guint8 *data, gsize size, SkFlvAudioTag *tag, GError **error);
+gboolean sk_flv_parse_audio_tag (const guint8 *data, gsize size, SkFlvAudioTag *tag,
+                                 GError **error);
 /* "AAC", "MP3", "Opus", "Speex", … ; "unknown" otherwise. */
-const char *sk_flv_audio_codec_name(const SkFlvAudioTag *tag);
+const char *sk_flv_audio_codec_name (const SkFlvAudioTag *tag);
 
 /* AVCDecoderConfigurationRecord (ISO 14496-15). The first SPS and PPS are pointed at. */
 typedef struct {
@@ -104,8 +106,8 @@ typedef struct {
   gsize pps_size;
 } SkFlvAvcConfig;
 
-gboolean sk_flv_parse_avc_config(const guint8 *data, gsize size, SkFlvAvcConfig *config,
-                                 GError **error);
+gboolean sk_flv_parse_avc_config (const guint8 *data, gsize size, SkFlvAvcConfig *config,
+                                  GError **error);
 
 /* What the pipeline needs from an H.264 sequence parameter set. */
 typedef struct {
@@ -122,19 +124,19 @@ typedef struct {
 } SkH264Sps;
 
 /* @nal: one SPS NAL unit including its 1-byte header, emulation prevention bytes included. */
-gboolean sk_h264_parse_sps(const guint8 *nal, gsize size, SkH264Sps *sps, GError **error);
+gboolean sk_h264_parse_sps (const guint8 *nal, gsize size, SkH264Sps *sps, GError **error);
 
 /* Frame rate from VUI timing (field-based tick, so time_scale / 2 / num_units_in_tick);
  * 0 when the SPS has none. */
-double sk_h264_sps_get_fps(const SkH264Sps *sps);
+double sk_h264_sps_get_fps (const SkH264Sps *sps);
 
 /* True when the SPS itself guarantees no frame reordering (no B-frames): baseline or
  * constrained baseline, or a VUI bitstream restriction with max_num_reorder_frames == 0. */
-gboolean sk_h264_sps_forbids_reordering(const SkH264Sps *sps);
+gboolean sk_h264_sps_forbids_reordering (const SkH264Sps *sps);
 
 /* True when browsers decode the stream's format over WebRTC: Baseline, Main or High profile,
  * 4:2:0, 8 bit (High 10, 4:2:2 and 4:4:4 profiles are not negotiable in WebRTC). */
-gboolean sk_h264_sps_is_webrtc_decodable(const SkH264Sps *sps);
+gboolean sk_h264_sps_is_webrtc_decodable (const SkH264Sps *sps);
 
 /* AudioSpecificConfig (ISO 14496-3). */
 typedef struct {
@@ -143,8 +145,8 @@ typedef struct {
   guint channels;    /* 0 when the channel configuration is in a PCE */
 } SkAacConfig;
 
-gboolean sk_aac_parse_audio_specific_config(const guint8 *data, gsize size, SkAacConfig *config,
-                                            GError **error);
+gboolean sk_aac_parse_audio_specific_config (const guint8 *data, gsize size, SkAacConfig *config,
+                                             GError **error);
 
 /* The figures an encoder announces in onMetaData (0 / FALSE when absent). */
 typedef struct {
@@ -160,15 +162,16 @@ typedef struct {
  * object. Returns FALSE (without error) for a well-formed tag that is not onMetaData;
  * values of other types are skipped, nesting is bounded.
  */
-gboolean sk_flv_parse_metadata(const guint8 *data, gsize size, SkFlvMetadata *meta, GError **error);
+gboolean sk_flv_parse_metadata (const guint8 *data, gsize size, SkFlvMetadata *meta,
+                                GError **error);
 
 /* Writes the 9-byte FLV file header + PreviousTagSize0 (13 bytes) into @out. */
-void sk_flv_write_file_header(guint8 out[13], gboolean has_audio, gboolean has_video);
+void sk_flv_write_file_header (guint8 out[13], gboolean has_audio, gboolean has_video);
 
 /* Writes an 11-byte FLV tag header for @data_size bytes of payload at @timestamp_ms. The
  * caller appends the payload and then sk_flv_write_previous_tag_size. */
-void sk_flv_write_tag_header(guint8 out[11], guint8 tag_type, guint32 timestamp_ms,
-                             guint32 data_size);
-void sk_flv_write_previous_tag_size(guint8 out[4], guint32 data_size);
+void sk_flv_write_tag_header (guint8 out[11], guint8 tag_type, guint32 timestamp_ms,
+                              guint32 data_size);
+void sk_flv_write_previous_tag_size (guint8 out[4], guint32 data_size);
 
 G_END_DECLS

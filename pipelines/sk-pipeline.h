@@ -16,8 +16,8 @@
 
 G_BEGIN_DECLS
 
-#define SK_PIPELINES_ERROR (sk_pipelines_error_quark())
-GQuark sk_pipelines_error_quark(void);
+#define SK_PIPELINES_ERROR (sk_pipelines_error_quark ())
+GQuark sk_pipelines_error_quark (void);
 
 typedef enum {
   SK_TRANSCODE_AUTO,
@@ -25,8 +25,8 @@ typedef enum {
   SK_TRANSCODE_NEVER,
 } SkTranscodeMode;
 
-gboolean sk_transcode_mode_from_string(const char *s, SkTranscodeMode *out);
-const char *sk_transcode_mode_to_string(SkTranscodeMode mode);
+gboolean sk_transcode_mode_from_string (const char *s, SkTranscodeMode *out);
+const char *sk_transcode_mode_to_string (SkTranscodeMode mode);
 
 /* Input figures measured from the stream (0 / NULL while unknown). */
 typedef struct {
@@ -39,7 +39,7 @@ typedef struct {
   guint64 video_bitrate_bps, audio_bitrate_bps; /* measured over the last seconds */
 } SkInputInfo;
 
-void sk_input_info_clear(SkInputInfo *info);
+void sk_input_info_clear (SkInputInfo *info);
 
 typedef struct _SkIngressPipeline SkIngressPipeline;
 
@@ -47,19 +47,19 @@ typedef struct _SkIngressPipeline SkIngressPipeline;
 typedef struct {
   /* An output's format is known: return the track to feed (borrowed, ref taken by the
    * pipeline) or NULL to drop that kind. */
-  SkTrack *(*track_ready)(SkIngressPipeline *pipeline, SkTrackKind kind, GstCaps *caps,
-                          gpointer user_data);
+  SkTrack *(*track_ready) (SkIngressPipeline *pipeline, SkTrackKind kind, GstCaps *caps,
+                           gpointer user_data);
   /* Media is flowing on every output that will exist: the ingress is PUBLISHING. */
-  void (*publishing)(SkIngressPipeline *pipeline, gpointer user_data);
-  void (*input_info)(SkIngressPipeline *pipeline, const SkInputInfo *info, gpointer user_data);
+  void (*publishing) (SkIngressPipeline *pipeline, gpointer user_data);
+  void (*input_info) (SkIngressPipeline *pipeline, const SkInputInfo *info, gpointer user_data);
   /* Fatal: the pipeline stopped; @message is for the ingress state's error field. */
-  void (*error)(SkIngressPipeline *pipeline, const char *message, gpointer user_data);
+  void (*error) (SkIngressPipeline *pipeline, const char *message, gpointer user_data);
 } SkIngressPipelineCallbacks;
 
-SkIngressPipeline *sk_ingress_pipeline_new_flv(const char *name, SkTranscodeMode mode,
-                                               const SkConfig *config,
-                                               const SkIngressPipelineCallbacks *callbacks,
-                                               gpointer user_data, GError **error);
+SkIngressPipeline *sk_ingress_pipeline_new_flv (const char *name, SkTranscodeMode mode,
+                                                const SkConfig *config,
+                                                const SkIngressPipelineCallbacks *callbacks,
+                                                gpointer user_data, GError **error);
 
 /*
  * Feeds one RTMP media message as an FLV tag: @tag_type 8 (audio), 9 (video) or 18 (script
@@ -67,16 +67,16 @@ SkIngressPipeline *sk_ingress_pipeline_new_flv(const char *name, SkTranscodeMode
  * error for input that ends the session (e.g. enhanced-RTMP HEVC when unsupported); the
  * caller then ends the ingress with ENDPOINT_ERROR.
  */
-gboolean sk_ingress_pipeline_push_flv_tag(SkIngressPipeline *self, guint8 tag_type,
-                                          guint32 timestamp_ms, const guint8 *data, gsize size,
-                                          GError **error);
+gboolean sk_ingress_pipeline_push_flv_tag (SkIngressPipeline *self, guint8 tag_type,
+                                           guint32 timestamp_ms, const guint8 *data, gsize size,
+                                           GError **error);
 
 /* TRUE once the video output was set up to be decoded and re-encoded (B-frames, unsafe
  * profile or SK_TRANSCODE_ALWAYS); FALSE while undecided, for passthrough and without video. */
-gboolean sk_ingress_pipeline_is_transcoding(SkIngressPipeline *self);
+gboolean sk_ingress_pipeline_is_transcoding (SkIngressPipeline *self);
 
 /* Stops the pipeline (synchronously) and frees it; no callback runs after it returns. */
-void sk_ingress_pipeline_free(SkIngressPipeline *self);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(SkIngressPipeline, sk_ingress_pipeline_free)
+void sk_ingress_pipeline_free (SkIngressPipeline *self);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkIngressPipeline, sk_ingress_pipeline_free)
 
 G_END_DECLS

@@ -45,166 +45,166 @@ typedef struct {
   gboolean closing;
 } SseClient;
 
-static void client_read(SseClient *c);
+static void client_read (SseClient *c);
 
 static void
-client_free(SseClient *c)
+client_free (SseClient *c)
 {
-  g_cancellable_cancel(c->cancellable);
-  g_object_unref(c->cancellable);
-  sk_store_unwatch_events(c->owner->store, c->watch_id);
-  g_clear_handle_id(&c->keepalive_id, g_source_remove);
-  g_signal_handlers_disconnect_by_data(c->msg, c);
-  g_object_unref(c->msg);
-  g_free(c->room);
-  g_free(c);
+  g_cancellable_cancel (c->cancellable);
+  g_object_unref (c->cancellable);
+  sk_store_unwatch_events (c->owner->store, c->watch_id);
+  g_clear_handle_id (&c->keepalive_id, g_source_remove);
+  g_signal_handlers_disconnect_by_data (c->msg, c);
+  g_object_unref (c->msg);
+  g_free (c->room);
+  g_free (c);
 }
 
 /* The response is over (written completely, or the peer went away): forget the client. */
 static void
-on_finished(SoupServerMessage *msg, SseClient *c)
+on_finished (SoupServerMessage *msg, SseClient *c)
 {
-  g_debug("SSE client of room %s gone at seq %" G_GUINT64_FORMAT, c->room, c->cursor);
-  g_hash_table_remove(c->owner->clients, c);
+  g_debug ("SSE client of room %s gone at seq %" G_GUINT64_FORMAT, c->room, c->cursor);
+  g_hash_table_remove (c->owner->clients, c);
 }
 
 static void
-on_wrote_body_data(SoupServerMessage *msg, guint n, SseClient *c)
+on_wrote_body_data (SoupServerMessage *msg, guint n, SseClient *c)
 {
-  c->queued -= MIN(c->queued, n);
+  c->queued -= MIN (c->queued, n);
   c->written += n;
   if (c->more && c->queued < SSE_BACKLOG_LOW)
-    client_read(c);
+    client_read (c);
 }
 
 /* Ends the response cleanly: the terminating chunk is written after what is queued. */
 static void
-client_end(SseClient *c)
+client_end (SseClient *c)
 {
   if (c->closing)
     return;
   c->closing = TRUE;
-  g_cancellable_cancel(c->cancellable);
-  soup_message_body_complete(soup_server_message_get_response_body(c->msg));
-  soup_server_message_unpause(c->msg);
+  g_cancellable_cancel (c->cancellable);
+  soup_message_body_complete (soup_server_message_get_response_body (c->msg));
+  soup_server_message_unpause (c->msg);
 }
 
 /* Drops a client that does not read: shutting the socket down makes libsoup's pending write
  * fail, which finishes the message (and so frees the client) from the main loop. */
 static void
-client_drop(SseClient *c, const char *why)
+client_drop (SseClient *c, const char *why)
 {
-  GSocket *socket = soup_server_message_get_socket(c->msg);
+  GSocket *socket = soup_server_message_get_socket (c->msg);
 
   if (c->closing)
     return;
-  g_message("SSE client of room %s dropped: %s (%" G_GSIZE_FORMAT " bytes unsent)", c->room, why,
-            c->queued);
+  g_message ("SSE client of room %s dropped: %s (%" G_GSIZE_FORMAT " bytes unsent)", c->room, why,
+             c->queued);
   c->closing = TRUE;
-  g_cancellable_cancel(c->cancellable);
+  g_cancellable_cancel (c->cancellable);
   if (socket != NULL)
-    g_socket_shutdown(socket, TRUE, TRUE, NULL);
-  soup_server_message_unpause(c->msg);
+    g_socket_shutdown (socket, TRUE, TRUE, NULL);
+  soup_server_message_unpause (c->msg);
 }
 
 static void
-client_write(SseClient *c, const char *data, gsize len)
+client_write (SseClient *c, const char *data, gsize len)
 {
   if (c->closing)
     return;
   if (c->queued + len > SSE_BACKLOG_MAX) {
-    client_drop(c, "backlog limit");
+    client_drop (c, "backlog limit");
     return;
   }
-  soup_message_body_append(soup_server_message_get_response_body(c->msg), SOUP_MEMORY_COPY, data,
-                           len);
+  soup_message_body_append (soup_server_message_get_response_body (c->msg), SOUP_MEMORY_COPY, data,
+                            len);
   c->queued += len;
-  soup_server_message_unpause(c->msg);
+  soup_server_message_unpause (c->msg);
 }
 
 /* The "event" member of a stored event, if it is a safe SSE field value. */
 static char *
-event_name_of(const char *json)
+event_name_of (const char *json)
 {
-  g_autoptr(JsonParser) parser = json_parser_new();
+  g_autoptr (JsonParser) parser = json_parser_new ();
   JsonNode *root;
   const char *name;
 
-  if (!json_parser_load_from_data(parser, json, -1, NULL))
+  if (!json_parser_load_from_data (parser, json, -1, NULL))
     return NULL;
-  root = json_parser_get_root(parser);
-  if (root == NULL || !JSON_NODE_HOLDS_OBJECT(root))
+  root = json_parser_get_root (parser);
+  if (root == NULL || !JSON_NODE_HOLDS_OBJECT (root))
     return NULL;
-  name = json_object_get_string_member_with_default(json_node_get_object(root), "event", NULL);
-  if (name == NULL || name[0] == '\0' || strpbrk(name, "\r\n") != NULL)
+  name = json_object_get_string_member_with_default (json_node_get_object (root), "event", NULL);
+  if (name == NULL || name[0] == '\0' || strpbrk (name, "\r\n") != NULL)
     return NULL;
-  return g_strdup(name);
+  return g_strdup (name);
 }
 
 static void
-client_write_event(SseClient *c, const SkStoreEvent *event)
+client_write_event (SseClient *c, const SkStoreEvent *event)
 {
-  g_autoptr(GString) frame = g_string_sized_new(strlen(event->json) + 64);
-  g_autofree char *name = event_name_of(event->json);
-  g_auto(GStrv) lines = NULL;
+  g_autoptr (GString) frame = g_string_sized_new (strlen (event->json) + 64);
+  g_autofree char *name = event_name_of (event->json);
+  g_auto (GStrv) lines = NULL;
 
-  g_string_append_printf(frame, "id: %" G_GUINT64_FORMAT "\n", event->seq);
+  g_string_append_printf (frame, "id: %" G_GUINT64_FORMAT "\n", event->seq);
   if (name != NULL)
-    g_string_append_printf(frame, "event: %s\n", name);
+    g_string_append_printf (frame, "event: %s\n", name);
   /* Compact JSON has no newline, but a multi-line value must stay one SSE data field. */
-  lines = g_strsplit_set(event->json, "\r\n", -1);
+  lines = g_strsplit_set (event->json, "\r\n", -1);
   for (guint i = 0; lines[i] != NULL; i++) {
     if (lines[i][0] != '\0' || lines[i + 1] == NULL)
-      g_string_append_printf(frame, "data: %s\n", lines[i]);
+      g_string_append_printf (frame, "data: %s\n", lines[i]);
   }
-  g_string_append_c(frame, '\n');
-  client_write(c, frame->str, frame->len);
+  g_string_append_c (frame, '\n');
+  client_write (c, frame->str, frame->len);
 }
 
 static void
-on_read(GObject *source, GAsyncResult *result, gpointer user_data)
+on_read (GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  GCancellable *cancellable = g_task_get_cancellable(G_TASK(result));
-  g_autoptr(GPtrArray) events = NULL;
-  g_autoptr(GError) error = NULL;
+  GCancellable *cancellable = g_task_get_cancellable (G_TASK (result));
+  g_autoptr (GPtrArray) events = NULL;
+  g_autoptr (GError) error = NULL;
   SseClient *c;
 
   /* Cancelled means the client is gone or going: it may already be freed. */
-  if (g_cancellable_is_cancelled(cancellable))
+  if (g_cancellable_is_cancelled (cancellable))
     return;
   c = user_data;
   c->reading = FALSE;
 
-  events = sk_store_read_events_finish(c->owner->store, result, &error);
+  events = sk_store_read_events_finish (c->owner->store, result, &error);
   if (events == NULL) {
-    g_warning("SSE room %s: reading the log failed: %s", c->room, error->message);
-    client_end(c);
+    g_warning ("SSE room %s: reading the log failed: %s", c->room, error->message);
+    client_end (c);
     return;
   }
 
   for (guint i = 0; i < events->len; i++) {
-    SkStoreEvent *event = g_ptr_array_index(events, i);
+    SkStoreEvent *event = g_ptr_array_index (events, i);
 
     if (event->seq <= c->cursor)
       continue;
     if (event->seq > c->cursor + 1) {
-      g_autofree char *gap = g_strdup_printf(": events %" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT
-                                             " are no longer kept in the log\n\n",
-                                             c->cursor + 1, event->seq - 1);
+      g_autofree char *gap = g_strdup_printf (": events %" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT
+                                              " are no longer kept in the log\n\n",
+                                              c->cursor + 1, event->seq - 1);
 
-      client_write(c, gap, strlen(gap));
+      client_write (c, gap, strlen (gap));
     }
-    client_write_event(c, event);
+    client_write_event (c, event);
     c->cursor = event->seq;
   }
   if (events->len == SSE_READ_BATCH)
     c->more = TRUE;
   if (c->more)
-    client_read(c);
+    client_read (c);
 }
 
 static void
-client_read(SseClient *c)
+client_read (SseClient *c)
 {
   if (c->reading || c->closing)
     return;
@@ -214,149 +214,149 @@ client_read(SseClient *c)
     return;
   c->more = FALSE;
   c->reading = TRUE;
-  sk_store_read_events_async(c->owner->store, c->room, c->cursor, SSE_READ_BATCH, c->cancellable,
-                             on_read, c);
+  sk_store_read_events_async (c->owner->store, c->room, c->cursor, SSE_READ_BATCH, c->cancellable,
+                              on_read, c);
 }
 
 static void
-on_log_grew(const char *room, guint64 last_seq, gpointer user_data)
+on_log_grew (const char *room, guint64 last_seq, gpointer user_data)
 {
   SseClient *c = user_data;
 
   if (last_seq > c->cursor)
-    client_read(c);
+    client_read (c);
 }
 
 static gboolean
-keepalive_cb(gpointer user_data)
+keepalive_cb (gpointer user_data)
 {
   SseClient *c = user_data;
   static const char keepalive[] = ": keepalive\n\n";
 
   if (c->queued > 0 && c->written == c->written_at_tick) {
     c->keepalive_id = 0;
-    client_drop(c, "not reading");
+    client_drop (c, "not reading");
     return G_SOURCE_REMOVE;
   }
   c->written_at_tick = c->written;
   if (c->queued < SSE_BACKLOG_LOW)
-    client_write(c, keepalive, sizeof keepalive - 1);
+    client_write (c, keepalive, sizeof keepalive - 1);
   return G_SOURCE_CONTINUE;
 }
 
 /* Where to resume: Last-Event-ID wins over ?since=; both mean "events after this seq". */
 static gboolean
-parse_resume_point(SoupServerMessage *msg, GHashTable *params, guint64 *out, GError **error)
+parse_resume_point (SoupServerMessage *msg, GHashTable *params, guint64 *out, GError **error)
 {
-  const char *value
-      = soup_message_headers_get_one(soup_server_message_get_request_headers(msg), "Last-Event-ID");
+  const char *value = soup_message_headers_get_one (soup_server_message_get_request_headers (msg),
+                                                    "Last-Event-ID");
   const char *what = "Last-Event-ID";
   g_autofree char *trimmed = NULL;
 
   if (value == NULL && params != NULL) {
-    value = g_hash_table_lookup(params, "since");
+    value = g_hash_table_lookup (params, "since");
     what = "since";
   }
   *out = 0;
   if (value == NULL)
     return TRUE;
-  trimmed = g_strstrip(g_strdup(value));
+  trimmed = g_strstrip (g_strdup (value));
   if (trimmed[0] == '\0')
     return TRUE; /* EventSource sends an empty id when it has seen none */
-  if (!g_ascii_string_to_unsigned(trimmed, 10, 0, G_MAXUINT64, out, NULL)) {
-    g_set_error(error, SK_ERROR, SK_ERROR_INVALID, "%s must be a sequence number", what);
+  if (!g_ascii_string_to_unsigned (trimmed, 10, 0, G_MAXUINT64, out, NULL)) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INVALID, "%s must be a sequence number", what);
     return FALSE;
   }
   return TRUE;
 }
 
 static gboolean
-check_token(SkEventsHttp *self, SoupServerMessage *msg, GHashTable *params)
+check_token (SkEventsHttp *self, SoupServerMessage *msg, GHashTable *params)
 {
-  const char *query_token = params != NULL ? g_hash_table_lookup(params, "token") : NULL;
+  const char *query_token = params != NULL ? g_hash_table_lookup (params, "token") : NULL;
   const char *api_token = self->config->api_token;
 
   /* EventSource cannot set headers, so the token may come in the query instead. */
-  if (sk_http_get_bearer(msg) == NULL && query_token != NULL) {
-    if (api_token != NULL && api_token[0] != '\0' && sk_secure_equal(query_token, api_token))
+  if (sk_http_get_bearer (msg) == NULL && query_token != NULL) {
+    if (api_token != NULL && api_token[0] != '\0' && sk_secure_equal (query_token, api_token))
       return TRUE;
-    sk_http_reply_error(msg, SOUP_STATUS_UNAUTHORIZED, "unauthorized", "wrong token");
+    sk_http_reply_error (msg, SOUP_STATUS_UNAUTHORIZED, "unauthorized", "wrong token");
     return FALSE;
   }
-  return sk_http_require_token(msg, api_token);
+  return sk_http_require_token (msg, api_token);
 }
 
 void
-sk_events_http_handle(SkEventsHttp *self, SoupServerMessage *msg, const char *room)
+sk_events_http_handle (SkEventsHttp *self, SoupServerMessage *msg, const char *room)
 {
-  const char *query = g_uri_get_query(soup_server_message_get_uri(msg));
-  g_autoptr(GHashTable) params = NULL;
-  g_autoptr(GError) error = NULL;
-  SoupMessageHeaders *headers = soup_server_message_get_response_headers(msg);
-  SoupMessageBody *body = soup_server_message_get_response_body(msg);
+  const char *query = g_uri_get_query (soup_server_message_get_uri (msg));
+  g_autoptr (GHashTable) params = NULL;
+  g_autoptr (GError) error = NULL;
+  SoupMessageHeaders *headers = soup_server_message_get_response_headers (msg);
+  SoupMessageBody *body = soup_server_message_get_response_body (msg);
   guint64 since = 0;
   g_autofree char *preamble = NULL;
   SseClient *c;
 
   if (query != NULL) {
-    params = g_uri_parse_params(query, -1, "&", G_URI_PARAMS_NONE, &error);
+    params = g_uri_parse_params (query, -1, "&", G_URI_PARAMS_NONE, &error);
     if (params == NULL) {
-      sk_http_reply_gerror(msg, error);
+      sk_http_reply_gerror (msg, error);
       return;
     }
   }
-  if (!check_token(self, msg, params))
+  if (!check_token (self, msg, params))
     return;
-  if (!parse_resume_point(msg, params, &since, &error)) {
-    sk_http_reply_gerror(msg, error);
+  if (!parse_resume_point (msg, params, &since, &error)) {
+    sk_http_reply_gerror (msg, error);
     return;
   }
 
-  c = g_new0(SseClient, 1);
+  c = g_new0 (SseClient, 1);
   c->owner = self;
-  c->msg = g_object_ref(msg);
-  c->room = g_strdup(room);
+  c->msg = g_object_ref (msg);
+  c->room = g_strdup (room);
   c->cursor = since;
-  c->cancellable = g_cancellable_new();
-  g_hash_table_add(self->clients, c);
+  c->cancellable = g_cancellable_new ();
+  g_hash_table_add (self->clients, c);
 
-  soup_server_message_set_status(msg, SOUP_STATUS_OK, NULL);
-  soup_message_headers_set_content_type(headers, "text/event-stream", NULL);
-  soup_message_headers_replace(headers, "Cache-Control", "no-cache");
-  soup_message_headers_replace(headers, "X-Accel-Buffering", "no"); /* proxies: do not buffer */
-  sk_http_add_cors(msg, "GET");
-  soup_message_headers_set_encoding(
-      headers, soup_server_message_get_http_version(msg) == SOUP_HTTP_1_0 ? SOUP_ENCODING_EOF
-                                                                          : SOUP_ENCODING_CHUNKED);
+  soup_server_message_set_status (msg, SOUP_STATUS_OK, NULL);
+  soup_message_headers_set_content_type (headers, "text/event-stream", NULL);
+  soup_message_headers_replace (headers, "Cache-Control", "no-cache");
+  soup_message_headers_replace (headers, "X-Accel-Buffering", "no"); /* proxies: do not buffer */
+  sk_http_add_cors (msg, "GET");
+  soup_message_headers_set_encoding (
+      headers, soup_server_message_get_http_version (msg) == SOUP_HTTP_1_0 ? SOUP_ENCODING_EOF
+                                                                           : SOUP_ENCODING_CHUNKED);
   /* Written chunks are dropped instead of kept for a body nobody will read. */
-  soup_message_body_set_accumulate(body, FALSE);
-  g_signal_connect(msg, "wrote-body-data", G_CALLBACK(on_wrote_body_data), c);
-  g_signal_connect(msg, "finished", G_CALLBACK(on_finished), c);
+  soup_message_body_set_accumulate (body, FALSE);
+  g_signal_connect (msg, "wrote-body-data", G_CALLBACK (on_wrote_body_data), c);
+  g_signal_connect (msg, "finished", G_CALLBACK (on_finished), c);
 
   /* Sent at once so the client sees the headers even before the room has any event. */
-  preamble = g_strdup_printf("retry: %d\n\n", SSE_RETRY_MS);
-  client_write(c, preamble, strlen(preamble));
+  preamble = g_strdup_printf ("retry: %d\n\n", SSE_RETRY_MS);
+  client_write (c, preamble, strlen (preamble));
 
   /* Watch before the first read, so an append between the two is not missed. */
-  c->watch_id = sk_store_watch_events(self->store, room, on_log_grew, c, NULL);
+  c->watch_id = sk_store_watch_events (self->store, room, on_log_grew, c, NULL);
   if (self->config->sse_keepalive_ms > 0)
-    c->keepalive_id = g_timeout_add(self->config->sse_keepalive_ms, keepalive_cb, c);
-  client_read(c);
+    c->keepalive_id = g_timeout_add (self->config->sse_keepalive_ms, keepalive_cb, c);
+  client_read (c);
 }
 
 SkEventsHttp *
-sk_events_http_new(SkStore *store, const SkConfig *config)
+sk_events_http_new (SkStore *store, const SkConfig *config)
 {
-  SkEventsHttp *self = g_new0(SkEventsHttp, 1);
+  SkEventsHttp *self = g_new0 (SkEventsHttp, 1);
 
   self->store = store;
   self->config = config;
-  self->clients = g_hash_table_new_full(NULL, NULL, (GDestroyNotify)client_free, NULL);
+  self->clients = g_hash_table_new_full (NULL, NULL, (GDestroyNotify)client_free, NULL);
   return self;
 }
 
 void
-sk_events_http_free(SkEventsHttp *self)
+sk_events_http_free (SkEventsHttp *self)
 {
   GHashTableIter iter;
   SseClient *c;
@@ -364,17 +364,17 @@ sk_events_http_free(SkEventsHttp *self)
   if (self == NULL)
     return;
   /* End each stream cleanly; the messages outlive us in libsoup, our handlers do not. */
-  g_hash_table_iter_init(&iter, self->clients);
-  while (g_hash_table_iter_next(&iter, (gpointer *)&c, NULL)) {
-    g_signal_handlers_disconnect_by_data(c->msg, c);
-    client_end(c);
+  g_hash_table_iter_init (&iter, self->clients);
+  while (g_hash_table_iter_next (&iter, (gpointer *)&c, NULL)) {
+    g_signal_handlers_disconnect_by_data (c->msg, c);
+    client_end (c);
   }
-  g_hash_table_unref(self->clients);
-  g_free(self);
+  g_hash_table_unref (self->clients);
+  g_free (self);
 }
 
 guint
-sk_events_http_get_n_clients(SkEventsHttp *self)
+sk_events_http_get_n_clients (SkEventsHttp *self)
 {
-  return g_hash_table_size(self->clients);
+  return g_hash_table_size (self->clients);
 }

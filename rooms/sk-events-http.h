@@ -20,14 +20,14 @@ G_BEGIN_DECLS
 typedef struct _SkEventsHttp SkEventsHttp;
 
 /* @store and @config must outlive the returned object. */
-SkEventsHttp *sk_events_http_new(SkStore *store, const SkConfig *config);
+SkEventsHttp *sk_events_http_new (SkStore *store, const SkConfig *config);
 /* Ends every open stream (cleanly, so clients reconnect with Last-Event-ID). */
-void sk_events_http_free(SkEventsHttp *self);
+void sk_events_http_free (SkEventsHttp *self);
 
 /* Serves one request; @room has already been validated by the caller. */
-void sk_events_http_handle(SkEventsHttp *self, SoupServerMessage *msg, const char *room);
+void sk_events_http_handle (SkEventsHttp *self, SoupServerMessage *msg, const char *room);
 
 /* Streams currently open (tests, metrics). */
-guint sk_events_http_get_n_clients(SkEventsHttp *self);
+guint sk_events_http_get_n_clients (SkEventsHttp *self);
 
 G_END_DECLS

@@ -85,22 +85,22 @@ struct _SkRoomManager {
   gboolean shutting_down;
 };
 
-static void room_pump(SkRoom *room);
-static void room_place(SkRoom *room);
+static void room_pump (SkRoom *room);
+static void room_place (SkRoom *room);
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
 static gboolean
-room_name_is_valid(const char *name)
+room_name_is_valid (const char *name)
 {
-  gsize len = name != NULL ? strlen(name) : 0;
+  gsize len = name != NULL ? strlen (name) : 0;
 
   if (len == 0 || len > ROOM_NAME_MAX)
     return FALSE;
   for (gsize i = 0; i < len; i++) {
     char c = name[i];
 
-    if (!g_ascii_isalnum(c) && c != '_' && c != '.' && c != '-')
+    if (!g_ascii_isalnum (c) && c != '_' && c != '.' && c != '-')
       return FALSE;
   }
   return TRUE;
@@ -109,227 +109,227 @@ room_name_is_valid(const char *name)
 /* A store callback whose operation was cancelled must not touch its user data: the manager
  * cancels everything before it frees the rooms. */
 static gboolean
-store_op_cancelled(GAsyncResult *result)
+store_op_cancelled (GAsyncResult *result)
 {
-  GCancellable *cancellable = g_task_get_cancellable(G_TASK(result));
+  GCancellable *cancellable = g_task_get_cancellable (G_TASK (result));
 
-  return cancellable != NULL && g_cancellable_is_cancelled(cancellable);
+  return cancellable != NULL && g_cancellable_is_cancelled (cancellable);
 }
 
 static JsonObject *
-participant_to_json(SkParticipant *p)
+participant_to_json (SkParticipant *p)
 {
-  JsonObject *o = json_object_new();
+  JsonObject *o = json_object_new ();
 
-  json_object_set_string_member(o, "sid", p->sid);
-  json_object_set_string_member(o, "identity", p->identity);
-  json_object_set_string_member(o, "name", p->name);
-  json_object_set_string_member(o, "kind", p->kind);
+  json_object_set_string_member (o, "sid", p->sid);
+  json_object_set_string_member (o, "identity", p->identity);
+  json_object_set_string_member (o, "name", p->name);
+  json_object_set_string_member (o, "kind", p->kind);
   return o;
 }
 
 static JsonObject *
-track_to_json(SkTrack *track)
+track_to_json (SkTrack *track)
 {
-  JsonObject *o = json_object_new();
+  JsonObject *o = json_object_new ();
 
-  json_object_set_string_member(o, "sid", sk_track_get_sid(track));
-  json_object_set_string_member(o, "kind", sk_track_kind_to_string(sk_track_get_kind(track)));
-  json_object_set_string_member(o, "codec", sk_track_get_codec(track));
+  json_object_set_string_member (o, "sid", sk_track_get_sid (track));
+  json_object_set_string_member (o, "kind", sk_track_kind_to_string (sk_track_get_kind (track)));
+  json_object_set_string_member (o, "codec", sk_track_get_codec (track));
   return o;
 }
 
 static void
-pending_event_free(PendingEvent *pe)
+pending_event_free (PendingEvent *pe)
 {
-  json_object_unref(pe->event);
-  g_free(pe);
+  json_object_unref (pe->event);
+  g_free (pe);
 }
 
 /* ---- track watches ---------------------------------------------------------------------- */
 
 static void
-track_watch_free(gpointer data)
+track_watch_free (gpointer data)
 {
   TrackWatch *watch = data;
 
   if (watch->destroy != NULL)
-    watch->destroy(watch->user_data);
-  g_free(watch->room);
-  g_free(watch);
+    watch->destroy (watch->user_data);
+  g_free (watch->room);
+  g_free (watch);
 }
 
 static void
-notify_track(SkRoom *room, SkParticipant *p, SkTrack *track, gboolean published)
+notify_track (SkRoom *room, SkParticipant *p, SkTrack *track, gboolean published)
 {
   SkRoomManager *self = room->manager;
-  g_autoptr(GArray) ids = g_array_new(FALSE, FALSE, sizeof(guint));
+  g_autoptr (GArray) ids = g_array_new (FALSE, FALSE, sizeof (guint));
   GHashTableIter iter;
   TrackWatch *watch;
 
   /* Watchers may unwatch (themselves or others) from their callback: walk a list of ids. */
-  g_hash_table_iter_init(&iter, self->track_watches);
-  while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&watch)) {
-    if (strcmp(watch->room, room->name) == 0)
-      g_array_append_val(ids, watch->id);
+  g_hash_table_iter_init (&iter, self->track_watches);
+  while (g_hash_table_iter_next (&iter, NULL, (gpointer *)&watch)) {
+    if (strcmp (watch->room, room->name) == 0)
+      g_array_append_val (ids, watch->id);
   }
   for (guint i = 0; i < ids->len; i++) {
-    watch
-        = g_hash_table_lookup(self->track_watches, GUINT_TO_POINTER(g_array_index(ids, guint, i)));
+    watch = g_hash_table_lookup (self->track_watches,
+                                 GUINT_TO_POINTER (g_array_index (ids, guint, i)));
     if (watch != NULL)
-      watch->func(room->name, p, track, published, watch->user_data);
+      watch->func (room->name, p, track, published, watch->user_data);
   }
 }
 
 guint
-sk_room_manager_watch_tracks(SkRoomManager *self, const char *room_name, SkRoomTrackFunc func,
-                             gpointer user_data, GDestroyNotify destroy)
+sk_room_manager_watch_tracks (SkRoomManager *self, const char *room_name, SkRoomTrackFunc func,
+                              gpointer user_data, GDestroyNotify destroy)
 {
   TrackWatch *watch;
   SkRoom *room;
   guint id;
 
-  g_return_val_if_fail(self != NULL && room_name != NULL && func != NULL, 0);
+  g_return_val_if_fail (self != NULL && room_name != NULL && func != NULL, 0);
 
-  watch = g_new0(TrackWatch, 1);
+  watch = g_new0 (TrackWatch, 1);
   watch->id = id = ++self->next_watch_id;
-  watch->room = g_strdup(room_name);
+  watch->room = g_strdup (room_name);
   watch->func = func;
   watch->user_data = user_data;
   watch->destroy = destroy;
-  g_hash_table_insert(self->track_watches, GUINT_TO_POINTER(id), watch);
+  g_hash_table_insert (self->track_watches, GUINT_TO_POINTER (id), watch);
 
-  room = g_hash_table_lookup(self->rooms, room_name);
+  room = g_hash_table_lookup (self->rooms, room_name);
   if (room != NULL) {
     /* Snapshot first: the callback may publish, unpublish or unwatch. */
-    g_autoptr(GPtrArray) tracks = g_ptr_array_new_with_free_func((GDestroyNotify)sk_track_unref);
-    g_autoptr(GPtrArray) owners = g_ptr_array_new();
+    g_autoptr (GPtrArray) tracks = g_ptr_array_new_with_free_func ((GDestroyNotify)sk_track_unref);
+    g_autoptr (GPtrArray) owners = g_ptr_array_new ();
 
     for (guint i = 0; i < room->participants->len; i++) {
-      SkParticipant *p = g_ptr_array_index(room->participants, i);
+      SkParticipant *p = g_ptr_array_index (room->participants, i);
 
       for (guint j = 0; j < p->tracks->len; j++) {
-        g_ptr_array_add(tracks, sk_track_ref(g_ptr_array_index(p->tracks, j)));
-        g_ptr_array_add(owners, p);
+        g_ptr_array_add (tracks, sk_track_ref (g_ptr_array_index (p->tracks, j)));
+        g_ptr_array_add (owners, p);
       }
     }
     for (guint i = 0; i < tracks->len; i++) {
-      SkTrack *track = g_ptr_array_index(tracks, i);
+      SkTrack *track = g_ptr_array_index (tracks, i);
 
-      if (g_hash_table_lookup(self->track_watches, GUINT_TO_POINTER(id)) == NULL)
+      if (g_hash_table_lookup (self->track_watches, GUINT_TO_POINTER (id)) == NULL)
         break;
-      if (sk_track_is_ended(track))
+      if (sk_track_is_ended (track))
         continue;
-      func(room_name, g_ptr_array_index(owners, i), track, TRUE, user_data);
+      func (room_name, g_ptr_array_index (owners, i), track, TRUE, user_data);
     }
   }
   return id;
 }
 
 void
-sk_room_manager_unwatch_tracks(SkRoomManager *self, guint watch_id)
+sk_room_manager_unwatch_tracks (SkRoomManager *self, guint watch_id)
 {
-  g_hash_table_remove(self->track_watches, GUINT_TO_POINTER(watch_id));
+  g_hash_table_remove (self->track_watches, GUINT_TO_POINTER (watch_id));
 }
 
 /* ---- the event log ---------------------------------------------------------------------- */
 
 static JsonObject *
-room_event_new(SkRoom *room, const char *type)
+room_event_new (SkRoom *room, const char *type)
 {
-  JsonObject *o = json_object_new();
+  JsonObject *o = json_object_new ();
 
   /* A placeholder keeps "seq" the first member; the real one is set when it is sent. */
-  json_object_set_int_member(o, "seq", 0);
-  json_object_set_string_member(o, "room", room->name);
-  json_object_set_string_member(o, "event", type);
-  json_object_set_int_member(o, "at_ms", sk_now_ms());
-  json_object_set_string_member(o, "node", room->manager->config->node_id);
+  json_object_set_int_member (o, "seq", 0);
+  json_object_set_string_member (o, "room", room->name);
+  json_object_set_string_member (o, "event", type);
+  json_object_set_int_member (o, "at_ms", sk_now_ms ());
+  json_object_set_string_member (o, "node", room->manager->config->node_id);
   return o;
 }
 
 /* Takes @event. */
 static void
-room_enqueue(SkRoom *room, JsonObject *event, const char *webhook)
+room_enqueue (SkRoom *room, JsonObject *event, const char *webhook)
 {
-  PendingEvent *pe = g_new0(PendingEvent, 1);
+  PendingEvent *pe = g_new0 (PendingEvent, 1);
 
   pe->event = event;
   pe->webhook = webhook;
-  g_queue_push_tail(&room->pending, pe);
-  room_pump(room);
+  g_queue_push_tail (&room->pending, pe);
+  room_pump (room);
 }
 
 static void
-room_send_webhook(SkRoom *room, PendingEvent *pe)
+room_send_webhook (SkRoom *room, PendingEvent *pe)
 {
   SkRoomManager *self = room->manager;
-  g_autoptr(JsonObject) payload = NULL;
+  g_autoptr (JsonObject) payload = NULL;
   JsonObject *room_obj;
   static const char *const copied[] = { "seq", "at_ms", "participant", "track", "reason" };
 
   if (self->webhooks == NULL || pe->webhook == NULL)
     return;
 
-  payload = json_object_new();
-  room_obj = json_object_new();
-  json_object_set_string_member(room_obj, "name", room->name);
-  json_object_set_string_member(room_obj, "node", self->config->node_id);
-  json_object_set_int_member(room_obj, "epoch", (gint64)room->epoch);
-  json_object_set_object_member(payload, "room", room_obj);
-  for (guint i = 0; i < G_N_ELEMENTS(copied); i++) {
-    JsonNode *node = json_object_get_member(pe->event, copied[i]);
+  payload = json_object_new ();
+  room_obj = json_object_new ();
+  json_object_set_string_member (room_obj, "name", room->name);
+  json_object_set_string_member (room_obj, "node", self->config->node_id);
+  json_object_set_int_member (room_obj, "epoch", (gint64)room->epoch);
+  json_object_set_object_member (payload, "room", room_obj);
+  for (guint i = 0; i < G_N_ELEMENTS (copied); i++) {
+    JsonNode *node = json_object_get_member (pe->event, copied[i]);
 
     if (node != NULL)
-      json_object_set_member(payload, copied[i], json_node_copy(node));
+      json_object_set_member (payload, copied[i], json_node_copy (node));
   }
-  sk_webhooks_send(self->webhooks, pe->webhook, payload);
+  sk_webhooks_send (self->webhooks, pe->webhook, payload);
 }
 
 static void
-room_dispose(SkRoom *room)
+room_dispose (SkRoom *room)
 {
   SkRoomManager *self = room->manager;
 
-  g_hash_table_remove(self->rooms, room->name);
-  if (self->shutdown_task != NULL && g_hash_table_size(self->rooms) == 0) {
-    GTask *task = g_steal_pointer(&self->shutdown_task);
+  g_hash_table_remove (self->rooms, room->name);
+  if (self->shutdown_task != NULL && g_hash_table_size (self->rooms) == 0) {
+    GTask *task = g_steal_pointer (&self->shutdown_task);
 
-    g_task_return_boolean(task, TRUE);
-    g_object_unref(task);
+    g_task_return_boolean (task, TRUE);
+    g_object_unref (task);
   }
 }
 
 /* A finished room goes away once everything it queued has been written. */
 static void
-room_check_done(SkRoom *room)
+room_check_done (SkRoom *room)
 {
-  if (room->finished && room->participants->len == 0 && g_queue_is_empty(&room->pending)
+  if (room->finished && room->participants->len == 0 && g_queue_is_empty (&room->pending)
       && room->in_flight == NULL && room->retry_id == 0)
-    room_dispose(room);
+    room_dispose (room);
 }
 
 static gboolean
-room_retry_cb(gpointer user_data)
+room_retry_cb (gpointer user_data)
 {
   SkRoom *room = user_data;
 
   room->retry_id = 0;
   if (room->placed)
-    room_pump(room);
+    room_pump (room);
   else
-    room_place(room);
+    room_place (room);
   return G_SOURCE_REMOVE;
 }
 
 static void
-room_retry_later(SkRoom *room)
+room_retry_later (SkRoom *room)
 {
   if (room->retry_id == 0)
-    room->retry_id = g_timeout_add(STORE_RETRY_MS, room_retry_cb, room);
+    room->retry_id = g_timeout_add (STORE_RETRY_MS, room_retry_cb, room);
 }
 
-static void participant_free(SkParticipant *p);
+static void participant_free (SkParticipant *p);
 
 /*
  * The room cannot be written any more (another node holds a newer epoch, or the store never
@@ -337,282 +337,282 @@ static void participant_free(SkParticipant *p);
  * events (the new owner writes them), and forget the room.
  */
 static void
-room_lost(SkRoom *room, const GError *error)
+room_lost (SkRoom *room, const GError *error)
 {
-  g_warning("room %s: lost (%s); dropping %u queued events", room->name,
-            error != NULL ? error->message : "unknown", g_queue_get_length(&room->pending));
+  g_warning ("room %s: lost (%s); dropping %u queued events", room->name,
+             error != NULL ? error->message : "unknown", g_queue_get_length (&room->pending));
 
-  g_queue_clear_full(&room->pending, (GDestroyNotify)pending_event_free);
-  g_clear_handle_id(&room->empty_timeout_id, g_source_remove);
-  g_clear_handle_id(&room->retry_id, g_source_remove);
+  g_queue_clear_full (&room->pending, (GDestroyNotify)pending_event_free);
+  g_clear_handle_id (&room->empty_timeout_id, g_source_remove);
+  g_clear_handle_id (&room->retry_id, g_source_remove);
   while (room->participants->len > 0) {
-    SkParticipant *p = g_ptr_array_steal_index(room->participants, 0);
+    SkParticipant *p = g_ptr_array_steal_index (room->participants, 0);
 
     p->departed = TRUE;
     for (guint i = 0; i < p->tracks->len; i++) {
-      SkTrack *track = g_ptr_array_index(p->tracks, i);
+      SkTrack *track = g_ptr_array_index (p->tracks, i);
 
-      sk_track_end(track);
-      notify_track(room, p, track, FALSE);
+      sk_track_end (track);
+      notify_track (room, p, track, FALSE);
     }
     if (p->evicted != NULL)
-      p->evicted(p, SK_REASON_NODE_FAILURE, p->user_data);
-    participant_free(p);
+      p->evicted (p, SK_REASON_NODE_FAILURE, p->user_data);
+    participant_free (p);
   }
   room->finished = TRUE;
-  room_dispose(room);
+  room_dispose (room);
 }
 
 static void
-on_appended(GObject *source, GAsyncResult *result, gpointer user_data)
+on_appended (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   SkRoom *room = user_data;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GError) error = NULL;
   PendingEvent *pe;
 
-  if (store_op_cancelled(result))
+  if (store_op_cancelled (result))
     return;
-  pe = g_steal_pointer(&room->in_flight);
+  pe = g_steal_pointer (&room->in_flight);
 
-  if (!sk_store_append_event_finish(room->manager->store, result, &error)) {
-    if (g_error_matches(error, SK_ERROR, SK_ERROR_STALE_EPOCH)) {
-      pending_event_free(pe);
-      room_lost(room, error);
+  if (!sk_store_append_event_finish (room->manager->store, result, &error)) {
+    if (g_error_matches (error, SK_ERROR, SK_ERROR_STALE_EPOCH)) {
+      pending_event_free (pe);
+      room_lost (room, error);
       return;
     }
-    if (g_error_matches(error, SK_ERROR, SK_ERROR_CONFLICT)) {
+    if (g_error_matches (error, SK_ERROR, SK_ERROR_CONFLICT)) {
       /* Someone else wrote at our epoch: our idea of last_seq is wrong. Re-read it. */
-      g_warning("room %s: %s; re-reading the log position", room->name, error->message);
-      g_queue_push_head(&room->pending, pe);
+      g_warning ("room %s: %s; re-reading the log position", room->name, error->message);
+      g_queue_push_head (&room->pending, pe);
       room->placed = FALSE;
-      room_place(room);
+      room_place (room);
       return;
     }
     if (++pe->retries > APPEND_MAX_RETRIES) {
-      g_warning("room %s: dropping event seq %" G_GUINT64_FORMAT " after %u attempts: %s",
-                room->name, pe->seq, pe->retries, error->message);
-      pending_event_free(pe);
-      room_pump(room);
-      room_check_done(room);
+      g_warning ("room %s: dropping event seq %" G_GUINT64_FORMAT " after %u attempts: %s",
+                 room->name, pe->seq, pe->retries, error->message);
+      pending_event_free (pe);
+      room_pump (room);
+      room_check_done (room);
       return;
     }
-    g_queue_push_head(&room->pending, pe);
-    room_retry_later(room);
+    g_queue_push_head (&room->pending, pe);
+    room_retry_later (room);
     return;
   }
 
   room->last_seq = pe->seq;
-  room_send_webhook(room, pe);
-  pending_event_free(pe);
-  room_pump(room);
-  room_check_done(room);
+  room_send_webhook (room, pe);
+  pending_event_free (pe);
+  room_pump (room);
+  room_check_done (room);
 }
 
 static void
-room_pump(SkRoom *room)
+room_pump (SkRoom *room)
 {
   g_autofree char *json = NULL;
   PendingEvent *pe;
 
   if (!room->placed || room->in_flight != NULL || room->retry_id != 0)
     return;
-  pe = g_queue_pop_head(&room->pending);
+  pe = g_queue_pop_head (&room->pending);
   if (pe == NULL)
     return;
 
   pe->seq = room->last_seq + 1;
-  json_object_set_int_member(pe->event, "seq", (gint64)pe->seq);
+  json_object_set_int_member (pe->event, "seq", (gint64)pe->seq);
   {
-    g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), pe->event);
+    g_autoptr (JsonNode) node = json_node_init_object (json_node_alloc (), pe->event);
 
-    json = json_to_string(node, FALSE);
+    json = json_to_string (node, FALSE);
   }
   room->in_flight = pe;
-  sk_store_append_event_async(room->manager->store, room->name, room->epoch, pe->seq, json,
-                              room->manager->cancellable, on_appended, room);
+  sk_store_append_event_async (room->manager->store, room->name, room->epoch, pe->seq, json,
+                               room->manager->cancellable, on_appended, room);
 }
 
 /* ---- placement: claim the room, then learn where its log stands ------------------------- */
 
 static void
-room_place_failed(SkRoom *room, const GError *error)
+room_place_failed (SkRoom *room, const GError *error)
 {
   if (++room->place_attempts >= PLACE_MAX_ATTEMPTS) {
-    room_lost(room, error);
+    room_lost (room, error);
     return;
   }
-  g_debug("room %s: placement attempt %u failed: %s", room->name, room->place_attempts,
-          error->message);
+  g_debug ("room %s: placement attempt %u failed: %s", room->name, room->place_attempts,
+           error->message);
   /* A lost CAS race is retried at once with the fresh epoch; anything else waits a little. */
-  if (g_error_matches(error, SK_ERROR, SK_ERROR_CONFLICT))
-    room_place(room);
+  if (g_error_matches (error, SK_ERROR, SK_ERROR_CONFLICT))
+    room_place (room);
   else
-    room_retry_later(room);
+    room_retry_later (room);
 }
 
 static void
-on_last_seq(GObject *source, GAsyncResult *result, gpointer user_data)
+on_last_seq (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   SkRoom *room = user_data;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GError) error = NULL;
   guint64 seq = 0;
 
-  if (store_op_cancelled(result))
+  if (store_op_cancelled (result))
     return;
-  if (!sk_store_last_seq_finish(room->manager->store, result, &seq, &error)) {
-    room_place_failed(room, error);
+  if (!sk_store_last_seq_finish (room->manager->store, result, &seq, &error)) {
+    room_place_failed (room, error);
     return;
   }
   room->last_seq = seq;
   room->placed = TRUE;
   room->place_attempts = 0;
-  room_pump(room);
+  room_pump (room);
 }
 
 static void
-on_claimed(GObject *source, GAsyncResult *result, gpointer user_data)
+on_claimed (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   SkRoom *room = user_data;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GError) error = NULL;
   guint64 epoch = 0;
 
-  if (store_op_cancelled(result))
+  if (store_op_cancelled (result))
     return;
-  if (!sk_store_claim_room_finish(room->manager->store, result, &epoch, &error)) {
-    room_place_failed(room, error);
+  if (!sk_store_claim_room_finish (room->manager->store, result, &epoch, &error)) {
+    room_place_failed (room, error);
     return;
   }
   room->epoch = epoch;
   /* Read after the claim: from now on no older writer can add to the log. */
-  sk_store_last_seq_async(room->manager->store, room->name, room->manager->cancellable, on_last_seq,
-                          room);
+  sk_store_last_seq_async (room->manager->store, room->name, room->manager->cancellable,
+                           on_last_seq, room);
 }
 
 static void
-on_placement(GObject *source, GAsyncResult *result, gpointer user_data)
+on_placement (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   SkRoom *room = user_data;
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GError) error = NULL;
   g_autofree char *node = NULL;
   guint64 epoch = 0;
 
-  if (store_op_cancelled(result))
+  if (store_op_cancelled (result))
     return;
-  if (!sk_store_get_placement_finish(room->manager->store, result, &node, &epoch, &error)) {
-    room_place_failed(room, error);
+  if (!sk_store_get_placement_finish (room->manager->store, result, &node, &epoch, &error)) {
+    room_place_failed (room, error);
     return;
   }
   /* One node: the room is ours whoever had it before. Choosing another node's live room is
    * failover's business (placement by lease), not the join path's. */
-  sk_store_claim_room_async(room->manager->store, room->name, room->manager->config->node_id, epoch,
-                            room->manager->cancellable, on_claimed, room);
+  sk_store_claim_room_async (room->manager->store, room->name, room->manager->config->node_id,
+                             epoch, room->manager->cancellable, on_claimed, room);
 }
 
 static void
-room_place(SkRoom *room)
+room_place (SkRoom *room)
 {
-  sk_store_get_placement_async(room->manager->store, room->name, room->manager->cancellable,
-                               on_placement, room);
+  sk_store_get_placement_async (room->manager->store, room->name, room->manager->cancellable,
+                                on_placement, room);
 }
 
 /* ---- rooms ------------------------------------------------------------------------------ */
 
 static void
-room_free(gpointer data)
+room_free (gpointer data)
 {
   SkRoom *room = data;
 
-  g_clear_handle_id(&room->empty_timeout_id, g_source_remove);
-  g_clear_handle_id(&room->retry_id, g_source_remove);
-  g_queue_clear_full(&room->pending, (GDestroyNotify)pending_event_free);
-  g_clear_pointer(&room->in_flight, pending_event_free);
-  g_ptr_array_unref(room->participants);
-  g_free(room->name);
-  g_free(room);
+  g_clear_handle_id (&room->empty_timeout_id, g_source_remove);
+  g_clear_handle_id (&room->retry_id, g_source_remove);
+  g_queue_clear_full (&room->pending, (GDestroyNotify)pending_event_free);
+  g_clear_pointer (&room->in_flight, pending_event_free);
+  g_ptr_array_unref (room->participants);
+  g_free (room->name);
+  g_free (room);
 }
 
 static void
-room_start(SkRoom *room)
+room_start (SkRoom *room)
 {
   room->finished = FALSE;
-  room_enqueue(room, room_event_new(room, "RoomStarted"), "room_started");
+  room_enqueue (room, room_event_new (room, "RoomStarted"), "room_started");
 }
 
 static SkRoom *
-room_new(SkRoomManager *self, const char *name)
+room_new (SkRoomManager *self, const char *name)
 {
-  SkRoom *room = g_new0(SkRoom, 1);
+  SkRoom *room = g_new0 (SkRoom, 1);
 
   room->manager = self;
-  room->name = g_strdup(name);
-  room->participants = g_ptr_array_new_with_free_func((GDestroyNotify)participant_free);
-  g_queue_init(&room->pending);
-  g_hash_table_insert(self->rooms, room->name, room);
-  room_start(room);
-  room_place(room);
+  room->name = g_strdup (name);
+  room->participants = g_ptr_array_new_with_free_func ((GDestroyNotify)participant_free);
+  g_queue_init (&room->pending);
+  g_hash_table_insert (self->rooms, room->name, room);
+  room_start (room);
+  room_place (room);
   return room;
 }
 
 static void
-room_finish(SkRoom *room)
+room_finish (SkRoom *room)
 {
-  g_clear_handle_id(&room->empty_timeout_id, g_source_remove);
+  g_clear_handle_id (&room->empty_timeout_id, g_source_remove);
   if (room->finished)
     return;
   room->finished = TRUE;
-  room_enqueue(room, room_event_new(room, "RoomFinished"), "room_finished");
+  room_enqueue (room, room_event_new (room, "RoomFinished"), "room_finished");
 }
 
 static gboolean
-room_empty_timeout_cb(gpointer user_data)
+room_empty_timeout_cb (gpointer user_data)
 {
   SkRoom *room = user_data;
 
   room->empty_timeout_id = 0;
-  room_finish(room);
+  room_finish (room);
   return G_SOURCE_REMOVE;
 }
 
 /* ---- participants ----------------------------------------------------------------------- */
 
 static void
-participant_free(SkParticipant *p)
+participant_free (SkParticipant *p)
 {
-  g_ptr_array_unref(p->tracks);
-  g_free(p->sid);
-  g_free(p->identity);
-  g_free(p->name);
-  g_free(p->kind);
-  g_free(p);
+  g_ptr_array_unref (p->tracks);
+  g_free (p->sid);
+  g_free (p->identity);
+  g_free (p->name);
+  g_free (p->kind);
+  g_free (p);
 }
 
 static JsonObject *
-participant_event_new(SkParticipant *p, const char *type)
+participant_event_new (SkParticipant *p, const char *type)
 {
-  JsonObject *o = room_event_new(p->room, type);
+  JsonObject *o = room_event_new (p->room, type);
 
-  json_object_set_object_member(o, "participant", participant_to_json(p));
+  json_object_set_object_member (o, "participant", participant_to_json (p));
   return o;
 }
 
 /* Removes track @index of @p with TrackUnpublished. */
 static void
-participant_unpublish_index(SkParticipant *p, guint index, const char *reason)
+participant_unpublish_index (SkParticipant *p, guint index, const char *reason)
 {
-  g_autoptr(SkTrack) track = g_ptr_array_steal_index(p->tracks, index);
-  JsonObject *event = participant_event_new(p, "TrackUnpublished");
+  g_autoptr (SkTrack) track = g_ptr_array_steal_index (p->tracks, index);
+  JsonObject *event = participant_event_new (p, "TrackUnpublished");
 
-  json_object_set_object_member(event, "track", track_to_json(track));
-  json_object_set_string_member(event, "reason", reason);
-  room_enqueue(p->room, event, "track_unpublished");
-  sk_track_end(track);
-  notify_track(p->room, p, track, FALSE);
+  json_object_set_object_member (event, "track", track_to_json (track));
+  json_object_set_string_member (event, "reason", reason);
+  room_enqueue (p->room, event, "track_unpublished");
+  sk_track_end (track);
+  notify_track (p->room, p, track, FALSE);
 }
 
 /* Writes the participant's way out (tracks, then ParticipantDisconnected) and takes it out of
  * its room; the caller frees it. */
 static void
-participant_depart(SkParticipant *p, const char *reason)
+participant_depart (SkParticipant *p, const char *reason)
 {
   SkRoom *room = p->room;
   SkRoomManager *self = room->manager;
@@ -620,232 +620,233 @@ participant_depart(SkParticipant *p, const char *reason)
   guint index;
 
   while (p->tracks->len > 0)
-    participant_unpublish_index(p, 0, reason);
-  event = participant_event_new(p, "ParticipantDisconnected");
-  json_object_set_string_member(event, "reason", reason);
-  room_enqueue(room, event, "participant_left");
+    participant_unpublish_index (p, 0, reason);
+  event = participant_event_new (p, "ParticipantDisconnected");
+  json_object_set_string_member (event, "reason", reason);
+  room_enqueue (room, event, "participant_left");
 
   p->departed = TRUE;
-  if (g_ptr_array_find(room->participants, p, &index))
-    g_ptr_array_steal_index(room->participants, index);
+  if (g_ptr_array_find (room->participants, p, &index))
+    g_ptr_array_steal_index (room->participants, index);
 
   if (room->participants->len == 0 && !self->shutting_down) {
-    g_clear_handle_id(&room->empty_timeout_id, g_source_remove);
+    g_clear_handle_id (&room->empty_timeout_id, g_source_remove);
     room->empty_timeout_id
-        = g_timeout_add(self->config->room_empty_timeout_ms, room_empty_timeout_cb, room);
+        = g_timeout_add (self->config->room_empty_timeout_ms, room_empty_timeout_cb, room);
   }
 }
 
 /* The room manager's own removal (replaced, shutdown): the owner is told, then it is freed. */
 static void
-participant_evict(SkParticipant *p, const char *reason)
+participant_evict (SkParticipant *p, const char *reason)
 {
-  participant_depart(p, reason);
+  participant_depart (p, reason);
   if (p->evicted != NULL)
-    p->evicted(p, reason, p->user_data);
-  participant_free(p);
+    p->evicted (p, reason, p->user_data);
+  participant_free (p);
 }
 
 SkParticipant *
-sk_room_manager_join(SkRoomManager *self, const char *room_name, const char *identity,
-                     const char *name, const char *kind, SkParticipantEvictedFunc evicted,
-                     gpointer user_data, GError **error)
+sk_room_manager_join (SkRoomManager *self, const char *room_name, const char *identity,
+                      const char *name, const char *kind, SkParticipantEvictedFunc evicted,
+                      gpointer user_data, GError **error)
 {
   SkParticipant *p;
   SkRoom *room;
 
-  g_return_val_if_fail(self != NULL, NULL);
+  g_return_val_if_fail (self != NULL, NULL);
 
   if (self->shutting_down) {
-    g_set_error(error, SK_ERROR, SK_ERROR_UNAVAILABLE, "the node is shutting down");
+    g_set_error (error, SK_ERROR, SK_ERROR_UNAVAILABLE, "the node is shutting down");
     return NULL;
   }
-  if (!room_name_is_valid(room_name)) {
-    g_set_error(error, SK_ERROR, SK_ERROR_INVALID,
-                "room name must be 1-%d characters of A-Z a-z 0-9 _ . -", ROOM_NAME_MAX);
+  if (!room_name_is_valid (room_name)) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INVALID,
+                 "room name must be 1-%d characters of A-Z a-z 0-9 _ . -", ROOM_NAME_MAX);
     return NULL;
   }
-  if (identity == NULL || identity[0] == '\0' || strlen(identity) > PARTICIPANT_FIELD_MAX
-      || !g_utf8_validate(identity, -1, NULL)) {
-    g_set_error(error, SK_ERROR, SK_ERROR_INVALID,
-                "participant identity must be 1-%d bytes of UTF-8", PARTICIPANT_FIELD_MAX);
+  if (identity == NULL || identity[0] == '\0' || strlen (identity) > PARTICIPANT_FIELD_MAX
+      || !g_utf8_validate (identity, -1, NULL)) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INVALID,
+                 "participant identity must be 1-%d bytes of UTF-8", PARTICIPANT_FIELD_MAX);
     return NULL;
   }
-  if (name != NULL && (strlen(name) > PARTICIPANT_FIELD_MAX || !g_utf8_validate(name, -1, NULL))) {
-    g_set_error(error, SK_ERROR, SK_ERROR_INVALID,
-                "participant name must be at most %d bytes of UTF-8", PARTICIPANT_FIELD_MAX);
+  if (name != NULL
+      && (strlen (name) > PARTICIPANT_FIELD_MAX || !g_utf8_validate (name, -1, NULL))) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INVALID,
+                 "participant name must be at most %d bytes of UTF-8", PARTICIPANT_FIELD_MAX);
     return NULL;
   }
 
-  room = g_hash_table_lookup(self->rooms, room_name);
+  room = g_hash_table_lookup (self->rooms, room_name);
   if (room == NULL)
-    room = room_new(self, room_name);
+    room = room_new (self, room_name);
   else if (room->finished)
-    room_start(room); /* RoomFinished is still being written: the same room object restarts */
-  g_clear_handle_id(&room->empty_timeout_id, g_source_remove);
+    room_start (room); /* RoomFinished is still being written: the same room object restarts */
+  g_clear_handle_id (&room->empty_timeout_id, g_source_remove);
 
   /* Invariant 4: one connected participant per identity, the newest wins. */
   for (guint i = 0; i < room->participants->len; i++) {
-    SkParticipant *old = g_ptr_array_index(room->participants, i);
+    SkParticipant *old = g_ptr_array_index (room->participants, i);
 
-    if (strcmp(old->identity, identity) == 0) {
-      participant_evict(old, SK_REASON_REPLACED);
+    if (strcmp (old->identity, identity) == 0) {
+      participant_evict (old, SK_REASON_REPLACED);
       break;
     }
   }
   /* The eviction may have armed the empty timer; the room is not empty. */
-  g_clear_handle_id(&room->empty_timeout_id, g_source_remove);
+  g_clear_handle_id (&room->empty_timeout_id, g_source_remove);
 
-  p = g_new0(SkParticipant, 1);
+  p = g_new0 (SkParticipant, 1);
   p->room = room;
-  p->sid = sk_id_new("PA_");
-  p->identity = g_strdup(identity);
-  p->name = g_strdup(name != NULL ? name : "");
-  p->kind = g_strdup(kind != NULL ? kind : "standard");
-  p->tracks = g_ptr_array_new_with_free_func((GDestroyNotify)sk_track_unref);
+  p->sid = sk_id_new ("PA_");
+  p->identity = g_strdup (identity);
+  p->name = g_strdup (name != NULL ? name : "");
+  p->kind = g_strdup (kind != NULL ? kind : "standard");
+  p->tracks = g_ptr_array_new_with_free_func ((GDestroyNotify)sk_track_unref);
   p->evicted = evicted;
   p->user_data = user_data;
-  g_ptr_array_add(room->participants, p);
+  g_ptr_array_add (room->participants, p);
 
-  room_enqueue(room, participant_event_new(p, "ParticipantConnected"), "participant_joined");
+  room_enqueue (room, participant_event_new (p, "ParticipantConnected"), "participant_joined");
   return p;
 }
 
 const char *
-sk_participant_get_sid(SkParticipant *participant)
+sk_participant_get_sid (SkParticipant *participant)
 {
   return participant->sid;
 }
 
 const char *
-sk_participant_get_room(SkParticipant *participant)
+sk_participant_get_room (SkParticipant *participant)
 {
   return participant->room->name;
 }
 
 const char *
-sk_participant_get_identity(SkParticipant *participant)
+sk_participant_get_identity (SkParticipant *participant)
 {
   return participant->identity;
 }
 
 SkTrack *
-sk_participant_publish_track(SkParticipant *p, SkTrackKind kind, GstCaps *caps)
+sk_participant_publish_track (SkParticipant *p, SkTrackKind kind, GstCaps *caps)
 {
   g_autofree char *sid = NULL;
   JsonObject *event;
   SkTrack *track;
 
-  g_return_val_if_fail(p != NULL && caps != NULL, NULL);
-  g_return_val_if_fail(!p->departed, NULL);
+  g_return_val_if_fail (p != NULL && caps != NULL, NULL);
+  g_return_val_if_fail (!p->departed, NULL);
 
-  sid = sk_id_new("TR_");
-  track = sk_track_new(kind, sid, caps);
-  g_ptr_array_add(p->tracks, track);
+  sid = sk_id_new ("TR_");
+  track = sk_track_new (kind, sid, caps);
+  g_ptr_array_add (p->tracks, track);
 
-  event = participant_event_new(p, "TrackPublished");
-  json_object_set_object_member(event, "track", track_to_json(track));
-  room_enqueue(p->room, event, "track_published");
-  notify_track(p->room, p, track, TRUE);
+  event = participant_event_new (p, "TrackPublished");
+  json_object_set_object_member (event, "track", track_to_json (track));
+  room_enqueue (p->room, event, "track_published");
+  notify_track (p->room, p, track, TRUE);
   return track;
 }
 
 void
-sk_participant_unpublish_track(SkParticipant *p, SkTrack *track, const char *reason)
+sk_participant_unpublish_track (SkParticipant *p, SkTrack *track, const char *reason)
 {
   guint index;
 
-  g_return_if_fail(p != NULL && track != NULL);
+  g_return_if_fail (p != NULL && track != NULL);
   /* An evicted participant's tracks were already unpublished. */
-  if (p->departed || !g_ptr_array_find(p->tracks, track, &index))
+  if (p->departed || !g_ptr_array_find (p->tracks, track, &index))
     return;
-  participant_unpublish_index(p, index, reason != NULL ? reason : SK_REASON_CLIENT_INITIATED);
+  participant_unpublish_index (p, index, reason != NULL ? reason : SK_REASON_CLIENT_INITIATED);
 }
 
 void
-sk_participant_leave(SkParticipant *p, const char *reason)
+sk_participant_leave (SkParticipant *p, const char *reason)
 {
-  g_return_if_fail(p != NULL);
+  g_return_if_fail (p != NULL);
   /* Called from its own evicted callback: the eviction already wrote it and frees it. */
   if (p->departed)
     return;
-  participant_depart(p, reason != NULL ? reason : SK_REASON_CLIENT_INITIATED);
-  participant_free(p);
+  participant_depart (p, reason != NULL ? reason : SK_REASON_CLIENT_INITIATED);
+  participant_free (p);
 }
 
 /* ---- HTTP: /v1/rooms… -------------------------------------------------------------------- */
 
 static JsonNode *
-room_to_json(SkRoom *room)
+room_to_json (SkRoom *room)
 {
-  JsonObject *o = json_object_new();
-  JsonArray *participants = json_array_new();
+  JsonObject *o = json_object_new ();
+  JsonArray *participants = json_array_new ();
 
-  json_object_set_string_member(o, "name", room->name);
-  json_object_set_string_member(o, "node", room->manager->config->node_id);
-  json_object_set_int_member(o, "epoch", (gint64)room->epoch);
+  json_object_set_string_member (o, "name", room->name);
+  json_object_set_string_member (o, "node", room->manager->config->node_id);
+  json_object_set_int_member (o, "epoch", (gint64)room->epoch);
   for (guint i = 0; i < room->participants->len; i++) {
-    SkParticipant *p = g_ptr_array_index(room->participants, i);
-    JsonObject *po = participant_to_json(p);
-    JsonArray *tracks = json_array_new();
+    SkParticipant *p = g_ptr_array_index (room->participants, i);
+    JsonObject *po = participant_to_json (p);
+    JsonArray *tracks = json_array_new ();
 
     for (guint j = 0; j < p->tracks->len; j++)
-      json_array_add_object_element(tracks, track_to_json(g_ptr_array_index(p->tracks, j)));
-    json_object_set_array_member(po, "tracks", tracks);
-    json_array_add_object_element(participants, po);
+      json_array_add_object_element (tracks, track_to_json (g_ptr_array_index (p->tracks, j)));
+    json_object_set_array_member (po, "tracks", tracks);
+    json_array_add_object_element (participants, po);
   }
-  json_object_set_array_member(o, "participants", participants);
+  json_object_set_array_member (o, "participants", participants);
   {
-    JsonNode *node = json_node_new(JSON_NODE_OBJECT);
+    JsonNode *node = json_node_new (JSON_NODE_OBJECT);
 
-    json_node_take_object(node, o);
+    json_node_take_object (node, o);
     return node;
   }
 }
 
 static gint
-compare_room_names(gconstpointer a, gconstpointer b)
+compare_room_names (gconstpointer a, gconstpointer b)
 {
-  return strcmp((*(SkRoom *const *)a)->name, (*(SkRoom *const *)b)->name);
+  return strcmp ((*(SkRoom *const *)a)->name, (*(SkRoom *const *)b)->name);
 }
 
 static void
-rooms_http_list(SkRoomManager *self, SoupServerMessage *msg)
+rooms_http_list (SkRoomManager *self, SoupServerMessage *msg)
 {
-  g_autoptr(GPtrArray) rooms = g_ptr_array_new();
-  g_autoptr(JsonNode) root = NULL;
-  JsonObject *o = json_object_new();
-  JsonArray *array = json_array_new();
+  g_autoptr (GPtrArray) rooms = g_ptr_array_new ();
+  g_autoptr (JsonNode) root = NULL;
+  JsonObject *o = json_object_new ();
+  JsonArray *array = json_array_new ();
   GHashTableIter iter;
   SkRoom *room;
 
-  g_hash_table_iter_init(&iter, self->rooms);
-  while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&room)) {
+  g_hash_table_iter_init (&iter, self->rooms);
+  while (g_hash_table_iter_next (&iter, NULL, (gpointer *)&room)) {
     if (!room->finished)
-      g_ptr_array_add(rooms, room);
+      g_ptr_array_add (rooms, room);
   }
-  g_ptr_array_sort(rooms, compare_room_names);
+  g_ptr_array_sort (rooms, compare_room_names);
   for (guint i = 0; i < rooms->len; i++)
-    json_array_add_element(array, room_to_json(g_ptr_array_index(rooms, i)));
-  json_object_set_array_member(o, "rooms", array);
-  root = json_node_init_object(json_node_alloc(), o);
-  json_object_unref(o);
-  sk_http_reply_json(msg, SOUP_STATUS_OK, root);
+    json_array_add_element (array, room_to_json (g_ptr_array_index (rooms, i)));
+  json_object_set_array_member (o, "rooms", array);
+  root = json_node_init_object (json_node_alloc (), o);
+  json_object_unref (o);
+  sk_http_reply_json (msg, SOUP_STATUS_OK, root);
 }
 
 static void
-rooms_http_handler(SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
-                   gpointer user_data)
+rooms_http_handler (SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
+                    gpointer user_data)
 {
   SkRoomManager *self = user_data;
-  const char *method = soup_server_message_get_method(msg);
-  const char *rest = path + strlen("/v1/rooms");
+  const char *method = soup_server_message_get_method (msg);
+  const char *rest = path + strlen ("/v1/rooms");
   const char *slash;
   g_autofree char *room_name = NULL;
   SkRoom *room;
 
   if (*rest != '\0' && *rest != '/') {
-    sk_http_reply_error(msg, SOUP_STATUS_NOT_FOUND, "not_found", "no such resource");
+    sk_http_reply_error (msg, SOUP_STATUS_NOT_FOUND, "not_found", "no such resource");
     return;
   }
   if (*rest == '/')
@@ -853,157 +854,157 @@ rooms_http_handler(SoupServer *server, SoupServerMessage *msg, const char *path,
 
   if (*rest == '\0') {
     if (method != SOUP_METHOD_GET) {
-      sk_http_reply_error(msg, SOUP_STATUS_METHOD_NOT_ALLOWED, "method_not_allowed", "use GET");
+      sk_http_reply_error (msg, SOUP_STATUS_METHOD_NOT_ALLOWED, "method_not_allowed", "use GET");
       return;
     }
-    if (sk_http_require_token(msg, self->config->api_token))
-      rooms_http_list(self, msg);
+    if (sk_http_require_token (msg, self->config->api_token))
+      rooms_http_list (self, msg);
     return;
   }
 
-  slash = strchr(rest, '/');
-  room_name = slash != NULL ? g_strndup(rest, slash - rest) : g_strdup(rest);
+  slash = strchr (rest, '/');
+  room_name = slash != NULL ? g_strndup (rest, slash - rest) : g_strdup (rest);
   rest = slash != NULL ? slash + 1 : "";
-  if (!room_name_is_valid(room_name)) {
-    sk_http_reply_error(msg, SOUP_STATUS_BAD_REQUEST, "invalid",
-                        "room name must be 1-%d characters of A-Z a-z 0-9 _ . -", ROOM_NAME_MAX);
+  if (!room_name_is_valid (room_name)) {
+    sk_http_reply_error (msg, SOUP_STATUS_BAD_REQUEST, "invalid",
+                         "room name must be 1-%d characters of A-Z a-z 0-9 _ . -", ROOM_NAME_MAX);
     return;
   }
 
-  if (strcmp(rest, "events") == 0) {
+  if (strcmp (rest, "events") == 0) {
     if (method != SOUP_METHOD_GET) {
-      sk_http_reply_error(msg, SOUP_STATUS_METHOD_NOT_ALLOWED, "method_not_allowed", "use GET");
+      sk_http_reply_error (msg, SOUP_STATUS_METHOD_NOT_ALLOWED, "method_not_allowed", "use GET");
       return;
     }
-    sk_events_http_handle(self->events, msg, room_name);
-  } else if (strcmp(rest, "whep") == 0) {
+    sk_events_http_handle (self->events, msg, room_name);
+  } else if (strcmp (rest, "whep") == 0) {
     if (method != SOUP_METHOD_POST && method != SOUP_METHOD_OPTIONS) {
-      sk_http_reply_error(msg, SOUP_STATUS_METHOD_NOT_ALLOWED, "method_not_allowed",
-                          "use POST (WHEP offer) or OPTIONS");
+      sk_http_reply_error (msg, SOUP_STATUS_METHOD_NOT_ALLOWED, "method_not_allowed",
+                           "use POST (WHEP offer) or OPTIONS");
       return;
     }
-    sk_whep_server_handle_offer(self->whep, msg, room_name);
+    sk_whep_server_handle_offer (self->whep, msg, room_name);
   } else if (*rest == '\0') {
     if (method != SOUP_METHOD_GET) {
-      sk_http_reply_error(msg, SOUP_STATUS_METHOD_NOT_ALLOWED, "method_not_allowed", "use GET");
+      sk_http_reply_error (msg, SOUP_STATUS_METHOD_NOT_ALLOWED, "method_not_allowed", "use GET");
       return;
     }
-    if (!sk_http_require_token(msg, self->config->api_token))
+    if (!sk_http_require_token (msg, self->config->api_token))
       return;
-    room = g_hash_table_lookup(self->rooms, room_name);
+    room = g_hash_table_lookup (self->rooms, room_name);
     if (room == NULL || room->finished) {
-      sk_http_reply_error(msg, SOUP_STATUS_NOT_FOUND, "not_found", "room %s is not active",
-                          room_name);
+      sk_http_reply_error (msg, SOUP_STATUS_NOT_FOUND, "not_found", "room %s is not active",
+                           room_name);
       return;
     }
     {
-      g_autoptr(JsonNode) root = room_to_json(room);
+      g_autoptr (JsonNode) root = room_to_json (room);
 
-      sk_http_reply_json(msg, SOUP_STATUS_OK, root);
+      sk_http_reply_json (msg, SOUP_STATUS_OK, root);
     }
   } else {
-    sk_http_reply_error(msg, SOUP_STATUS_NOT_FOUND, "not_found", "no such resource");
+    sk_http_reply_error (msg, SOUP_STATUS_NOT_FOUND, "not_found", "no such resource");
   }
 }
 
 void
-sk_room_manager_attach_http(SkRoomManager *self, SoupServer *server)
+sk_room_manager_attach_http (SkRoomManager *self, SoupServer *server)
 {
-  soup_server_add_handler(server, "/v1/rooms", rooms_http_handler, self, NULL);
-  sk_whep_server_attach_http(self->whep, server);
+  soup_server_add_handler (server, "/v1/rooms", rooms_http_handler, self, NULL);
+  sk_whep_server_attach_http (self->whep, server);
 }
 
 /* ---- the manager ------------------------------------------------------------------------ */
 
 SkRoomManager *
-sk_room_manager_new(const SkConfig *config, SkStore *store, SkWebhooks *webhooks, GError **error)
+sk_room_manager_new (const SkConfig *config, SkStore *store, SkWebhooks *webhooks, GError **error)
 {
   SkRoomManager *self;
 
-  g_return_val_if_fail(config != NULL && store != NULL, NULL);
+  g_return_val_if_fail (config != NULL && store != NULL, NULL);
   if (config->node_id == NULL || config->node_id[0] == '\0') {
-    g_set_error(error, SK_ERROR, SK_ERROR_INVALID, "the room manager needs a node id");
+    g_set_error (error, SK_ERROR, SK_ERROR_INVALID, "the room manager needs a node id");
     return NULL;
   }
 
-  self = g_new0(SkRoomManager, 1);
+  self = g_new0 (SkRoomManager, 1);
   self->config = config;
   self->store = store;
   self->webhooks = webhooks;
-  self->cancellable = g_cancellable_new();
-  self->rooms = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, room_free);
-  self->track_watches = g_hash_table_new_full(NULL, NULL, NULL, track_watch_free);
-  self->events = sk_events_http_new(store, config);
-  self->whep = sk_whep_server_new(self, config);
+  self->cancellable = g_cancellable_new ();
+  self->rooms = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, room_free);
+  self->track_watches = g_hash_table_new_full (NULL, NULL, NULL, track_watch_free);
+  self->events = sk_events_http_new (store, config);
+  self->whep = sk_whep_server_new (self, config);
   return self;
 }
 
 void
-sk_room_manager_free(SkRoomManager *self)
+sk_room_manager_free (SkRoomManager *self)
 {
   if (self == NULL)
     return;
   /* Outstanding store callbacks see the cancellation and leave the rooms alone. */
-  g_cancellable_cancel(self->cancellable);
-  g_clear_pointer(&self->whep, sk_whep_server_free);
-  g_clear_pointer(&self->events, sk_events_http_free);
-  g_hash_table_remove_all(self->rooms);
-  g_hash_table_unref(self->track_watches);
-  g_hash_table_unref(self->rooms);
+  g_cancellable_cancel (self->cancellable);
+  g_clear_pointer (&self->whep, sk_whep_server_free);
+  g_clear_pointer (&self->events, sk_events_http_free);
+  g_hash_table_remove_all (self->rooms);
+  g_hash_table_unref (self->track_watches);
+  g_hash_table_unref (self->rooms);
   if (self->shutdown_task != NULL) {
-    g_task_return_new_error(self->shutdown_task, G_IO_ERROR, G_IO_ERROR_CANCELLED,
-                            "room manager freed during shutdown");
-    g_clear_object(&self->shutdown_task);
+    g_task_return_new_error (self->shutdown_task, G_IO_ERROR, G_IO_ERROR_CANCELLED,
+                             "room manager freed during shutdown");
+    g_clear_object (&self->shutdown_task);
   }
-  g_object_unref(self->cancellable);
-  g_free(self);
+  g_object_unref (self->cancellable);
+  g_free (self);
 }
 
 void
-sk_room_manager_shutdown_async(SkRoomManager *self, GAsyncReadyCallback callback,
-                               gpointer user_data)
+sk_room_manager_shutdown_async (SkRoomManager *self, GAsyncReadyCallback callback,
+                                gpointer user_data)
 {
-  g_autoptr(GPtrArray) rooms = g_ptr_array_new();
-  GTask *task = g_task_new(NULL, NULL, callback, user_data);
+  g_autoptr (GPtrArray) rooms = g_ptr_array_new ();
+  GTask *task = g_task_new (NULL, NULL, callback, user_data);
   GHashTableIter iter;
   SkRoom *room;
 
-  g_task_set_source_tag(task, sk_room_manager_shutdown_async);
+  g_task_set_source_tag (task, sk_room_manager_shutdown_async);
   if (self->shutdown_task != NULL) {
-    g_task_return_new_error(task, SK_ERROR, SK_ERROR_INVALID, "already shutting down");
-    g_object_unref(task);
+    g_task_return_new_error (task, SK_ERROR, SK_ERROR_INVALID, "already shutting down");
+    g_object_unref (task);
     return;
   }
   self->shutting_down = TRUE;
   self->shutdown_task = task;
 
-  g_hash_table_iter_init(&iter, self->rooms);
-  while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&room))
-    g_ptr_array_add(rooms, room);
+  g_hash_table_iter_init (&iter, self->rooms);
+  while (g_hash_table_iter_next (&iter, NULL, (gpointer *)&room))
+    g_ptr_array_add (rooms, room);
   for (guint i = 0; i < rooms->len; i++) {
-    room = g_ptr_array_index(rooms, i);
+    room = g_ptr_array_index (rooms, i);
     while (room->participants->len > 0)
-      participant_evict(g_ptr_array_index(room->participants, 0), SK_REASON_SERVER_SHUTDOWN);
-    room_finish(room);
+      participant_evict (g_ptr_array_index (room->participants, 0), SK_REASON_SERVER_SHUTDOWN);
+    room_finish (room);
   }
 
   /* Nothing was hosted (or everything was already written): complete now, from an idle. */
-  if (g_hash_table_size(self->rooms) == 0) {
+  if (g_hash_table_size (self->rooms) == 0) {
     self->shutdown_task = NULL;
-    g_task_return_boolean(task, TRUE);
-    g_object_unref(task);
+    g_task_return_boolean (task, TRUE);
+    g_object_unref (task);
   }
 }
 
 gboolean
-sk_room_manager_shutdown_finish(SkRoomManager *self, GAsyncResult *result, GError **error)
+sk_room_manager_shutdown_finish (SkRoomManager *self, GAsyncResult *result, GError **error)
 {
-  g_return_val_if_fail(g_task_is_valid(result, NULL), FALSE);
-  return g_task_propagate_boolean(G_TASK(result), error);
+  g_return_val_if_fail (g_task_is_valid (result, NULL), FALSE);
+  return g_task_propagate_boolean (G_TASK (result), error);
 }
 
 const SkConfig *
-sk_room_manager_get_config(SkRoomManager *self)
+sk_room_manager_get_config (SkRoomManager *self)
 {
   return self->config;
 }

@@ -23,14 +23,14 @@ typedef struct _SkParticipant SkParticipant;
 
 /* Reasons for leaving, as written in events (DESIGN.md). */
 #define SK_REASON_CLIENT_INITIATED "client_initiated"
-#define SK_REASON_PUBLISHER_LOST   "publisher_lost"
-#define SK_REASON_NODE_FAILURE     "node_failure"
-#define SK_REASON_REPLACED         "replaced"
-#define SK_REASON_INGRESS_DELETED  "ingress_deleted"
-#define SK_REASON_SERVER_SHUTDOWN  "server_shutdown"
+#define SK_REASON_PUBLISHER_LOST "publisher_lost"
+#define SK_REASON_NODE_FAILURE "node_failure"
+#define SK_REASON_REPLACED "replaced"
+#define SK_REASON_INGRESS_DELETED "ingress_deleted"
+#define SK_REASON_SERVER_SHUTDOWN "server_shutdown"
 
-SkRoomManager *sk_room_manager_new (const SkConfig *config, SkStore *store,
-                                    SkWebhooks *webhooks, GError **error);
+SkRoomManager *sk_room_manager_new (const SkConfig *config, SkStore *store, SkWebhooks *webhooks,
+                                    GError **error);
 void sk_room_manager_free (SkRoomManager *self);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkRoomManager, sk_room_manager_free)
 
@@ -66,8 +66,7 @@ const char *sk_participant_get_room (SkParticipant *participant);
 
 /* Publishes a track (appends TrackPublished) and returns it (borrowed; valid until it is
  * unpublished or the participant leaves; take a ref to keep it longer). */
-SkTrack *sk_participant_publish_track (SkParticipant *participant, SkTrackKind kind,
-                                       GstCaps *caps);
+SkTrack *sk_participant_publish_track (SkParticipant *participant, SkTrackKind kind, GstCaps *caps);
 
 const char *sk_participant_get_identity (SkParticipant *participant);
 

@@ -34,188 +34,188 @@ struct _SkTrack {
 };
 
 const char *
-sk_track_kind_to_string(SkTrackKind kind)
+sk_track_kind_to_string (SkTrackKind kind)
 {
   return kind == SK_TRACK_KIND_VIDEO ? "video" : "audio";
 }
 
 static const char *
-codec_from_caps(GstCaps *caps)
+codec_from_caps (GstCaps *caps)
 {
-  if (caps == NULL || gst_caps_is_empty(caps) || gst_caps_is_any(caps))
-    return g_intern_static_string("unknown");
+  if (caps == NULL || gst_caps_is_empty (caps) || gst_caps_is_any (caps))
+    return g_intern_static_string ("unknown");
 
-  const char *name = gst_structure_get_name(gst_caps_get_structure(caps, 0));
-  if (g_str_equal(name, "video/x-h264"))
-    return g_intern_static_string("H264");
-  if (g_str_equal(name, "video/x-vp8"))
-    return g_intern_static_string("VP8");
-  if (g_str_equal(name, "video/x-vp9"))
-    return g_intern_static_string("VP9");
-  if (g_str_equal(name, "audio/x-opus"))
-    return g_intern_static_string("opus");
+  const char *name = gst_structure_get_name (gst_caps_get_structure (caps, 0));
+  if (g_str_equal (name, "video/x-h264"))
+    return g_intern_static_string ("H264");
+  if (g_str_equal (name, "video/x-vp8"))
+    return g_intern_static_string ("VP8");
+  if (g_str_equal (name, "video/x-vp9"))
+    return g_intern_static_string ("VP9");
+  if (g_str_equal (name, "audio/x-opus"))
+    return g_intern_static_string ("opus");
   /* Unknown media: keep the subtype so the API still says something useful. */
-  const char *slash = strchr(name, '/');
-  return g_intern_string(slash != NULL ? slash + 1 : name);
+  const char *slash = strchr (name, '/');
+  return g_intern_string (slash != NULL ? slash + 1 : name);
 }
 
 static void
-gop_clear_locked(SkTrack *track)
+gop_clear_locked (SkTrack *track)
 {
   GstBuffer *buf;
 
-  while ((buf = g_queue_pop_head(&track->gop)) != NULL)
-    gst_buffer_unref(buf);
+  while ((buf = g_queue_pop_head (&track->gop)) != NULL)
+    gst_buffer_unref (buf);
   track->gop_bytes = 0;
 }
 
 SkTrack *
-sk_track_new(SkTrackKind kind, const char *sid, GstCaps *caps)
+sk_track_new (SkTrackKind kind, const char *sid, GstCaps *caps)
 {
-  g_return_val_if_fail(sid != NULL, NULL);
+  g_return_val_if_fail (sid != NULL, NULL);
 
-  SkTrack *track = g_new0(SkTrack, 1);
+  SkTrack *track = g_new0 (SkTrack, 1);
   track->refcount = 1;
   track->kind = kind;
-  track->sid = g_strdup(sid);
-  g_mutex_init(&track->lock);
-  track->caps = caps != NULL ? gst_caps_ref(caps) : NULL;
-  track->codec = codec_from_caps(caps);
-  track->sinks = g_array_new(FALSE, TRUE, sizeof(SkTrackSink));
+  track->sid = g_strdup (sid);
+  g_mutex_init (&track->lock);
+  track->caps = caps != NULL ? gst_caps_ref (caps) : NULL;
+  track->codec = codec_from_caps (caps);
+  track->sinks = g_array_new (FALSE, TRUE, sizeof (SkTrackSink));
   track->next_sink_id = 1;
-  g_queue_init(&track->gop);
+  g_queue_init (&track->gop);
   return track;
 }
 
 SkTrack *
-sk_track_ref(SkTrack *track)
+sk_track_ref (SkTrack *track)
 {
-  g_return_val_if_fail(track != NULL, NULL);
-  g_atomic_int_inc(&track->refcount);
+  g_return_val_if_fail (track != NULL, NULL);
+  g_atomic_int_inc (&track->refcount);
   return track;
 }
 
 void
-sk_track_unref(SkTrack *track)
+sk_track_unref (SkTrack *track)
 {
-  if (track == NULL || !g_atomic_int_dec_and_test(&track->refcount))
+  if (track == NULL || !g_atomic_int_dec_and_test (&track->refcount))
     return;
 
   /* Last reference: nobody else can push or add sinks any more. */
   for (guint i = 0; i < track->sinks->len; i++) {
-    SkTrackSink *sink = &g_array_index(track->sinks, SkTrackSink, i);
+    SkTrackSink *sink = &g_array_index (track->sinks, SkTrackSink, i);
     if (sink->destroy != NULL)
-      sink->destroy(sink->user_data);
+      sink->destroy (sink->user_data);
   }
-  g_array_unref(track->sinks);
-  gop_clear_locked(track);
-  gst_clear_caps(&track->caps);
-  g_mutex_clear(&track->lock);
-  g_free(track->sid);
-  g_free(track);
+  g_array_unref (track->sinks);
+  gop_clear_locked (track);
+  gst_clear_caps (&track->caps);
+  g_mutex_clear (&track->lock);
+  g_free (track->sid);
+  g_free (track);
 }
 
 SkTrackKind
-sk_track_get_kind(SkTrack *track)
+sk_track_get_kind (SkTrack *track)
 {
   return track->kind;
 }
 
 const char *
-sk_track_get_sid(SkTrack *track)
+sk_track_get_sid (SkTrack *track)
 {
   return track->sid;
 }
 
 const char *
-sk_track_get_codec(SkTrack *track)
+sk_track_get_codec (SkTrack *track)
 {
-  g_mutex_lock(&track->lock);
+  g_mutex_lock (&track->lock);
   const char *codec = track->codec;
-  g_mutex_unlock(&track->lock);
+  g_mutex_unlock (&track->lock);
   return codec;
 }
 
 GstCaps *
-sk_track_get_caps(SkTrack *track)
+sk_track_get_caps (SkTrack *track)
 {
-  g_mutex_lock(&track->lock);
-  GstCaps *caps = track->caps != NULL ? gst_caps_ref(track->caps) : NULL;
-  g_mutex_unlock(&track->lock);
+  g_mutex_lock (&track->lock);
+  GstCaps *caps = track->caps != NULL ? gst_caps_ref (track->caps) : NULL;
+  g_mutex_unlock (&track->lock);
   return caps;
 }
 
 void
-sk_track_set_caps(SkTrack *track, GstCaps *caps)
+sk_track_set_caps (SkTrack *track, GstCaps *caps)
 {
-  g_return_if_fail(caps != NULL);
+  g_return_if_fail (caps != NULL);
 
-  g_mutex_lock(&track->lock);
-  if (track->caps != NULL && gst_caps_is_equal(track->caps, caps)) {
-    g_mutex_unlock(&track->lock);
+  g_mutex_lock (&track->lock);
+  if (track->caps != NULL && gst_caps_is_equal (track->caps, caps)) {
+    g_mutex_unlock (&track->lock);
     return;
   }
-  gst_caps_replace(&track->caps, caps);
-  track->codec = codec_from_caps(caps);
+  gst_caps_replace (&track->caps, caps);
+  track->codec = codec_from_caps (caps);
   /* The cached GOP belongs to the old stream: a new sink must wait for a keyframe of the
    * new one rather than get a mix. */
-  gop_clear_locked(track);
+  gop_clear_locked (track);
   for (guint i = 0; i < track->sinks->len; i++) {
-    SkTrackSink *sink = &g_array_index(track->sinks, SkTrackSink, i);
+    SkTrackSink *sink = &g_array_index (track->sinks, SkTrackSink, i);
     if (sink->caps_func != NULL)
-      sink->caps_func(track, caps, sink->user_data);
+      sink->caps_func (track, caps, sink->user_data);
   }
-  g_mutex_unlock(&track->lock);
+  g_mutex_unlock (&track->lock);
 }
 
 static void
-gop_store_locked(SkTrack *track, GstBuffer *buffer)
+gop_store_locked (SkTrack *track, GstBuffer *buffer)
 {
-  gsize size = gst_buffer_get_size(buffer);
+  gsize size = gst_buffer_get_size (buffer);
 
-  if (!GST_BUFFER_FLAG_IS_SET(buffer, GST_BUFFER_FLAG_DELTA_UNIT)) {
-    gop_clear_locked(track);
-  } else if (g_queue_is_empty(&track->gop)) {
+  if (!GST_BUFFER_FLAG_IS_SET (buffer, GST_BUFFER_FLAG_DELTA_UNIT)) {
+    gop_clear_locked (track);
+  } else if (g_queue_is_empty (&track->gop)) {
     return; /* no keyframe seen since the cache was dropped: nothing decodable to keep */
   }
 
   if (track->gop.length + 1 > SK_TRACK_GOP_MAX_BUFFERS
       || track->gop_bytes + size > SK_TRACK_GOP_MAX_BYTES) {
-    g_debug("track %s: GOP exceeds %u buffers / %u bytes, not caching it", track->sid,
-            SK_TRACK_GOP_MAX_BUFFERS, SK_TRACK_GOP_MAX_BYTES);
-    gop_clear_locked(track);
+    g_debug ("track %s: GOP exceeds %u buffers / %u bytes, not caching it", track->sid,
+             SK_TRACK_GOP_MAX_BUFFERS, SK_TRACK_GOP_MAX_BYTES);
+    gop_clear_locked (track);
     return;
   }
-  g_queue_push_tail(&track->gop, gst_buffer_ref(buffer));
+  g_queue_push_tail (&track->gop, gst_buffer_ref (buffer));
   track->gop_bytes += size;
 }
 
 void
-sk_track_push(SkTrack *track, GstBuffer *buffer)
+sk_track_push (SkTrack *track, GstBuffer *buffer)
 {
-  g_return_if_fail(track != NULL && GST_IS_BUFFER(buffer));
+  g_return_if_fail (track != NULL && GST_IS_BUFFER (buffer));
 
-  g_mutex_lock(&track->lock);
+  g_mutex_lock (&track->lock);
   if (track->ended) {
-    g_mutex_unlock(&track->lock);
+    g_mutex_unlock (&track->lock);
     return;
   }
   track->buffers_pushed++;
-  track->bytes_pushed += gst_buffer_get_size(buffer);
+  track->bytes_pushed += gst_buffer_get_size (buffer);
   if (track->kind == SK_TRACK_KIND_VIDEO)
-    gop_store_locked(track, buffer);
+    gop_store_locked (track, buffer);
   for (guint i = 0; i < track->sinks->len; i++) {
-    SkTrackSink *sink = &g_array_index(track->sinks, SkTrackSink, i);
-    sink->func(track, buffer, sink->user_data);
+    SkTrackSink *sink = &g_array_index (track->sinks, SkTrackSink, i);
+    sink->func (track, buffer, sink->user_data);
   }
-  g_mutex_unlock(&track->lock);
+  g_mutex_unlock (&track->lock);
 }
 
 guint
-sk_track_add_sink(SkTrack *track, SkTrackSinkFunc func, SkTrackCapsFunc caps_func,
-                  gpointer user_data, GDestroyNotify destroy)
+sk_track_add_sink (SkTrack *track, SkTrackSinkFunc func, SkTrackCapsFunc caps_func,
+                   gpointer user_data, GDestroyNotify destroy)
 {
-  g_return_val_if_fail(track != NULL && func != NULL, 0);
+  g_return_val_if_fail (track != NULL && func != NULL, 0);
 
   SkTrackSink sink = {
     .func = func,
@@ -224,75 +224,75 @@ sk_track_add_sink(SkTrack *track, SkTrackSinkFunc func, SkTrackCapsFunc caps_fun
     .destroy = destroy,
   };
 
-  g_mutex_lock(&track->lock);
+  g_mutex_lock (&track->lock);
   sink.id = track->next_sink_id++;
   if (track->next_sink_id == 0)
     track->next_sink_id = 1;
   /* Replay under the lock: the next push waits for us, so the sink sees the GOP and then
    * the live stream with no gap and no duplicate. */
   for (GList *l = track->gop.head; l != NULL; l = l->next)
-    func(track, l->data, user_data);
-  g_array_append_val(track->sinks, sink);
-  g_mutex_unlock(&track->lock);
+    func (track, l->data, user_data);
+  g_array_append_val (track->sinks, sink);
+  g_mutex_unlock (&track->lock);
   return sink.id;
 }
 
 void
-sk_track_remove_sink(SkTrack *track, guint sink_id)
+sk_track_remove_sink (SkTrack *track, guint sink_id)
 {
-  g_return_if_fail(track != NULL);
+  g_return_if_fail (track != NULL);
 
   SkTrackSink removed = { 0 };
 
-  g_mutex_lock(&track->lock);
+  g_mutex_lock (&track->lock);
   for (guint i = 0; i < track->sinks->len; i++) {
-    if (g_array_index(track->sinks, SkTrackSink, i).id == sink_id) {
-      removed = g_array_index(track->sinks, SkTrackSink, i);
-      g_array_remove_index(track->sinks, i);
+    if (g_array_index (track->sinks, SkTrackSink, i).id == sink_id) {
+      removed = g_array_index (track->sinks, SkTrackSink, i);
+      g_array_remove_index (track->sinks, i);
       break;
     }
   }
-  g_mutex_unlock(&track->lock);
+  g_mutex_unlock (&track->lock);
 
   /* Outside the lock: the destroy notify may drop the last ref of something that pushes. */
   if (removed.id != 0 && removed.destroy != NULL)
-    removed.destroy(removed.user_data);
+    removed.destroy (removed.user_data);
 }
 
 void
-sk_track_end(SkTrack *track)
+sk_track_end (SkTrack *track)
 {
-  g_return_if_fail(track != NULL);
+  g_return_if_fail (track != NULL);
 
-  g_mutex_lock(&track->lock);
+  g_mutex_lock (&track->lock);
   track->ended = TRUE;
-  gop_clear_locked(track);
-  g_mutex_unlock(&track->lock);
+  gop_clear_locked (track);
+  g_mutex_unlock (&track->lock);
 }
 
 gboolean
-sk_track_is_ended(SkTrack *track)
+sk_track_is_ended (SkTrack *track)
 {
-  g_mutex_lock(&track->lock);
+  g_mutex_lock (&track->lock);
   gboolean ended = track->ended;
-  g_mutex_unlock(&track->lock);
+  g_mutex_unlock (&track->lock);
   return ended;
 }
 
 guint64
-sk_track_get_buffers_pushed(SkTrack *track)
+sk_track_get_buffers_pushed (SkTrack *track)
 {
-  g_mutex_lock(&track->lock);
+  g_mutex_lock (&track->lock);
   guint64 n = track->buffers_pushed;
-  g_mutex_unlock(&track->lock);
+  g_mutex_unlock (&track->lock);
   return n;
 }
 
 guint64
-sk_track_get_bytes_pushed(SkTrack *track)
+sk_track_get_bytes_pushed (SkTrack *track)
 {
-  g_mutex_lock(&track->lock);
+  g_mutex_lock (&track->lock);
   guint64 n = track->bytes_pushed;
-  g_mutex_unlock(&track->lock);
+  g_mutex_unlock (&track->lock);
   return n;
 }

@@ -12,15 +12,15 @@
 #define SK_WEBRTC_SDP_MAX_BYTES (64 * 1024)
 
 void
-sk_webrtc_configure_ice(GstElement *webrtcbin, const char *const *addresses, guint port_min,
-                        guint port_max)
+sk_webrtc_configure_ice (GstElement *webrtcbin, const char *const *addresses, guint port_min,
+                         guint port_max)
 {
-  g_return_if_fail(GST_IS_ELEMENT(webrtcbin));
+  g_return_if_fail (GST_IS_ELEMENT (webrtcbin));
 
-  g_autoptr(GstWebRTCICE) ice = NULL;
-  g_object_get(webrtcbin, "ice-agent", &ice, NULL);
+  g_autoptr (GstWebRTCICE) ice = NULL;
+  g_object_get (webrtcbin, "ice-agent", &ice, NULL);
   if (ice == NULL) {
-    g_warning("webrtcbin %s has no ICE agent", GST_ELEMENT_NAME(webrtcbin));
+    g_warning ("webrtcbin %s has no ICE agent", GST_ELEMENT_NAME (webrtcbin));
     return;
   }
 
@@ -28,47 +28,47 @@ sk_webrtc_configure_ice(GstElement *webrtcbin, const char *const *addresses, gui
     guint lo = port_min != 0 ? port_min : 1;
     guint hi = port_max != 0 ? port_max : 65535;
     if (lo > hi) {
-      g_warning("ICE port range %u-%u is empty, ignoring it", lo, hi);
+      g_warning ("ICE port range %u-%u is empty, ignoring it", lo, hi);
     } else {
       /* max first: the ice object rejects a min above its current max */
-      g_object_set(ice, "max-rtp-port", hi, NULL);
-      g_object_set(ice, "min-rtp-port", lo, NULL);
+      g_object_set (ice, "max-rtp-port", hi, NULL);
+      g_object_set (ice, "min-rtp-port", lo, NULL);
     }
   }
 
   /* Only the libnice implementation has an "agent"; any other one keeps its defaults. */
-  if (g_object_class_find_property(G_OBJECT_GET_CLASS(ice), "agent") == NULL) {
-    g_warning("ICE agent %s cannot be configured", G_OBJECT_TYPE_NAME(ice));
+  if (g_object_class_find_property (G_OBJECT_GET_CLASS (ice), "agent") == NULL) {
+    g_warning ("ICE agent %s cannot be configured", G_OBJECT_TYPE_NAME (ice));
     return;
   }
-  g_autoptr(GObject) agent_obj = NULL;
-  g_object_get(ice, "agent", &agent_obj, NULL);
-  g_return_if_fail(NICE_IS_AGENT(agent_obj));
-  NiceAgent *agent = NICE_AGENT(agent_obj);
+  g_autoptr (GObject) agent_obj = NULL;
+  g_object_get (ice, "agent", &agent_obj, NULL);
+  g_return_if_fail (NICE_IS_AGENT (agent_obj));
+  NiceAgent *agent = NICE_AGENT (agent_obj);
 
   /* A media server has no business opening ports on home routers, and UPnP discovery would
    * multicast SSDP on every interface, whatever addresses ICE is restricted to. */
-  g_object_set(agent, "upnp", FALSE, NULL);
+  g_object_set (agent, "upnp", FALSE, NULL);
 
   if (addresses == NULL || addresses[0] == NULL)
     return;
 
   for (guint i = 0; addresses[i] != NULL; i++) {
     NiceAddress addr;
-    nice_address_init(&addr);
-    if (!nice_address_set_from_string(&addr, addresses[i])) {
-      g_warning("ignoring ICE address '%s': not an IP address", addresses[i]);
+    nice_address_init (&addr);
+    if (!nice_address_set_from_string (&addr, addresses[i])) {
+      g_warning ("ignoring ICE address '%s': not an IP address", addresses[i]);
       continue;
     }
     /* Once one address is added libnice gathers on the added ones only, loopback included. */
-    if (!nice_agent_add_local_address(agent, &addr))
-      g_warning("libnice refused local address %s", addresses[i]);
+    if (!nice_agent_add_local_address (agent, &addr))
+      g_warning ("libnice refused local address %s", addresses[i]);
   }
 }
 
 /* An SDP line is "<type>=<value>" with a single lower-case letter type (RFC 8866 §5). */
 static gboolean
-check_sdp_lines(const char *text, gsize len, guint *n_media, GError **error)
+check_sdp_lines (const char *text, gsize len, guint *n_media, GError **error)
 {
   gsize pos = 0;
   guint lineno = 0;
@@ -76,7 +76,7 @@ check_sdp_lines(const char *text, gsize len, guint *n_media, GError **error)
   *n_media = 0;
   while (pos < len) {
     const char *line = text + pos;
-    const char *nl = memchr(line, '\n', len - pos);
+    const char *nl = memchr (line, '\n', len - pos);
     gsize line_len = nl != NULL ? (gsize)(nl - line) : len - pos;
     pos += line_len + (nl != NULL ? 1 : 0);
     lineno++;
@@ -86,13 +86,13 @@ check_sdp_lines(const char *text, gsize len, guint *n_media, GError **error)
     if (line_len == 0)
       continue; /* tolerated: trailing blank lines are common */
 
-    if (lineno == 1 && !(line_len == 3 && memcmp(line, "v=0", 3) == 0)) {
-      g_set_error(error, SK_ERROR, SK_ERROR_INVALID, "not an SDP: the first line must be \"v=0\"");
+    if (lineno == 1 && !(line_len == 3 && memcmp (line, "v=0", 3) == 0)) {
+      g_set_error (error, SK_ERROR, SK_ERROR_INVALID, "not an SDP: the first line must be \"v=0\"");
       return FALSE;
     }
     if (line_len < 2 || line[0] < 'a' || line[0] > 'z' || line[1] != '=') {
-      g_set_error(error, SK_ERROR, SK_ERROR_INVALID,
-                  "malformed SDP line %u: expected \"<letter>=<value>\"", lineno);
+      g_set_error (error, SK_ERROR, SK_ERROR_INVALID,
+                   "malformed SDP line %u: expected \"<letter>=<value>\"", lineno);
       return FALSE;
     }
     if (line[0] == 'm') {
@@ -102,8 +102,8 @@ check_sdp_lines(const char *text, gsize len, guint *n_media, GError **error)
         if (line[i] != ' ' && (i == 2 || line[i - 1] == ' '))
           tokens++;
       if (tokens < 4) {
-        g_set_error(error, SK_ERROR, SK_ERROR_INVALID,
-                    "malformed SDP line %u: m= needs media, port, protocol and formats", lineno);
+        g_set_error (error, SK_ERROR, SK_ERROR_INVALID,
+                     "malformed SDP line %u: m= needs media, port, protocol and formats", lineno);
         return FALSE;
       }
       (*n_media)++;
@@ -113,52 +113,52 @@ check_sdp_lines(const char *text, gsize len, guint *n_media, GError **error)
 }
 
 gboolean
-sk_webrtc_parse_sdp(const char *text, gsize len, GstSDPMessage **out, GError **error)
+sk_webrtc_parse_sdp (const char *text, gsize len, GstSDPMessage **out, GError **error)
 {
-  g_return_val_if_fail(out != NULL, FALSE);
+  g_return_val_if_fail (out != NULL, FALSE);
   *out = NULL;
 
   if (text == NULL || len == 0) {
-    g_set_error(error, SK_ERROR, SK_ERROR_INVALID, "empty SDP");
+    g_set_error (error, SK_ERROR, SK_ERROR_INVALID, "empty SDP");
     return FALSE;
   }
   if (len > SK_WEBRTC_SDP_MAX_BYTES) {
-    g_set_error(error, SK_ERROR, SK_ERROR_TOO_LARGE,
-                "SDP of %" G_GSIZE_FORMAT " bytes exceeds the limit of %u", len,
-                SK_WEBRTC_SDP_MAX_BYTES);
+    g_set_error (error, SK_ERROR, SK_ERROR_TOO_LARGE,
+                 "SDP of %" G_GSIZE_FORMAT " bytes exceeds the limit of %u", len,
+                 SK_WEBRTC_SDP_MAX_BYTES);
     return FALSE;
   }
-  if (memchr(text, '\0', len) != NULL) {
-    g_set_error(error, SK_ERROR, SK_ERROR_INVALID, "SDP contains a NUL byte");
+  if (memchr (text, '\0', len) != NULL) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INVALID, "SDP contains a NUL byte");
     return FALSE;
   }
-  if (!g_utf8_validate_len(text, len, NULL)) {
-    g_set_error(error, SK_ERROR, SK_ERROR_INVALID, "SDP is not valid UTF-8");
+  if (!g_utf8_validate_len (text, len, NULL)) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INVALID, "SDP is not valid UTF-8");
     return FALSE;
   }
 
   guint n_media;
-  if (!check_sdp_lines(text, len, &n_media, error))
+  if (!check_sdp_lines (text, len, &n_media, error))
     return FALSE;
   if (n_media == 0) {
-    g_set_error(error, SK_ERROR, SK_ERROR_INVALID, "SDP has no media section (m= line)");
+    g_set_error (error, SK_ERROR, SK_ERROR_INVALID, "SDP has no media section (m= line)");
     return FALSE;
   }
 
   GstSDPMessage *sdp = NULL;
-  gst_sdp_message_new(&sdp);
-  if (gst_sdp_message_parse_buffer((const guint8 *)text, len, sdp) != GST_SDP_OK
-      || gst_sdp_message_medias_len(sdp) != n_media) {
-    gst_sdp_message_free(sdp);
-    g_set_error(error, SK_ERROR, SK_ERROR_INVALID, "SDP could not be parsed");
+  gst_sdp_message_new (&sdp);
+  if (gst_sdp_message_parse_buffer ((const guint8 *)text, len, sdp) != GST_SDP_OK
+      || gst_sdp_message_medias_len (sdp) != n_media) {
+    gst_sdp_message_free (sdp);
+    g_set_error (error, SK_ERROR, SK_ERROR_INVALID, "SDP could not be parsed");
     return FALSE;
   }
   for (guint i = 0; i < n_media; i++) {
-    const GstSDPMedia *media = gst_sdp_message_get_media(sdp, i);
-    if (gst_sdp_media_get_media(media) == NULL || gst_sdp_media_formats_len(media) == 0) {
-      gst_sdp_message_free(sdp);
-      g_set_error(error, SK_ERROR, SK_ERROR_INVALID,
-                  "SDP media section %u has no media type or no format", i);
+    const GstSDPMedia *media = gst_sdp_message_get_media (sdp, i);
+    if (gst_sdp_media_get_media (media) == NULL || gst_sdp_media_formats_len (media) == 0) {
+      gst_sdp_message_free (sdp);
+      g_set_error (error, SK_ERROR, SK_ERROR_INVALID,
+                   "SDP media section %u has no media type or no format", i);
       return FALSE;
     }
   }

@@ -21,7 +21,7 @@
 #include "common/sk-http.h"
 #include "rooms/sk-webrtc.h"
 
-GST_DEBUG_CATEGORY_STATIC(sk_whep_debug);
+GST_DEBUG_CATEGORY_STATIC (sk_whep_debug);
 #define GST_CAT_DEFAULT sk_whep_debug
 
 #define SK_WHEP_MAX_OFFER_BYTES (64 * 1024)
@@ -121,75 +121,75 @@ struct _SkWhepServer {
   GHashTable *subscribers; /* id → SkWhepSubscriber (strong) */
 };
 
-static void sub_close(SkWhepSubscriber *sub, const char *reason);
+static void sub_close (SkWhepSubscriber *sub, const char *reason);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Lifetime */
 
 static SkWhepSubscriber *
-sub_ref(SkWhepSubscriber *sub)
+sub_ref (SkWhepSubscriber *sub)
 {
-  g_atomic_int_inc(&sub->refcount);
+  g_atomic_int_inc (&sub->refcount);
   return sub;
 }
 
 static gboolean
-sub_free_on_main(gpointer data)
+sub_free_on_main (gpointer data)
 {
   SkWhepSubscriber *sub = data;
 
-  GST_DEBUG("freeing subscriber %s", sub->id);
-  for (guint i = 0; i < G_N_ELEMENTS(sub->media); i++)
-    g_clear_object(&sub->media[i].appsrc);
+  GST_DEBUG ("freeing subscriber %s", sub->id);
+  for (guint i = 0; i < G_N_ELEMENTS (sub->media); i++)
+    g_clear_object (&sub->media[i].appsrc);
   if (sub->pipeline != NULL) {
-    gst_element_set_state(sub->pipeline, GST_STATE_NULL);
-    gst_object_unref(sub->pipeline);
+    gst_element_set_state (sub->pipeline, GST_STATE_NULL);
+    gst_object_unref (sub->pipeline);
   }
-  g_clear_object(&sub->webrtcbin);
-  g_clear_object(&sub->clock);
-  g_clear_pointer(&sub->mid_to_mline, g_hash_table_unref);
-  g_clear_pointer(&sub->known[0], g_ptr_array_unref);
-  g_clear_pointer(&sub->known[1], g_ptr_array_unref);
-  g_mutex_clear(&sub->stamp_lock);
-  g_main_context_unref(sub->context);
-  g_free(sub->offset_owner);
-  g_free(sub->offer_ufrag);
-  g_free(sub->participant_filter);
-  g_free(sub->room);
-  g_free(sub->etag);
-  g_free(sub->id);
-  g_free(sub);
+  g_clear_object (&sub->webrtcbin);
+  g_clear_object (&sub->clock);
+  g_clear_pointer (&sub->mid_to_mline, g_hash_table_unref);
+  g_clear_pointer (&sub->known[0], g_ptr_array_unref);
+  g_clear_pointer (&sub->known[1], g_ptr_array_unref);
+  g_mutex_clear (&sub->stamp_lock);
+  g_main_context_unref (sub->context);
+  g_free (sub->offset_owner);
+  g_free (sub->offer_ufrag);
+  g_free (sub->participant_filter);
+  g_free (sub->room);
+  g_free (sub->etag);
+  g_free (sub->id);
+  g_free (sub);
   return G_SOURCE_REMOVE;
 }
 
 static void
-sub_unref(SkWhepSubscriber *sub)
+sub_unref (SkWhepSubscriber *sub)
 {
-  if (!g_atomic_int_dec_and_test(&sub->refcount))
+  if (!g_atomic_int_dec_and_test (&sub->refcount))
     return;
   /* The last ref may go on one of our own pipeline's threads (a promise, a sink of an ended
    * track); disposing the pipeline there would join the thread we run on. */
-  g_main_context_invoke(sub->context, sub_free_on_main, sub);
+  g_main_context_invoke (sub->context, sub_free_on_main, sub);
 }
 
 static void
-sub_closure_unref(gpointer data, GClosure *closure)
+sub_closure_unref (gpointer data, GClosure *closure)
 {
-  sub_unref(data);
+  sub_unref (data);
 }
 
 static void
-known_track_free(gpointer data)
+known_track_free (gpointer data)
 {
   SkWhepKnownTrack *kt = data;
-  sk_track_unref(kt->track);
-  g_free(kt->participant_sid);
-  g_free(kt->identity);
-  g_free(kt);
+  sk_track_unref (kt->track);
+  g_free (kt->participant_sid);
+  g_free (kt->identity);
+  g_free (kt);
 }
 
 /* Runs @func(sub) on the main context, holding a ref until it ran. */
-typedef void (*SubFunc)(SkWhepSubscriber *sub);
+typedef void (*SubFunc) (SkWhepSubscriber *sub);
 
 typedef struct {
   SkWhepSubscriber *sub;
@@ -197,41 +197,41 @@ typedef struct {
 } SubCall;
 
 static gboolean
-sub_call_dispatch(gpointer data)
+sub_call_dispatch (gpointer data)
 {
   SubCall *call = data;
   if (!call->sub->closed)
-    call->func(call->sub);
+    call->func (call->sub);
   return G_SOURCE_REMOVE;
 }
 
 static void
-sub_call_free(gpointer data)
+sub_call_free (gpointer data)
 {
   SubCall *call = data;
-  sub_unref(call->sub);
-  g_free(call);
+  sub_unref (call->sub);
+  g_free (call);
 }
 
 static void
-sub_call_on_main(SkWhepSubscriber *sub, SubFunc func)
+sub_call_on_main (SkWhepSubscriber *sub, SubFunc func)
 {
-  SubCall *call = g_new0(SubCall, 1);
-  call->sub = sub_ref(sub);
+  SubCall *call = g_new0 (SubCall, 1);
+  call->sub = sub_ref (sub);
   call->func = func;
-  GSource *source = g_idle_source_new();
-  g_source_set_callback(source, sub_call_dispatch, call, sub_call_free);
-  g_source_attach(source, sub->context);
-  g_source_unref(source);
+  GSource *source = g_idle_source_new ();
+  g_source_set_callback (source, sub_call_dispatch, call, sub_call_free);
+  g_source_attach (source, sub->context);
+  g_source_unref (source);
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* Media path: track sinks → re-stamp → appsrc (publisher's streaming thread) */
 
 static GstClockTime
-sub_running_time(SkWhepSubscriber *sub)
+sub_running_time (SkWhepSubscriber *sub)
 {
-  GstClockTime now = gst_clock_get_time(sub->clock);
+  GstClockTime now = gst_clock_get_time (sub->clock);
   return now > sub->base_time ? now - sub->base_time : 0;
 }
 
@@ -239,89 +239,89 @@ sub_running_time(SkWhepSubscriber *sub)
  * mapped to "now" when this publisher is seen first, so live media is never delayed and a
  * replayed GOP (older than the edge) goes out at once. */
 static GstClockTime
-sub_restamp(SkWhepSubscriber *sub, const char *owner, GstClockTime pts, GstClockTime anchor)
+sub_restamp (SkWhepSubscriber *sub, const char *owner, GstClockTime pts, GstClockTime anchor)
 {
-  g_mutex_lock(&sub->stamp_lock);
-  if (g_strcmp0(sub->offset_owner, owner) != 0) {
-    g_free(sub->offset_owner);
-    sub->offset_owner = g_strdup(owner);
-    sub->offset = GST_CLOCK_DIFF(anchor, sub_running_time(sub));
-    GST_DEBUG("subscriber %s: publisher %s offset %" GST_STIME_FORMAT, sub->id, owner,
-              GST_STIME_ARGS(sub->offset));
+  g_mutex_lock (&sub->stamp_lock);
+  if (g_strcmp0 (sub->offset_owner, owner) != 0) {
+    g_free (sub->offset_owner);
+    sub->offset_owner = g_strdup (owner);
+    sub->offset = GST_CLOCK_DIFF (anchor, sub_running_time (sub));
+    GST_DEBUG ("subscriber %s: publisher %s offset %" GST_STIME_FORMAT, sub->id, owner,
+               GST_STIME_ARGS (sub->offset));
   }
   GstClockTimeDiff out = (GstClockTimeDiff)pts + sub->offset;
-  g_mutex_unlock(&sub->stamp_lock);
+  g_mutex_unlock (&sub->stamp_lock);
   return out > 0 ? (GstClockTime)out : 0;
 }
 
 static void
-binding_push_locked(SkWhepBinding *b, GstBuffer *buffer, GstClockTime anchor)
+binding_push_locked (SkWhepBinding *b, GstBuffer *buffer, GstClockTime anchor)
 {
   SkWhepMedia *media = b->media;
-  GstClockTime pts = GST_BUFFER_PTS(buffer);
+  GstClockTime pts = GST_BUFFER_PTS (buffer);
 
-  if (!GST_CLOCK_TIME_IS_VALID(pts))
+  if (!GST_CLOCK_TIME_IS_VALID (pts))
     return; /* nothing to pace it by: a publisher bug, not worth a broken stream */
 
-  GstClockTime out = sub_restamp(b->sub, b->participant_sid, pts, anchor);
+  GstClockTime out = sub_restamp (b->sub, b->participant_sid, pts, anchor);
   /* Keep each stream monotonic across rebinds and compressed replays. */
-  if (GST_CLOCK_TIME_IS_VALID(media->last_out) && out <= media->last_out)
+  if (GST_CLOCK_TIME_IS_VALID (media->last_out) && out <= media->last_out)
     out = media->last_out + 1;
   media->last_out = out;
 
-  GstBuffer *copy = gst_buffer_copy(buffer); /* shares the memory, not the metadata */
-  GST_BUFFER_PTS(copy) = out;
-  GST_BUFFER_DTS(copy) = GST_CLOCK_TIME_NONE;
+  GstBuffer *copy = gst_buffer_copy (buffer); /* shares the memory, not the metadata */
+  GST_BUFFER_PTS (copy) = out;
+  GST_BUFFER_DTS (copy) = GST_CLOCK_TIME_NONE;
   if (b->discont) {
-    GST_BUFFER_FLAG_SET(copy, GST_BUFFER_FLAG_DISCONT);
+    GST_BUFFER_FLAG_SET (copy, GST_BUFFER_FLAG_DISCONT);
     b->discont = FALSE;
   }
-  gst_app_src_push_buffer(GST_APP_SRC(media->appsrc), copy);
+  gst_app_src_push_buffer (GST_APP_SRC (media->appsrc), copy);
 }
 
 static void
-binding_flush_pending_locked(SkWhepBinding *b)
+binding_flush_pending_locked (SkWhepBinding *b)
 {
   if (b->pending->len == 0)
     return;
-  GstBuffer *newest = g_ptr_array_index(b->pending, b->pending->len - 1);
-  GstClockTime anchor = GST_BUFFER_PTS(newest);
+  GstBuffer *newest = g_ptr_array_index (b->pending, b->pending->len - 1);
+  GstClockTime anchor = GST_BUFFER_PTS (newest);
   for (guint i = 0; i < b->pending->len; i++)
-    binding_push_locked(b, g_ptr_array_index(b->pending, i), anchor);
-  g_ptr_array_set_size(b->pending, 0);
+    binding_push_locked (b, g_ptr_array_index (b->pending, i), anchor);
+  g_ptr_array_set_size (b->pending, 0);
 }
 
 static void
-binding_on_buffer(SkTrack *track, GstBuffer *buffer, gpointer user_data)
+binding_on_buffer (SkTrack *track, GstBuffer *buffer, gpointer user_data)
 {
   SkWhepBinding *b = user_data;
 
-  g_mutex_lock(&b->lock);
+  g_mutex_lock (&b->lock);
   if (b->incompatible) {
     /* drop */
-  } else if (b->replay_thread == g_thread_self()) {
-    g_ptr_array_add(b->pending, gst_buffer_ref(buffer));
+  } else if (b->replay_thread == g_thread_self ()) {
+    g_ptr_array_add (b->pending, gst_buffer_ref (buffer));
   } else {
-    binding_flush_pending_locked(b);
-    binding_push_locked(b, buffer, GST_BUFFER_PTS(buffer));
+    binding_flush_pending_locked (b);
+    binding_push_locked (b, buffer, GST_BUFFER_PTS (buffer));
   }
-  g_mutex_unlock(&b->lock);
+  g_mutex_unlock (&b->lock);
 }
 
 static gboolean
-codec_fits_kind(SkTrackKind kind, const char *codec)
+codec_fits_kind (SkTrackKind kind, const char *codec)
 {
-  return kind == SK_TRACK_KIND_VIDEO ? g_strcmp0(codec, "H264") == 0
-                                     : g_strcmp0(codec, "opus") == 0;
+  return kind == SK_TRACK_KIND_VIDEO ? g_strcmp0 (codec, "H264") == 0
+                                     : g_strcmp0 (codec, "opus") == 0;
 }
 
 static const char *
-codec_of_caps(GstCaps *caps)
+codec_of_caps (GstCaps *caps)
 {
-  const char *name = gst_structure_get_name(gst_caps_get_structure(caps, 0));
-  if (g_str_equal(name, "video/x-h264"))
+  const char *name = gst_structure_get_name (gst_caps_get_structure (caps, 0));
+  if (g_str_equal (name, "video/x-h264"))
     return "H264";
-  if (g_str_equal(name, "audio/x-opus"))
+  if (g_str_equal (name, "audio/x-opus"))
     return "opus";
   return name;
 }
@@ -329,96 +329,96 @@ codec_of_caps(GstCaps *caps)
 /* Publishers may announce a track with bare caps ("audio/x-opus") and refine them with the
  * first buffer; only caps the payloader accepts replace the appsrc's defaults. */
 static void
-media_set_caps(SkWhepMedia *media, GstCaps *caps)
+media_set_caps (SkWhepMedia *media, GstCaps *caps)
 {
-  g_autoptr(GstPad) srcpad = gst_element_get_static_pad(media->appsrc, "src");
-  g_autoptr(GstPad) peer = gst_pad_get_peer(srcpad);
-  if (peer != NULL && gst_caps_is_fixed(caps) && gst_pad_query_accept_caps(peer, caps))
-    gst_app_src_set_caps(GST_APP_SRC(media->appsrc), caps);
+  g_autoptr (GstPad) srcpad = gst_element_get_static_pad (media->appsrc, "src");
+  g_autoptr (GstPad) peer = gst_pad_get_peer (srcpad);
+  if (peer != NULL && gst_caps_is_fixed (caps) && gst_pad_query_accept_caps (peer, caps))
+    gst_app_src_set_caps (GST_APP_SRC (media->appsrc), caps);
 }
 
 static void
-binding_on_caps(SkTrack *track, GstCaps *caps, gpointer user_data)
+binding_on_caps (SkTrack *track, GstCaps *caps, gpointer user_data)
 {
   SkWhepBinding *b = user_data;
 
-  g_mutex_lock(&b->lock);
-  if (!codec_fits_kind(b->media->kind, codec_of_caps(caps))) {
+  g_mutex_lock (&b->lock);
+  if (!codec_fits_kind (b->media->kind, codec_of_caps (caps))) {
     /* The m-line was negotiated for another codec: stay silent until a rebind. */
-    GST_WARNING("subscriber %s: track %s changed to %" GST_PTR_FORMAT ", not forwarding",
-                b->sub->id, sk_track_get_sid(track), caps);
+    GST_WARNING ("subscriber %s: track %s changed to %" GST_PTR_FORMAT ", not forwarding",
+                 b->sub->id, sk_track_get_sid (track), caps);
     b->incompatible = TRUE;
   } else {
     b->incompatible = FALSE;
-    media_set_caps(b->media, caps);
+    media_set_caps (b->media, caps);
   }
-  g_mutex_unlock(&b->lock);
+  g_mutex_unlock (&b->lock);
 }
 
 static void
-binding_free(gpointer data)
+binding_free (gpointer data)
 {
   SkWhepBinding *b = data;
-  g_ptr_array_unref(b->pending);
-  g_mutex_clear(&b->lock);
-  g_free(b->participant_sid);
-  sub_unref(b->sub);
-  g_free(b);
+  g_ptr_array_unref (b->pending);
+  g_mutex_clear (&b->lock);
+  g_free (b->participant_sid);
+  sub_unref (b->sub);
+  g_free (b);
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* Following the room's tracks (main context) */
 
 static void
-media_unbind(SkWhepSubscriber *sub, SkWhepMedia *media)
+media_unbind (SkWhepSubscriber *sub, SkWhepMedia *media)
 {
   if (media->track == NULL)
     return;
-  GST_INFO("subscriber %s: %s unbound from %s", sub->id, sk_track_kind_to_string(media->kind),
-           sk_track_get_sid(media->track));
-  sk_track_remove_sink(media->track, media->sink_id);
-  g_clear_pointer(&media->track, sk_track_unref);
+  GST_INFO ("subscriber %s: %s unbound from %s", sub->id, sk_track_kind_to_string (media->kind),
+            sk_track_get_sid (media->track));
+  sk_track_remove_sink (media->track, media->sink_id);
+  g_clear_pointer (&media->track, sk_track_unref);
   media->sink_id = 0;
 }
 
 static void
-media_bind(SkWhepSubscriber *sub, SkWhepMedia *media, SkWhepKnownTrack *kt)
+media_bind (SkWhepSubscriber *sub, SkWhepMedia *media, SkWhepKnownTrack *kt)
 {
-  g_autoptr(GstCaps) caps = sk_track_get_caps(kt->track);
+  g_autoptr (GstCaps) caps = sk_track_get_caps (kt->track);
 
-  if (caps == NULL || !codec_fits_kind(media->kind, sk_track_get_codec(kt->track))) {
-    GST_WARNING("subscriber %s: track %s has codec %s, which this session cannot carry", sub->id,
-                sk_track_get_sid(kt->track), sk_track_get_codec(kt->track));
+  if (caps == NULL || !codec_fits_kind (media->kind, sk_track_get_codec (kt->track))) {
+    GST_WARNING ("subscriber %s: track %s has codec %s, which this session cannot carry", sub->id,
+                 sk_track_get_sid (kt->track), sk_track_get_codec (kt->track));
     return;
   }
 
-  SkWhepBinding *b = g_new0(SkWhepBinding, 1);
-  b->sub = sub_ref(sub);
+  SkWhepBinding *b = g_new0 (SkWhepBinding, 1);
+  b->sub = sub_ref (sub);
   b->media = media;
-  b->participant_sid = g_strdup(kt->participant_sid);
-  g_mutex_init(&b->lock);
-  b->pending = g_ptr_array_new_with_free_func((GDestroyNotify)gst_buffer_unref);
+  b->participant_sid = g_strdup (kt->participant_sid);
+  g_mutex_init (&b->lock);
+  b->pending = g_ptr_array_new_with_free_func ((GDestroyNotify)gst_buffer_unref);
   b->discont = TRUE;
-  b->replay_thread = g_thread_self();
+  b->replay_thread = g_thread_self ();
 
-  media_set_caps(media, caps);
-  media->track = sk_track_ref(kt->track);
+  media_set_caps (media, caps);
+  media->track = sk_track_ref (kt->track);
   media->sink_id
-      = sk_track_add_sink(kt->track, binding_on_buffer, binding_on_caps, b, binding_free);
+      = sk_track_add_sink (kt->track, binding_on_buffer, binding_on_caps, b, binding_free);
 
   /* The GOP replay is complete; unless a live buffer already flushed it, push it now. */
-  g_mutex_lock(&b->lock);
+  g_mutex_lock (&b->lock);
   b->replay_thread = NULL;
-  binding_flush_pending_locked(b);
-  g_mutex_unlock(&b->lock);
+  binding_flush_pending_locked (b);
+  g_mutex_unlock (&b->lock);
 
-  GST_INFO("subscriber %s: %s bound to %s of %s", sub->id, sk_track_kind_to_string(media->kind),
-           sk_track_get_sid(kt->track), kt->identity);
+  GST_INFO ("subscriber %s: %s bound to %s of %s", sub->id, sk_track_kind_to_string (media->kind),
+            sk_track_get_sid (kt->track), kt->identity);
 }
 
 /* Binds @media to the newest track that matches the participant filter. */
 static void
-media_follow(SkWhepSubscriber *sub, SkWhepMedia *media)
+media_follow (SkWhepSubscriber *sub, SkWhepMedia *media)
 {
   GPtrArray *known = sub->known[media->kind];
   SkWhepKnownTrack *best = NULL;
@@ -426,359 +426,359 @@ media_follow(SkWhepSubscriber *sub, SkWhepMedia *media)
   if (media->appsrc == NULL)
     return;
   for (guint i = known->len; i > 0 && best == NULL; i--) {
-    SkWhepKnownTrack *kt = g_ptr_array_index(known, i - 1);
-    if (sub->participant_filter == NULL || g_strcmp0(kt->identity, sub->participant_filter) == 0)
+    SkWhepKnownTrack *kt = g_ptr_array_index (known, i - 1);
+    if (sub->participant_filter == NULL || g_strcmp0 (kt->identity, sub->participant_filter) == 0)
       best = kt;
   }
   if (best != NULL && best->track == media->track)
     return;
-  media_unbind(sub, media);
+  media_unbind (sub, media);
   if (best != NULL)
-    media_bind(sub, media, best);
+    media_bind (sub, media, best);
 }
 
 static void
-sub_on_room_track(const char *room, SkParticipant *participant, SkTrack *track, gboolean published,
-                  gpointer user_data)
+sub_on_room_track (const char *room, SkParticipant *participant, SkTrack *track, gboolean published,
+                   gpointer user_data)
 {
   SkWhepSubscriber *sub = user_data;
-  SkTrackKind kind = sk_track_get_kind(track);
+  SkTrackKind kind = sk_track_get_kind (track);
   GPtrArray *known = sub->known[kind];
 
   if (sub->closed)
     return;
 
   if (published) {
-    SkWhepKnownTrack *kt = g_new0(SkWhepKnownTrack, 1);
-    kt->track = sk_track_ref(track);
-    kt->participant_sid = g_strdup(sk_participant_get_sid(participant));
-    kt->identity = g_strdup(sk_participant_get_identity(participant));
-    g_ptr_array_add(known, kt);
+    SkWhepKnownTrack *kt = g_new0 (SkWhepKnownTrack, 1);
+    kt->track = sk_track_ref (track);
+    kt->participant_sid = g_strdup (sk_participant_get_sid (participant));
+    kt->identity = g_strdup (sk_participant_get_identity (participant));
+    g_ptr_array_add (known, kt);
   } else {
     for (guint i = 0; i < known->len; i++) {
-      SkWhepKnownTrack *kt = g_ptr_array_index(known, i);
+      SkWhepKnownTrack *kt = g_ptr_array_index (known, i);
       if (kt->track == track) {
-        g_ptr_array_remove_index(known, i);
+        g_ptr_array_remove_index (known, i);
         break;
       }
     }
   }
-  media_follow(sub, &sub->media[kind]);
+  media_follow (sub, &sub->media[kind]);
 }
 
 static void
-sub_watch_destroy(gpointer data)
+sub_watch_destroy (gpointer data)
 {
-  sub_unref(data);
+  sub_unref (data);
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* Teardown */
 
 static void
-sub_on_pending_finished(SoupServerMessage *msg, gpointer user_data)
+sub_on_pending_finished (SoupServerMessage *msg, gpointer user_data)
 {
   SkWhepSubscriber *sub = user_data;
 
   /* The client went away before we answered: nobody will ever use this session. */
   if (sub->pending_msg == msg) {
-    g_signal_handler_disconnect(msg, sub->pending_finished_id);
+    g_signal_handler_disconnect (msg, sub->pending_finished_id);
     sub->pending_finished_id = 0;
-    g_clear_object(&sub->pending_msg);
-    sub_close(sub, "client left before the answer");
+    g_clear_object (&sub->pending_msg);
+    sub_close (sub, "client left before the answer");
   }
 }
 
 static void
-sub_take_pending(SkWhepSubscriber *sub, SoupServerMessage **out)
+sub_take_pending (SkWhepSubscriber *sub, SoupServerMessage **out)
 {
   *out = sub->pending_msg;
   if (sub->pending_msg != NULL) {
-    g_signal_handler_disconnect(sub->pending_msg, sub->pending_finished_id);
+    g_signal_handler_disconnect (sub->pending_msg, sub->pending_finished_id);
     sub->pending_finished_id = 0;
     sub->pending_msg = NULL;
   }
 }
 
 static void
-sub_close(SkWhepSubscriber *sub, const char *reason)
+sub_close (SkWhepSubscriber *sub, const char *reason)
 {
   if (sub->closed)
     return;
   sub->closed = TRUE;
-  g_message("WHEP subscriber %s of room %s closed: %s", sub->id, sub->room, reason);
+  g_message ("WHEP subscriber %s of room %s closed: %s", sub->id, sub->room, reason);
 
   SkWhepServer *server = sub->server;
   sub->server = NULL;
 
-  g_autoptr(SoupServerMessage) msg = NULL;
-  sub_take_pending(sub, &msg);
+  g_autoptr (SoupServerMessage) msg = NULL;
+  sub_take_pending (sub, &msg);
   if (msg != NULL) {
-    sk_http_add_cors(msg, SK_WHEP_OFFER_METHODS);
-    sk_http_reply_error(msg, SOUP_STATUS_INTERNAL_SERVER_ERROR, "webrtc_failed",
-                        "could not answer the offer: %s", reason);
-    soup_server_message_unpause(msg);
+    sk_http_add_cors (msg, SK_WHEP_OFFER_METHODS);
+    sk_http_reply_error (msg, SOUP_STATUS_INTERNAL_SERVER_ERROR, "webrtc_failed",
+                         "could not answer the offer: %s", reason);
+    soup_server_message_unpause (msg);
   }
 
-  g_clear_handle_id(&sub->gather_timeout, g_source_remove);
-  g_clear_handle_id(&sub->connect_timeout, g_source_remove);
+  g_clear_handle_id (&sub->gather_timeout, g_source_remove);
+  g_clear_handle_id (&sub->connect_timeout, g_source_remove);
   if (sub->watch_id != 0 && server != NULL) {
-    sk_room_manager_unwatch_tracks(server->rooms, sub->watch_id);
+    sk_room_manager_unwatch_tracks (server->rooms, sub->watch_id);
     sub->watch_id = 0;
   }
-  for (guint i = 0; i < G_N_ELEMENTS(sub->media); i++)
-    media_unbind(sub, &sub->media[i]);
-  g_ptr_array_set_size(sub->known[0], 0);
-  g_ptr_array_set_size(sub->known[1], 0);
+  for (guint i = 0; i < G_N_ELEMENTS (sub->media); i++)
+    media_unbind (sub, &sub->media[i]);
+  g_ptr_array_set_size (sub->known[0], 0);
+  g_ptr_array_set_size (sub->known[1], 0);
 
   if (sub->webrtcbin != NULL)
-    g_signal_handlers_disconnect_by_data(sub->webrtcbin, sub);
+    g_signal_handlers_disconnect_by_data (sub->webrtcbin, sub);
   if (sub->bus_watch != 0) {
-    g_source_remove(sub->bus_watch);
+    g_source_remove (sub->bus_watch);
     sub->bus_watch = 0;
   }
   if (sub->pipeline != NULL)
-    gst_element_set_state(sub->pipeline, GST_STATE_NULL);
+    gst_element_set_state (sub->pipeline, GST_STATE_NULL);
 
   if (server != NULL)
-    g_hash_table_remove(server->subscribers, sub->id); /* drops the table's ref */
+    g_hash_table_remove (server->subscribers, sub->id); /* drops the table's ref */
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* Signalling (webrtcbin threads post to the main context) */
 
 static void
-sub_reply_answer(SkWhepSubscriber *sub)
+sub_reply_answer (SkWhepSubscriber *sub)
 {
-  g_autoptr(SoupServerMessage) msg = NULL;
+  g_autoptr (SoupServerMessage) msg = NULL;
   GstWebRTCSessionDescription *local = NULL;
 
-  g_clear_handle_id(&sub->gather_timeout, g_source_remove);
-  sub_take_pending(sub, &msg);
+  g_clear_handle_id (&sub->gather_timeout, g_source_remove);
+  sub_take_pending (sub, &msg);
   if (msg == NULL)
     return;
 
-  g_object_get(sub->webrtcbin, "local-description", &local, NULL);
+  g_object_get (sub->webrtcbin, "local-description", &local, NULL);
   if (local == NULL) {
-    sk_http_reply_error(msg, SOUP_STATUS_INTERNAL_SERVER_ERROR, "webrtc_failed",
-                        "no local description");
-    soup_server_message_unpause(msg);
-    sub_close(sub, "no local description");
+    sk_http_reply_error (msg, SOUP_STATUS_INTERNAL_SERVER_ERROR, "webrtc_failed",
+                         "no local description");
+    soup_server_message_unpause (msg);
+    sub_close (sub, "no local description");
     return;
   }
-  char *text = gst_sdp_message_as_text(local->sdp);
-  gst_webrtc_session_description_free(local);
+  char *text = gst_sdp_message_as_text (local->sdp);
+  gst_webrtc_session_description_free (local);
 
-  SoupMessageHeaders *h = soup_server_message_get_response_headers(msg);
-  g_autofree char *location = g_strconcat(SK_WHEP_RESOURCE_PREFIX, sub->id, NULL);
-  soup_message_headers_replace(h, "Location", location);
-  soup_message_headers_replace(h, "ETag", sub->etag);
-  soup_message_headers_replace(h, "Accept-Patch", "application/trickle-ice-sdpfrag");
+  SoupMessageHeaders *h = soup_server_message_get_response_headers (msg);
+  g_autofree char *location = g_strconcat (SK_WHEP_RESOURCE_PREFIX, sub->id, NULL);
+  soup_message_headers_replace (h, "Location", location);
+  soup_message_headers_replace (h, "ETag", sub->etag);
+  soup_message_headers_replace (h, "Accept-Patch", "application/trickle-ice-sdpfrag");
   const SkConfig *config = sub->server->config;
   for (guint i = 0; config->stun_servers != NULL && config->stun_servers[i] != NULL; i++) {
     const char *uri = config->stun_servers[i];
     /* Config says stun://host:port (webrtcbin's form); the Link header wants stun:host:port. */
-    const char *rest = g_str_has_prefix(uri, "stun://") ? uri + 7 : uri;
-    g_autofree char *link = g_strdup_printf("<stun:%s>; rel=\"ice-server\"",
-                                            g_str_has_prefix(rest, "stun:") ? rest + 5 : rest);
-    soup_message_headers_append(h, "Link", link);
+    const char *rest = g_str_has_prefix (uri, "stun://") ? uri + 7 : uri;
+    g_autofree char *link = g_strdup_printf ("<stun:%s>; rel=\"ice-server\"",
+                                             g_str_has_prefix (rest, "stun:") ? rest + 5 : rest);
+    soup_message_headers_append (h, "Link", link);
   }
-  sk_http_add_cors(msg, SK_WHEP_OFFER_METHODS);
-  soup_server_message_set_status(msg, SOUP_STATUS_CREATED, NULL);
-  soup_server_message_set_response(msg, "application/sdp", SOUP_MEMORY_TAKE, text, strlen(text));
-  soup_server_message_unpause(msg);
-  GST_INFO("subscriber %s: answered (%s)", sub->id,
-           sub->gathered ? "all candidates" : "gathering timed out");
+  sk_http_add_cors (msg, SK_WHEP_OFFER_METHODS);
+  soup_server_message_set_status (msg, SOUP_STATUS_CREATED, NULL);
+  soup_server_message_set_response (msg, "application/sdp", SOUP_MEMORY_TAKE, text, strlen (text));
+  soup_server_message_unpause (msg);
+  GST_INFO ("subscriber %s: answered (%s)", sub->id,
+            sub->gathered ? "all candidates" : "gathering timed out");
 }
 
 static void
-sub_maybe_answer(SkWhepSubscriber *sub)
+sub_maybe_answer (SkWhepSubscriber *sub)
 {
   if (sub->local_set && sub->gathered)
-    sub_reply_answer(sub);
+    sub_reply_answer (sub);
 }
 
 static gboolean
-sub_on_gather_timeout(gpointer data)
+sub_on_gather_timeout (gpointer data)
 {
   SkWhepSubscriber *sub = data;
 
   sub->gather_timeout = 0;
   if (sub->local_set) {
-    GST_WARNING("subscriber %s: ICE gathering not complete after %u ms, answering anyway", sub->id,
-                SK_WHEP_GATHER_TIMEOUT_MS);
-    sub_reply_answer(sub);
+    GST_WARNING ("subscriber %s: ICE gathering not complete after %u ms, answering anyway", sub->id,
+                 SK_WHEP_GATHER_TIMEOUT_MS);
+    sub_reply_answer (sub);
   } else {
-    sub_close(sub, "timed out creating the answer");
+    sub_close (sub, "timed out creating the answer");
   }
   return G_SOURCE_REMOVE;
 }
 
 static gboolean
-sub_on_connect_timeout(gpointer data)
+sub_on_connect_timeout (gpointer data)
 {
   SkWhepSubscriber *sub = data;
   sub->connect_timeout = 0;
-  sub_close(sub, "ICE/DTLS did not connect in time");
+  sub_close (sub, "ICE/DTLS did not connect in time");
   return G_SOURCE_REMOVE;
 }
 
 static void
-sub_gathering_done_main(SkWhepSubscriber *sub)
+sub_gathering_done_main (SkWhepSubscriber *sub)
 {
   sub->gathered = TRUE;
-  sub_maybe_answer(sub);
+  sub_maybe_answer (sub);
 }
 
 static void
-sub_on_gathering_state(GstElement *webrtcbin, GParamSpec *pspec, gpointer user_data)
+sub_on_gathering_state (GstElement *webrtcbin, GParamSpec *pspec, gpointer user_data)
 {
   SkWhepSubscriber *sub = user_data;
   GstWebRTCICEGatheringState state;
 
-  g_object_get(webrtcbin, "ice-gathering-state", &state, NULL);
+  g_object_get (webrtcbin, "ice-gathering-state", &state, NULL);
   if (state == GST_WEBRTC_ICE_GATHERING_STATE_COMPLETE)
-    sub_call_on_main(sub, sub_gathering_done_main);
+    sub_call_on_main (sub, sub_gathering_done_main);
 }
 
 static void
-sub_connected_main(SkWhepSubscriber *sub)
+sub_connected_main (SkWhepSubscriber *sub)
 {
-  g_clear_handle_id(&sub->connect_timeout, g_source_remove);
-  GST_INFO("subscriber %s: connected", sub->id);
+  g_clear_handle_id (&sub->connect_timeout, g_source_remove);
+  GST_INFO ("subscriber %s: connected", sub->id);
 }
 
 static void
-sub_failed_main(SkWhepSubscriber *sub)
+sub_failed_main (SkWhepSubscriber *sub)
 {
-  sub_close(sub, "peer connection failed or closed");
+  sub_close (sub, "peer connection failed or closed");
 }
 
 static void
-sub_on_connection_state(GstElement *webrtcbin, GParamSpec *pspec, gpointer user_data)
+sub_on_connection_state (GstElement *webrtcbin, GParamSpec *pspec, gpointer user_data)
 {
   SkWhepSubscriber *sub = user_data;
   GstWebRTCPeerConnectionState state;
 
-  g_object_get(webrtcbin, "connection-state", &state, NULL);
-  GST_DEBUG("subscriber %s: connection state %d", sub->id, state);
+  g_object_get (webrtcbin, "connection-state", &state, NULL);
+  GST_DEBUG ("subscriber %s: connection state %d", sub->id, state);
   if (state == GST_WEBRTC_PEER_CONNECTION_STATE_CONNECTED)
-    sub_call_on_main(sub, sub_connected_main);
+    sub_call_on_main (sub, sub_connected_main);
   else if (state == GST_WEBRTC_PEER_CONNECTION_STATE_FAILED
            || state == GST_WEBRTC_PEER_CONNECTION_STATE_CLOSED)
-    sub_call_on_main(sub, sub_failed_main);
+    sub_call_on_main (sub, sub_failed_main);
 }
 
 static void
-sub_on_ice_connection_state(GstElement *webrtcbin, GParamSpec *pspec, gpointer user_data)
+sub_on_ice_connection_state (GstElement *webrtcbin, GParamSpec *pspec, gpointer user_data)
 {
   SkWhepSubscriber *sub = user_data;
   GstWebRTCICEConnectionState state;
 
-  g_object_get(webrtcbin, "ice-connection-state", &state, NULL);
+  g_object_get (webrtcbin, "ice-connection-state", &state, NULL);
   if (state == GST_WEBRTC_ICE_CONNECTION_STATE_FAILED)
-    sub_call_on_main(sub, sub_failed_main);
+    sub_call_on_main (sub, sub_failed_main);
 }
 
 static void
-sub_local_set_main(SkWhepSubscriber *sub)
+sub_local_set_main (SkWhepSubscriber *sub)
 {
   sub->local_set = TRUE;
-  sub_maybe_answer(sub);
+  sub_maybe_answer (sub);
 }
 
 static void
-sub_answer_failed_main(SkWhepSubscriber *sub)
+sub_answer_failed_main (SkWhepSubscriber *sub)
 {
-  sub_close(sub, "webrtcbin could not create an answer for this offer");
+  sub_close (sub, "webrtcbin could not create an answer for this offer");
 }
 
 static gboolean
-promise_ok(GstPromise *promise, const char *what, SkWhepSubscriber *sub)
+promise_ok (GstPromise *promise, const char *what, SkWhepSubscriber *sub)
 {
-  if (gst_promise_wait(promise) != GST_PROMISE_RESULT_REPLIED)
+  if (gst_promise_wait (promise) != GST_PROMISE_RESULT_REPLIED)
     return FALSE;
-  const GstStructure *reply = gst_promise_get_reply(promise);
-  if (reply != NULL && gst_structure_has_field(reply, "error")) {
-    g_autoptr(GError) error = NULL;
-    gst_structure_get(reply, "error", G_TYPE_ERROR, &error, NULL);
-    GST_WARNING("subscriber %s: %s failed: %s", sub->id, what,
-                error != NULL ? error->message : "?");
+  const GstStructure *reply = gst_promise_get_reply (promise);
+  if (reply != NULL && gst_structure_has_field (reply, "error")) {
+    g_autoptr (GError) error = NULL;
+    gst_structure_get (reply, "error", G_TYPE_ERROR, &error, NULL);
+    GST_WARNING ("subscriber %s: %s failed: %s", sub->id, what,
+                 error != NULL ? error->message : "?");
     return FALSE;
   }
   return TRUE;
 }
 
 static void
-sub_on_local_set(GstPromise *promise, gpointer user_data)
+sub_on_local_set (GstPromise *promise, gpointer user_data)
 {
   SkWhepSubscriber *sub = user_data;
 
-  if (promise_ok(promise, "set-local-description", sub))
-    sub_call_on_main(sub, sub_local_set_main);
+  if (promise_ok (promise, "set-local-description", sub))
+    sub_call_on_main (sub, sub_local_set_main);
   else
-    sub_call_on_main(sub, sub_answer_failed_main);
-  gst_promise_unref(promise);
+    sub_call_on_main (sub, sub_answer_failed_main);
+  gst_promise_unref (promise);
 }
 
 static void
-sub_on_answer_created(GstPromise *promise, gpointer user_data)
+sub_on_answer_created (GstPromise *promise, gpointer user_data)
 {
   SkWhepSubscriber *sub = user_data;
   GstWebRTCSessionDescription *answer = NULL;
 
-  if (promise_ok(promise, "create-answer", sub))
-    gst_structure_get(gst_promise_get_reply(promise), "answer", GST_TYPE_WEBRTC_SESSION_DESCRIPTION,
-                      &answer, NULL);
-  gst_promise_unref(promise);
+  if (promise_ok (promise, "create-answer", sub))
+    gst_structure_get (gst_promise_get_reply (promise), "answer",
+                       GST_TYPE_WEBRTC_SESSION_DESCRIPTION, &answer, NULL);
+  gst_promise_unref (promise);
   if (answer == NULL) {
-    sub_call_on_main(sub, sub_answer_failed_main);
+    sub_call_on_main (sub, sub_answer_failed_main);
     return;
   }
-  GstPromise *next
-      = gst_promise_new_with_change_func(sub_on_local_set, sub_ref(sub), (GDestroyNotify)sub_unref);
-  g_signal_emit_by_name(sub->webrtcbin, "set-local-description", answer, next);
-  gst_webrtc_session_description_free(answer);
+  GstPromise *next = gst_promise_new_with_change_func (sub_on_local_set, sub_ref (sub),
+                                                       (GDestroyNotify)sub_unref);
+  g_signal_emit_by_name (sub->webrtcbin, "set-local-description", answer, next);
+  gst_webrtc_session_description_free (answer);
 }
 
 static void
-sub_on_remote_set(GstPromise *promise, gpointer user_data)
+sub_on_remote_set (GstPromise *promise, gpointer user_data)
 {
   SkWhepSubscriber *sub = user_data;
-  gboolean ok = promise_ok(promise, "set-remote-description", sub);
+  gboolean ok = promise_ok (promise, "set-remote-description", sub);
 
-  gst_promise_unref(promise);
+  gst_promise_unref (promise);
   if (!ok) {
-    sub_call_on_main(sub, sub_answer_failed_main);
+    sub_call_on_main (sub, sub_answer_failed_main);
     return;
   }
-  GstPromise *next = gst_promise_new_with_change_func(sub_on_answer_created, sub_ref(sub),
-                                                      (GDestroyNotify)sub_unref);
-  g_signal_emit_by_name(sub->webrtcbin, "create-answer", NULL, next);
+  GstPromise *next = gst_promise_new_with_change_func (sub_on_answer_created, sub_ref (sub),
+                                                       (GDestroyNotify)sub_unref);
+  g_signal_emit_by_name (sub->webrtcbin, "create-answer", NULL, next);
 }
 
 static gboolean
-sub_on_bus(GstBus *bus, GstMessage *message, gpointer user_data)
+sub_on_bus (GstBus *bus, GstMessage *message, gpointer user_data)
 {
   SkWhepSubscriber *sub = user_data;
 
-  switch (GST_MESSAGE_TYPE(message)) {
+  switch (GST_MESSAGE_TYPE (message)) {
     case GST_MESSAGE_ERROR: {
-      g_autoptr(GError) error = NULL;
+      g_autoptr (GError) error = NULL;
       g_autofree char *debug = NULL;
-      gst_message_parse_error(message, &error, &debug);
-      GST_WARNING("subscriber %s: error from %s: %s (%s)", sub->id,
-                  GST_OBJECT_NAME(GST_MESSAGE_SRC(message)), error->message,
-                  debug != NULL ? debug : "");
-      g_autofree char *reason = g_strdup_printf("pipeline error: %s", error->message);
-      sub_close(sub, reason);
+      gst_message_parse_error (message, &error, &debug);
+      GST_WARNING ("subscriber %s: error from %s: %s (%s)", sub->id,
+                   GST_OBJECT_NAME (GST_MESSAGE_SRC (message)), error->message,
+                   debug != NULL ? debug : "");
+      g_autofree char *reason = g_strdup_printf ("pipeline error: %s", error->message);
+      sub_close (sub, reason);
       break;
     }
     case GST_MESSAGE_WARNING: {
-      g_autoptr(GError) error = NULL;
-      gst_message_parse_warning(message, &error, NULL);
-      GST_WARNING("subscriber %s: warning from %s: %s", sub->id,
-                  GST_OBJECT_NAME(GST_MESSAGE_SRC(message)), error->message);
+      g_autoptr (GError) error = NULL;
+      gst_message_parse_warning (message, &error, NULL);
+      GST_WARNING ("subscriber %s: warning from %s: %s", sub->id,
+                   GST_OBJECT_NAME (GST_MESSAGE_SRC (message)), error->message);
       break;
     }
     default:
@@ -792,39 +792,39 @@ sub_on_bus(GstBus *bus, GstMessage *message, gpointer user_data)
 
 /* H.264 profile_idc of a track's caps profile name (RFC 6184 profile-level-id, first byte). */
 static guint
-h264_profile_idc(const char *profile)
+h264_profile_idc (const char *profile)
 {
   if (profile == NULL)
     return 0x42;
-  if (g_str_has_suffix(profile, "baseline"))
+  if (g_str_has_suffix (profile, "baseline"))
     return 0x42;
-  if (g_str_equal(profile, "main"))
+  if (g_str_equal (profile, "main"))
     return 0x4d;
-  if (g_str_has_prefix(profile, "high"))
+  if (g_str_has_prefix (profile, "high"))
     return 0x64;
   return 0;
 }
 
 static const char *
-media_fmtp_get(const GstSDPMedia *media, guint pt, const char *key, char *buf, gsize buf_len)
+media_fmtp_get (const GstSDPMedia *media, guint pt, const char *key, char *buf, gsize buf_len)
 {
-  for (guint i = 0; i < gst_sdp_media_attributes_len(media); i++) {
-    const GstSDPAttribute *attr = gst_sdp_media_get_attribute(media, i);
-    if (g_strcmp0(attr->key, "fmtp") != 0 || attr->value == NULL)
+  for (guint i = 0; i < gst_sdp_media_attributes_len (media); i++) {
+    const GstSDPAttribute *attr = gst_sdp_media_get_attribute (media, i);
+    if (g_strcmp0 (attr->key, "fmtp") != 0 || attr->value == NULL)
       continue;
     char *end = NULL;
-    guint64 apt = g_ascii_strtoull(attr->value, &end, 10);
+    guint64 apt = g_ascii_strtoull (attr->value, &end, 10);
     if (end == attr->value || apt != pt || *end != ' ')
       continue;
-    g_auto(GStrv) params = g_strsplit(end + 1, ";", 32);
+    g_auto (GStrv) params = g_strsplit (end + 1, ";", 32);
     for (guint j = 0; params[j] != NULL; j++) {
       const char *p = params[j];
       while (*p == ' ')
         p++;
-      gsize klen = strlen(key);
-      if (g_ascii_strncasecmp(p, key, klen) == 0 && p[klen] == '=') {
-        g_strlcpy(buf, p + klen + 1, buf_len);
-        g_strstrip(buf);
+      gsize klen = strlen (key);
+      if (g_ascii_strncasecmp (p, key, klen) == 0 && p[klen] == '=') {
+        g_strlcpy (buf, p + klen + 1, buf_len);
+        g_strstrip (buf);
         return buf;
       }
     }
@@ -833,37 +833,38 @@ media_fmtp_get(const GstSDPMedia *media, guint pt, const char *key, char *buf, g
 }
 
 static gboolean
-rtpmap_is(const GstSDPMedia *media, guint pt, const char *encoding)
+rtpmap_is (const GstSDPMedia *media, guint pt, const char *encoding)
 {
-  g_autofree char *prefix = g_strdup_printf("%u ", pt);
-  for (guint i = 0; i < gst_sdp_media_attributes_len(media); i++) {
-    const GstSDPAttribute *attr = gst_sdp_media_get_attribute(media, i);
-    if (g_strcmp0(attr->key, "rtpmap") != 0 || attr->value == NULL
-        || !g_str_has_prefix(attr->value, prefix))
+  g_autofree char *prefix = g_strdup_printf ("%u ", pt);
+  for (guint i = 0; i < gst_sdp_media_attributes_len (media); i++) {
+    const GstSDPAttribute *attr = gst_sdp_media_get_attribute (media, i);
+    if (g_strcmp0 (attr->key, "rtpmap") != 0 || attr->value == NULL
+        || !g_str_has_prefix (attr->value, prefix))
       continue;
-    const char *name = attr->value + strlen(prefix);
-    gsize len = strlen(encoding);
-    return g_ascii_strncasecmp(name, encoding, len) == 0 && name[len] == '/';
+    const char *name = attr->value + strlen (prefix);
+    gsize len = strlen (encoding);
+    return g_ascii_strncasecmp (name, encoding, len) == 0 && name[len] == '/';
   }
   return FALSE;
 }
 
 /* An H.264 payload type with packetization-mode=1, preferring @profile_idc. -1 if none. */
 static int
-pick_h264_pt(const GstSDPMedia *media, guint profile_idc)
+pick_h264_pt (const GstSDPMedia *media, guint profile_idc)
 {
   int fallback = -1;
 
-  for (guint i = 0; i < gst_sdp_media_formats_len(media); i++) {
-    guint64 pt = g_ascii_strtoull(gst_sdp_media_get_format(media, i), NULL, 10);
+  for (guint i = 0; i < gst_sdp_media_formats_len (media); i++) {
+    guint64 pt = g_ascii_strtoull (gst_sdp_media_get_format (media, i), NULL, 10);
     char buf[64];
-    if (pt > 127 || !rtpmap_is(media, pt, "H264"))
+    if (pt > 127 || !rtpmap_is (media, pt, "H264"))
       continue;
-    const char *pm = media_fmtp_get(media, pt, "packetization-mode", buf, sizeof buf);
-    if (pm == NULL || g_strcmp0(pm, "1") != 0)
+    const char *pm = media_fmtp_get (media, pt, "packetization-mode", buf, sizeof buf);
+    if (pm == NULL || g_strcmp0 (pm, "1") != 0)
       continue;
-    const char *plid = media_fmtp_get(media, pt, "profile-level-id", buf, sizeof buf);
-    if (plid != NULL && strlen(plid) == 6 && g_ascii_strtoull(plid, NULL, 16) >> 16 == profile_idc)
+    const char *plid = media_fmtp_get (media, pt, "profile-level-id", buf, sizeof buf);
+    if (plid != NULL && strlen (plid) == 6
+        && g_ascii_strtoull (plid, NULL, 16) >> 16 == profile_idc)
       return pt;
     if (fallback < 0)
       fallback = pt;
@@ -872,26 +873,26 @@ pick_h264_pt(const GstSDPMedia *media, guint profile_idc)
 }
 
 static int
-pick_opus_pt(const GstSDPMedia *media)
+pick_opus_pt (const GstSDPMedia *media)
 {
-  for (guint i = 0; i < gst_sdp_media_formats_len(media); i++) {
-    guint64 pt = g_ascii_strtoull(gst_sdp_media_get_format(media, i), NULL, 10);
-    if (pt <= 127 && rtpmap_is(media, pt, "opus"))
+  for (guint i = 0; i < gst_sdp_media_formats_len (media); i++) {
+    guint64 pt = g_ascii_strtoull (gst_sdp_media_get_format (media, i), NULL, 10);
+    if (pt <= 127 && rtpmap_is (media, pt, "opus"))
       return pt;
   }
   return -1;
 }
 
 static gboolean
-media_is_receiving(const GstSDPMedia *media)
+media_is_receiving (const GstSDPMedia *media)
 {
   /* Port 0 is a rejected m-line, unless it is bundle-only (RFC 8843), as max-bundle
    * offers from webrtcbin and browsers make every m-line after the first. */
-  if (gst_sdp_media_get_port(media) == 0
-      && gst_sdp_media_get_attribute_val(media, "bundle-only") == NULL)
+  if (gst_sdp_media_get_port (media) == 0
+      && gst_sdp_media_get_attribute_val (media, "bundle-only") == NULL)
     return FALSE;
-  return gst_sdp_media_get_attribute_val(media, "sendonly") == NULL
-         && gst_sdp_media_get_attribute_val(media, "inactive") == NULL;
+  return gst_sdp_media_get_attribute_val (media, "sendonly") == NULL
+         && gst_sdp_media_get_attribute_val (media, "inactive") == NULL;
 }
 
 /* The H.264 profile of the newest matching video track of @room, for pt selection. */
@@ -901,225 +902,226 @@ typedef struct {
 } ProfileProbe;
 
 static void
-probe_profile(const char *room, SkParticipant *participant, SkTrack *track, gboolean published,
-              gpointer user_data)
+probe_profile (const char *room, SkParticipant *participant, SkTrack *track, gboolean published,
+               gpointer user_data)
 {
   ProfileProbe *probe = user_data;
-  if (!published || sk_track_get_kind(track) != SK_TRACK_KIND_VIDEO)
+  if (!published || sk_track_get_kind (track) != SK_TRACK_KIND_VIDEO)
     return;
   if (probe->filter != NULL
-      && g_strcmp0(sk_participant_get_identity(participant), probe->filter) != 0)
+      && g_strcmp0 (sk_participant_get_identity (participant), probe->filter) != 0)
     return;
-  g_autoptr(GstCaps) caps = sk_track_get_caps(track);
+  g_autoptr (GstCaps) caps = sk_track_get_caps (track);
   if (caps == NULL)
     return;
-  g_free(probe->profile);
-  probe->profile = g_strdup(gst_structure_get_string(gst_caps_get_structure(caps, 0), "profile"));
+  g_free (probe->profile);
+  probe->profile
+      = g_strdup (gst_structure_get_string (gst_caps_get_structure (caps, 0), "profile"));
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* Building a subscriber */
 
 static gboolean
-sub_add_media(SkWhepSubscriber *sub, SkTrackKind kind, const GstSDPMedia *offer_media, guint mline,
-              guint pt, GError **error)
+sub_add_media (SkWhepSubscriber *sub, SkTrackKind kind, const GstSDPMedia *offer_media, guint mline,
+               guint pt, GError **error)
 {
   SkWhepMedia *media = &sub->media[kind];
   gboolean video = kind == SK_TRACK_KIND_VIDEO;
 
-  GstElement *appsrc = gst_element_factory_make("appsrc", video ? "vsrc" : "asrc");
-  GstElement *pay = gst_element_factory_make(video ? "rtph264pay" : "rtpopuspay", NULL);
+  GstElement *appsrc = gst_element_factory_make ("appsrc", video ? "vsrc" : "asrc");
+  GstElement *pay = gst_element_factory_make (video ? "rtph264pay" : "rtpopuspay", NULL);
   if (appsrc == NULL || pay == NULL) {
-    gst_clear_object(&appsrc);
-    gst_clear_object(&pay);
-    g_set_error(error, SK_ERROR, SK_ERROR_INTERNAL, "missing GStreamer element for %s",
-                video ? "H.264" : "Opus");
+    gst_clear_object (&appsrc);
+    gst_clear_object (&pay);
+    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "missing GStreamer element for %s",
+                 video ? "H.264" : "Opus");
     return FALSE;
   }
-  g_autoptr(GstCaps) src_caps = gst_caps_from_string(
+  g_autoptr (GstCaps) src_caps = gst_caps_from_string (
       video ? "video/x-h264,stream-format=byte-stream,alignment=au" : "audio/x-opus");
-  g_object_set(appsrc, "is-live", TRUE, "format", GST_FORMAT_TIME, "do-timestamp", FALSE, "caps",
-               src_caps, "leaky-type", 2 /* GST_APP_LEAKY_TYPE_DOWNSTREAM */, "max-buffers",
-               (guint64)(video ? SK_WHEP_VIDEO_MAX_BUFFERS : SK_WHEP_AUDIO_MAX_BUFFERS),
-               "max-bytes", (guint64)(video ? SK_WHEP_VIDEO_MAX_BYTES : SK_WHEP_AUDIO_MAX_BYTES),
-               "max-time", (guint64)0, "block", FALSE, NULL);
-  g_object_set(pay, "pt", pt, NULL);
+  g_object_set (appsrc, "is-live", TRUE, "format", GST_FORMAT_TIME, "do-timestamp", FALSE, "caps",
+                src_caps, "leaky-type", 2 /* GST_APP_LEAKY_TYPE_DOWNSTREAM */, "max-buffers",
+                (guint64)(video ? SK_WHEP_VIDEO_MAX_BUFFERS : SK_WHEP_AUDIO_MAX_BUFFERS),
+                "max-bytes", (guint64)(video ? SK_WHEP_VIDEO_MAX_BYTES : SK_WHEP_AUDIO_MAX_BYTES),
+                "max-time", (guint64)0, "block", FALSE, NULL);
+  g_object_set (pay, "pt", pt, NULL);
   if (video)
-    gst_util_set_object_arg(G_OBJECT(pay), "aggregate-mode", "zero-latency");
+    gst_util_set_object_arg (G_OBJECT (pay), "aggregate-mode", "zero-latency");
   if (video)
-    g_object_set(pay, "config-interval", -1, NULL);
+    g_object_set (pay, "config-interval", -1, NULL);
 
-  gst_bin_add_many(GST_BIN(sub->pipeline), appsrc, pay, NULL);
-  if (!gst_element_link(appsrc, pay)) {
-    g_set_error(error, SK_ERROR, SK_ERROR_INTERNAL, "could not link the %s payloader",
-                video ? "video" : "audio");
+  gst_bin_add_many (GST_BIN (sub->pipeline), appsrc, pay, NULL);
+  if (!gst_element_link (appsrc, pay)) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "could not link the %s payloader",
+                 video ? "video" : "audio");
     return FALSE;
   }
 
   /* The pad named after the m-line index binds to the transceiver webrtcbin made for it;
    * its caps (the offer's, for our pt) become the transceiver's codec preferences. */
-  g_autoptr(GstCaps) rtp_caps = gst_sdp_media_get_caps_from_media(offer_media, pt);
+  g_autoptr (GstCaps) rtp_caps = gst_sdp_media_get_caps_from_media (offer_media, pt);
   if (rtp_caps == NULL) {
-    g_set_error(error, SK_ERROR, SK_ERROR_INVALID, "no caps for payload type %u", pt);
+    g_set_error (error, SK_ERROR, SK_ERROR_INVALID, "no caps for payload type %u", pt);
     return FALSE;
   }
-  rtp_caps = gst_caps_make_writable(rtp_caps);
-  GstStructure *s = gst_caps_get_structure(rtp_caps, 0);
-  gst_structure_set_name(s, "application/x-rtp");
+  rtp_caps = gst_caps_make_writable (rtp_caps);
+  GstStructure *s = gst_caps_get_structure (rtp_caps, 0);
+  gst_structure_set_name (s, "application/x-rtp");
   /* The profile is whatever the publisher sends (the pt choice preferred a match); pinning it
    * here would make webrtcbin refuse the payloader's caps when they differ. */
-  gst_structure_remove_field(s, "profile-level-id");
-  g_autofree char *pad_name = g_strdup_printf("sink_%u", mline);
+  gst_structure_remove_field (s, "profile-level-id");
+  g_autofree char *pad_name = g_strdup_printf ("sink_%u", mline);
   GstPadTemplate *templ
-      = gst_element_class_get_pad_template(GST_ELEMENT_GET_CLASS(sub->webrtcbin), "sink_%u");
-  g_autoptr(GstPad) sinkpad = gst_element_request_pad(sub->webrtcbin, templ, pad_name, rtp_caps);
-  g_autoptr(GstPad) srcpad = gst_element_get_static_pad(pay, "src");
-  if (sinkpad == NULL || gst_pad_link(srcpad, sinkpad) != GST_PAD_LINK_OK) {
-    g_set_error(error, SK_ERROR, SK_ERROR_INTERNAL, "could not link to webrtcbin %s", pad_name);
+      = gst_element_class_get_pad_template (GST_ELEMENT_GET_CLASS (sub->webrtcbin), "sink_%u");
+  g_autoptr (GstPad) sinkpad = gst_element_request_pad (sub->webrtcbin, templ, pad_name, rtp_caps);
+  g_autoptr (GstPad) srcpad = gst_element_get_static_pad (pay, "src");
+  if (sinkpad == NULL || gst_pad_link (srcpad, sinkpad) != GST_PAD_LINK_OK) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "could not link to webrtcbin %s", pad_name);
     return FALSE;
   }
-  g_autoptr(GstWebRTCRTPTransceiver) trans = NULL;
-  g_object_get(sinkpad, "transceiver", &trans, NULL);
+  g_autoptr (GstWebRTCRTPTransceiver) trans = NULL;
+  g_object_get (sinkpad, "transceiver", &trans, NULL);
   if (trans != NULL)
-    g_object_set(trans, "direction", GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_SENDONLY,
-                 "codec-preferences", rtp_caps, NULL);
+    g_object_set (trans, "direction", GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_SENDONLY,
+                  "codec-preferences", rtp_caps, NULL);
 
   media->kind = kind;
   media->mline = mline;
   media->pt = pt;
-  media->appsrc = gst_object_ref(appsrc);
+  media->appsrc = gst_object_ref (appsrc);
   media->last_out = GST_CLOCK_TIME_NONE;
   return TRUE;
 }
 
 static SkWhepSubscriber *
-sub_new(SkWhepServer *server, const char *room, const char *filter)
+sub_new (SkWhepServer *server, const char *room, const char *filter)
 {
-  SkWhepSubscriber *sub = g_new0(SkWhepSubscriber, 1);
+  SkWhepSubscriber *sub = g_new0 (SkWhepSubscriber, 1);
   sub->refcount = 1;
   sub->server = server;
-  sub->context = g_main_context_ref(server->context);
-  sub->id = sk_secret_new(128);
-  g_autofree char *tag = sk_secret_new(64);
-  sub->etag = g_strdup_printf("\"%s\"", tag);
-  sub->room = g_strdup(room);
-  sub->participant_filter = g_strdup(filter);
-  sub->mid_to_mline = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-  sub->known[0] = g_ptr_array_new_with_free_func(known_track_free);
-  sub->known[1] = g_ptr_array_new_with_free_func(known_track_free);
-  g_mutex_init(&sub->stamp_lock);
-  for (guint i = 0; i < G_N_ELEMENTS(sub->media); i++)
+  sub->context = g_main_context_ref (server->context);
+  sub->id = sk_secret_new (128);
+  g_autofree char *tag = sk_secret_new (64);
+  sub->etag = g_strdup_printf ("\"%s\"", tag);
+  sub->room = g_strdup (room);
+  sub->participant_filter = g_strdup (filter);
+  sub->mid_to_mline = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  sub->known[0] = g_ptr_array_new_with_free_func (known_track_free);
+  sub->known[1] = g_ptr_array_new_with_free_func (known_track_free);
+  g_mutex_init (&sub->stamp_lock);
+  for (guint i = 0; i < G_N_ELEMENTS (sub->media); i++)
     sub->media[i].last_out = GST_CLOCK_TIME_NONE;
   return sub;
 }
 
 /* Builds the pipeline for @offer and starts the answer; the reply is sent later. */
 static gboolean
-sub_start(SkWhepSubscriber *sub, GstSDPMessage *offer, GError **error)
+sub_start (SkWhepSubscriber *sub, GstSDPMessage *offer, GError **error)
 {
   const SkConfig *config = sub->server->config;
   int video_mline = -1, audio_mline = -1, video_pt = -1, audio_pt = -1;
 
   ProfileProbe probe = { .filter = sub->participant_filter };
   guint probe_id
-      = sk_room_manager_watch_tracks(sub->server->rooms, sub->room, probe_profile, &probe, NULL);
-  sk_room_manager_unwatch_tracks(sub->server->rooms, probe_id);
-  guint profile_idc = h264_profile_idc(probe.profile);
-  g_free(probe.profile);
+      = sk_room_manager_watch_tracks (sub->server->rooms, sub->room, probe_profile, &probe, NULL);
+  sk_room_manager_unwatch_tracks (sub->server->rooms, probe_id);
+  guint profile_idc = h264_profile_idc (probe.profile);
+  g_free (probe.profile);
 
-  for (guint i = 0; i < gst_sdp_message_medias_len(offer); i++) {
-    const GstSDPMedia *m = gst_sdp_message_get_media(offer, i);
-    const char *mid = gst_sdp_media_get_attribute_val(m, "mid");
-    if (mid != NULL && g_hash_table_size(sub->mid_to_mline) < 64)
-      g_hash_table_insert(sub->mid_to_mline, g_strdup(mid), GUINT_TO_POINTER(i + 1));
+  for (guint i = 0; i < gst_sdp_message_medias_len (offer); i++) {
+    const GstSDPMedia *m = gst_sdp_message_get_media (offer, i);
+    const char *mid = gst_sdp_media_get_attribute_val (m, "mid");
+    if (mid != NULL && g_hash_table_size (sub->mid_to_mline) < 64)
+      g_hash_table_insert (sub->mid_to_mline, g_strdup (mid), GUINT_TO_POINTER (i + 1));
     if (sub->offer_ufrag == NULL)
-      sub->offer_ufrag = g_strdup(gst_sdp_media_get_attribute_val(m, "ice-ufrag"));
-    if (!media_is_receiving(m))
+      sub->offer_ufrag = g_strdup (gst_sdp_media_get_attribute_val (m, "ice-ufrag"));
+    if (!media_is_receiving (m))
       continue;
-    if (video_mline < 0 && g_strcmp0(gst_sdp_media_get_media(m), "video") == 0) {
-      video_pt = pick_h264_pt(m, profile_idc);
+    if (video_mline < 0 && g_strcmp0 (gst_sdp_media_get_media (m), "video") == 0) {
+      video_pt = pick_h264_pt (m, profile_idc);
       if (video_pt >= 0)
         video_mline = i;
-    } else if (audio_mline < 0 && g_strcmp0(gst_sdp_media_get_media(m), "audio") == 0) {
-      audio_pt = pick_opus_pt(m);
+    } else if (audio_mline < 0 && g_strcmp0 (gst_sdp_media_get_media (m), "audio") == 0) {
+      audio_pt = pick_opus_pt (m);
       if (audio_pt >= 0)
         audio_mline = i;
     }
   }
   if (sub->offer_ufrag == NULL)
-    sub->offer_ufrag = g_strdup(gst_sdp_message_get_attribute_val(offer, "ice-ufrag"));
+    sub->offer_ufrag = g_strdup (gst_sdp_message_get_attribute_val (offer, "ice-ufrag"));
   if (video_mline < 0 && audio_mline < 0) {
-    g_set_error(error, SK_ERROR, SK_ERROR_UNSUPPORTED,
-                "the offer has no receivable H.264 (packetization-mode=1) video "
-                "or Opus audio");
+    g_set_error (error, SK_ERROR, SK_ERROR_UNSUPPORTED,
+                 "the offer has no receivable H.264 (packetization-mode=1) video "
+                 "or Opus audio");
     return FALSE;
   }
 
-  g_autofree char *name = g_strdup_printf("whep-%.8s", sub->id);
-  sub->pipeline = gst_object_ref_sink(gst_pipeline_new(name));
-  GstElement *webrtcbin = gst_element_factory_make("webrtcbin", "webrtc");
+  g_autofree char *name = g_strdup_printf ("whep-%.8s", sub->id);
+  sub->pipeline = gst_object_ref_sink (gst_pipeline_new (name));
+  GstElement *webrtcbin = gst_element_factory_make ("webrtcbin", "webrtc");
   if (webrtcbin == NULL) {
-    g_set_error(error, SK_ERROR, SK_ERROR_INTERNAL, "webrtcbin is not available");
+    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "webrtcbin is not available");
     return FALSE;
   }
-  sub->webrtcbin = gst_object_ref(webrtcbin);
-  gst_bin_add(GST_BIN(sub->pipeline), webrtcbin);
-  gst_util_set_object_arg(G_OBJECT(webrtcbin), "bundle-policy", "max-bundle");
+  sub->webrtcbin = gst_object_ref (webrtcbin);
+  gst_bin_add (GST_BIN (sub->pipeline), webrtcbin);
+  gst_util_set_object_arg (G_OBJECT (webrtcbin), "bundle-policy", "max-bundle");
   if (config->stun_servers != NULL && config->stun_servers[0] != NULL)
-    g_object_set(webrtcbin, "stun-server", config->stun_servers[0], NULL);
-  sk_webrtc_configure_ice(webrtcbin, (const char *const *)config->ice_addresses,
-                          config->ice_port_min, config->ice_port_max);
+    g_object_set (webrtcbin, "stun-server", config->stun_servers[0], NULL);
+  sk_webrtc_configure_ice (webrtcbin, (const char *const *)config->ice_addresses,
+                           config->ice_port_min, config->ice_port_max);
 
   /* Our own clock and base time, so buffers can be stamped before PLAYING completes. */
-  sub->clock = gst_system_clock_obtain();
-  gst_pipeline_use_clock(GST_PIPELINE(sub->pipeline), sub->clock);
-  sub->base_time = gst_clock_get_time(sub->clock);
-  gst_element_set_start_time(sub->pipeline, GST_CLOCK_TIME_NONE);
-  gst_element_set_base_time(sub->pipeline, sub->base_time);
+  sub->clock = gst_system_clock_obtain ();
+  gst_pipeline_use_clock (GST_PIPELINE (sub->pipeline), sub->clock);
+  sub->base_time = gst_clock_get_time (sub->clock);
+  gst_element_set_start_time (sub->pipeline, GST_CLOCK_TIME_NONE);
+  gst_element_set_base_time (sub->pipeline, sub->base_time);
 
   if (video_mline >= 0
-      && !sub_add_media(sub, SK_TRACK_KIND_VIDEO, gst_sdp_message_get_media(offer, video_mline),
-                        video_mline, video_pt, error))
+      && !sub_add_media (sub, SK_TRACK_KIND_VIDEO, gst_sdp_message_get_media (offer, video_mline),
+                         video_mline, video_pt, error))
     return FALSE;
   if (audio_mline >= 0
-      && !sub_add_media(sub, SK_TRACK_KIND_AUDIO, gst_sdp_message_get_media(offer, audio_mline),
-                        audio_mline, audio_pt, error))
+      && !sub_add_media (sub, SK_TRACK_KIND_AUDIO, gst_sdp_message_get_media (offer, audio_mline),
+                         audio_mline, audio_pt, error))
     return FALSE;
 
-  g_autoptr(GstBus) bus = gst_pipeline_get_bus(GST_PIPELINE(sub->pipeline));
-  sub->bus_watch = gst_bus_add_watch_full(bus, G_PRIORITY_DEFAULT, sub_on_bus, sub_ref(sub),
-                                          (GDestroyNotify)sub_unref);
+  g_autoptr (GstBus) bus = gst_pipeline_get_bus (GST_PIPELINE (sub->pipeline));
+  sub->bus_watch = gst_bus_add_watch_full (bus, G_PRIORITY_DEFAULT, sub_on_bus, sub_ref (sub),
+                                           (GDestroyNotify)sub_unref);
 
   /* Handlers hold a ref each; sub_close disconnects them all by data. */
-  g_signal_connect_data(webrtcbin, "notify::ice-gathering-state",
-                        G_CALLBACK(sub_on_gathering_state), sub_ref(sub), sub_closure_unref, 0);
-  g_signal_connect_data(webrtcbin, "notify::connection-state", G_CALLBACK(sub_on_connection_state),
-                        sub_ref(sub), sub_closure_unref, 0);
-  g_signal_connect_data(webrtcbin, "notify::ice-connection-state",
-                        G_CALLBACK(sub_on_ice_connection_state), sub_ref(sub), sub_closure_unref,
-                        0);
+  g_signal_connect_data (webrtcbin, "notify::ice-gathering-state",
+                         G_CALLBACK (sub_on_gathering_state), sub_ref (sub), sub_closure_unref, 0);
+  g_signal_connect_data (webrtcbin, "notify::connection-state",
+                         G_CALLBACK (sub_on_connection_state), sub_ref (sub), sub_closure_unref, 0);
+  g_signal_connect_data (webrtcbin, "notify::ice-connection-state",
+                         G_CALLBACK (sub_on_ice_connection_state), sub_ref (sub), sub_closure_unref,
+                         0);
 
-  if (gst_element_set_state(sub->pipeline, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
-    g_set_error(error, SK_ERROR, SK_ERROR_INTERNAL, "the subscriber pipeline did not start");
+  if (gst_element_set_state (sub->pipeline, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "the subscriber pipeline did not start");
     return FALSE;
   }
 
   GstSDPMessage *copy = NULL;
-  gst_sdp_message_copy(offer, &copy);
+  gst_sdp_message_copy (offer, &copy);
   GstWebRTCSessionDescription *desc
-      = gst_webrtc_session_description_new(GST_WEBRTC_SDP_TYPE_OFFER, copy);
-  GstPromise *promise = gst_promise_new_with_change_func(sub_on_remote_set, sub_ref(sub),
-                                                         (GDestroyNotify)sub_unref);
-  g_signal_emit_by_name(webrtcbin, "set-remote-description", desc, promise);
-  gst_webrtc_session_description_free(desc);
+      = gst_webrtc_session_description_new (GST_WEBRTC_SDP_TYPE_OFFER, copy);
+  GstPromise *promise = gst_promise_new_with_change_func (sub_on_remote_set, sub_ref (sub),
+                                                          (GDestroyNotify)sub_unref);
+  g_signal_emit_by_name (webrtcbin, "set-remote-description", desc, promise);
+  gst_webrtc_session_description_free (desc);
 
-  sub->gather_timeout = g_timeout_add(SK_WHEP_GATHER_TIMEOUT_MS, sub_on_gather_timeout, sub);
+  sub->gather_timeout = g_timeout_add (SK_WHEP_GATHER_TIMEOUT_MS, sub_on_gather_timeout, sub);
   sub->connect_timeout
-      = g_timeout_add_seconds(SK_WHEP_CONNECT_TIMEOUT_S, sub_on_connect_timeout, sub);
+      = g_timeout_add_seconds (SK_WHEP_CONNECT_TIMEOUT_S, sub_on_connect_timeout, sub);
 
   /* Media starts whenever a publisher appears; the watch reports existing tracks now. */
-  sub->watch_id = sk_room_manager_watch_tracks(sub->server->rooms, sub->room, sub_on_room_track,
-                                               sub_ref(sub), sub_watch_destroy);
+  sub->watch_id = sk_room_manager_watch_tracks (sub->server->rooms, sub->room, sub_on_room_track,
+                                                sub_ref (sub), sub_watch_destroy);
   return TRUE;
 }
 
@@ -1127,206 +1129,206 @@ sub_start(SkWhepSubscriber *sub, GstSDPMessage *offer, GError **error)
 /* HTTP */
 
 static gboolean
-content_type_is(SoupServerMessage *msg, const char *expected)
+content_type_is (SoupServerMessage *msg, const char *expected)
 {
   const char *ct
-      = soup_message_headers_get_content_type(soup_server_message_get_request_headers(msg), NULL);
-  return ct != NULL && g_ascii_strcasecmp(ct, expected) == 0;
+      = soup_message_headers_get_content_type (soup_server_message_get_request_headers (msg), NULL);
+  return ct != NULL && g_ascii_strcasecmp (ct, expected) == 0;
 }
 
 static void
-reply_options(SoupServerMessage *msg, const char *methods, gboolean offer)
+reply_options (SoupServerMessage *msg, const char *methods, gboolean offer)
 {
-  sk_http_add_cors(msg, methods);
-  SoupMessageHeaders *h = soup_server_message_get_response_headers(msg);
+  sk_http_add_cors (msg, methods);
+  SoupMessageHeaders *h = soup_server_message_get_response_headers (msg);
   if (offer)
-    soup_message_headers_replace(h, "Accept-Post", "application/sdp");
+    soup_message_headers_replace (h, "Accept-Post", "application/sdp");
   else
-    soup_message_headers_replace(h, "Accept-Patch", "application/trickle-ice-sdpfrag");
-  soup_server_message_set_status(msg, SOUP_STATUS_NO_CONTENT, NULL);
+    soup_message_headers_replace (h, "Accept-Patch", "application/trickle-ice-sdpfrag");
+  soup_server_message_set_status (msg, SOUP_STATUS_NO_CONTENT, NULL);
 }
 
 void
-sk_whep_server_handle_offer(SkWhepServer *self, SoupServerMessage *msg, const char *room)
+sk_whep_server_handle_offer (SkWhepServer *self, SoupServerMessage *msg, const char *room)
 {
-  const char *method = soup_server_message_get_method(msg);
+  const char *method = soup_server_message_get_method (msg);
 
-  if (g_strcmp0(method, "OPTIONS") == 0) {
-    reply_options(msg, SK_WHEP_OFFER_METHODS, TRUE);
+  if (g_strcmp0 (method, "OPTIONS") == 0) {
+    reply_options (msg, SK_WHEP_OFFER_METHODS, TRUE);
     return;
   }
-  sk_http_add_cors(msg, SK_WHEP_OFFER_METHODS);
-  if (g_strcmp0(method, "POST") != 0) {
-    soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Allow",
-                                 SK_WHEP_OFFER_METHODS);
-    sk_http_reply_error(msg, SOUP_STATUS_METHOD_NOT_ALLOWED, "method_not_allowed",
-                        "use POST with an SDP offer");
+  sk_http_add_cors (msg, SK_WHEP_OFFER_METHODS);
+  if (g_strcmp0 (method, "POST") != 0) {
+    soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Allow",
+                                  SK_WHEP_OFFER_METHODS);
+    sk_http_reply_error (msg, SOUP_STATUS_METHOD_NOT_ALLOWED, "method_not_allowed",
+                         "use POST with an SDP offer");
     return;
   }
-  if (self->config->whep_require_token && !sk_http_require_token(msg, self->config->api_token))
+  if (self->config->whep_require_token && !sk_http_require_token (msg, self->config->api_token))
     return;
-  if (!content_type_is(msg, "application/sdp")) {
-    sk_http_reply_error(msg, SOUP_STATUS_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
-                        "the offer must be sent as application/sdp");
+  if (!content_type_is (msg, "application/sdp")) {
+    sk_http_reply_error (msg, SOUP_STATUS_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+                         "the offer must be sent as application/sdp");
     return;
   }
-  SoupMessageBody *body = soup_server_message_get_request_body(msg);
+  SoupMessageBody *body = soup_server_message_get_request_body (msg);
   if (body->length > SK_WHEP_MAX_OFFER_BYTES) {
-    sk_http_reply_error(msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, "too_large",
-                        "the offer exceeds %u bytes", SK_WHEP_MAX_OFFER_BYTES);
+    sk_http_reply_error (msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, "too_large",
+                         "the offer exceeds %u bytes", SK_WHEP_MAX_OFFER_BYTES);
     return;
   }
   if (self->config->max_subscribers > 0
-      && g_hash_table_size(self->subscribers) >= self->config->max_subscribers) {
-    soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Retry-After",
-                                 SK_WHEP_RETRY_AFTER_S);
-    sk_http_reply_error(msg, SOUP_STATUS_SERVICE_UNAVAILABLE, "limit",
-                        "this node serves its maximum of %u subscribers",
-                        self->config->max_subscribers);
+      && g_hash_table_size (self->subscribers) >= self->config->max_subscribers) {
+    soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Retry-After",
+                                  SK_WHEP_RETRY_AFTER_S);
+    sk_http_reply_error (msg, SOUP_STATUS_SERVICE_UNAVAILABLE, "limit",
+                         "this node serves its maximum of %u subscribers",
+                         self->config->max_subscribers);
     return;
   }
 
-  g_autoptr(GBytes) bytes = soup_message_body_flatten(body);
+  g_autoptr (GBytes) bytes = soup_message_body_flatten (body);
   GstSDPMessage *offer = NULL;
-  g_autoptr(GError) error = NULL;
-  if (!sk_webrtc_parse_sdp(g_bytes_get_data(bytes, NULL), g_bytes_get_size(bytes), &offer,
-                           &error)) {
-    sk_http_reply_gerror(msg, error);
+  g_autoptr (GError) error = NULL;
+  if (!sk_webrtc_parse_sdp (g_bytes_get_data (bytes, NULL), g_bytes_get_size (bytes), &offer,
+                            &error)) {
+    sk_http_reply_gerror (msg, error);
     return;
   }
 
   g_autofree char *filter = NULL;
-  GUri *uri = soup_server_message_get_uri(msg);
-  if (g_uri_get_query(uri) != NULL) {
-    g_autoptr(GHashTable) params
-        = g_uri_parse_params(g_uri_get_query(uri), -1, "&", G_URI_PARAMS_NONE, NULL);
-    if (params != NULL && g_hash_table_lookup(params, "participant") != NULL)
-      filter = g_strdup(g_hash_table_lookup(params, "participant"));
+  GUri *uri = soup_server_message_get_uri (msg);
+  if (g_uri_get_query (uri) != NULL) {
+    g_autoptr (GHashTable) params
+        = g_uri_parse_params (g_uri_get_query (uri), -1, "&", G_URI_PARAMS_NONE, NULL);
+    if (params != NULL && g_hash_table_lookup (params, "participant") != NULL)
+      filter = g_strdup (g_hash_table_lookup (params, "participant"));
   }
 
-  SkWhepSubscriber *sub = sub_new(self, room, filter);
-  g_hash_table_insert(self->subscribers, sub->id, sub);
-  sub->pending_msg = g_object_ref(msg);
+  SkWhepSubscriber *sub = sub_new (self, room, filter);
+  g_hash_table_insert (self->subscribers, sub->id, sub);
+  sub->pending_msg = g_object_ref (msg);
   sub->pending_finished_id
-      = g_signal_connect(msg, "finished", G_CALLBACK(sub_on_pending_finished), sub);
-  soup_server_message_pause(msg);
+      = g_signal_connect (msg, "finished", G_CALLBACK (sub_on_pending_finished), sub);
+  soup_server_message_pause (msg);
 
-  if (!sub_start(sub, offer, &error)) {
-    g_autoptr(SoupServerMessage) pending = NULL;
-    sub_take_pending(sub, &pending);
-    sk_http_reply_gerror(msg, error);
-    soup_server_message_unpause(msg);
-    sub_close(sub, error->message);
+  if (!sub_start (sub, offer, &error)) {
+    g_autoptr (SoupServerMessage) pending = NULL;
+    sub_take_pending (sub, &pending);
+    sk_http_reply_gerror (msg, error);
+    soup_server_message_unpause (msg);
+    sub_close (sub, error->message);
   } else {
-    GST_INFO("subscriber %s: offer for room %s accepted%s%s", sub->id, room,
-             filter != NULL ? ", participant " : "", filter != NULL ? filter : "");
+    GST_INFO ("subscriber %s: offer for room %s accepted%s%s", sub->id, room,
+              filter != NULL ? ", participant " : "", filter != NULL ? filter : "");
   }
-  gst_sdp_message_free(offer);
+  gst_sdp_message_free (offer);
 }
 
 /* Trickle: a=candidate lines of an application/trickle-ice-sdpfrag body (RFC 8840). */
 static void
-sub_handle_patch(SkWhepSubscriber *sub, SoupServerMessage *msg)
+sub_handle_patch (SkWhepSubscriber *sub, SoupServerMessage *msg)
 {
-  SoupMessageHeaders *req = soup_server_message_get_request_headers(msg);
+  SoupMessageHeaders *req = soup_server_message_get_request_headers (msg);
 
-  if (!content_type_is(msg, "application/trickle-ice-sdpfrag")) {
-    sk_http_reply_error(msg, SOUP_STATUS_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
-                        "PATCH takes application/trickle-ice-sdpfrag");
+  if (!content_type_is (msg, "application/trickle-ice-sdpfrag")) {
+    sk_http_reply_error (msg, SOUP_STATUS_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+                         "PATCH takes application/trickle-ice-sdpfrag");
     return;
   }
-  const char *if_match = soup_message_headers_get_one(req, "If-Match");
+  const char *if_match = soup_message_headers_get_one (req, "If-Match");
   if (if_match == NULL) {
-    sk_http_reply_error(msg, 428, "precondition_required", "If-Match with the ETag is required");
+    sk_http_reply_error (msg, 428, "precondition_required", "If-Match with the ETag is required");
     return;
   }
-  if (g_strcmp0(if_match, "*") != 0 && g_strcmp0(if_match, sub->etag) != 0) {
-    sk_http_reply_error(msg, SOUP_STATUS_PRECONDITION_FAILED, "etag_mismatch",
-                        "If-Match does not match this session");
+  if (g_strcmp0 (if_match, "*") != 0 && g_strcmp0 (if_match, sub->etag) != 0) {
+    sk_http_reply_error (msg, SOUP_STATUS_PRECONDITION_FAILED, "etag_mismatch",
+                         "If-Match does not match this session");
     return;
   }
-  SoupMessageBody *body = soup_server_message_get_request_body(msg);
+  SoupMessageBody *body = soup_server_message_get_request_body (msg);
   if (body->length > SK_WHEP_MAX_PATCH_BYTES) {
-    sk_http_reply_error(msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, "too_large",
-                        "the fragment exceeds %u bytes", SK_WHEP_MAX_PATCH_BYTES);
+    sk_http_reply_error (msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, "too_large",
+                         "the fragment exceeds %u bytes", SK_WHEP_MAX_PATCH_BYTES);
     return;
   }
-  g_autoptr(GBytes) bytes = soup_message_body_flatten(body);
-  gsize len = g_bytes_get_size(bytes);
-  const char *data = g_bytes_get_data(bytes, NULL);
-  if (len > 0 && (memchr(data, '\0', len) != NULL || !g_utf8_validate_len(data, len, NULL))) {
-    sk_http_reply_error(msg, SOUP_STATUS_BAD_REQUEST, "invalid", "the fragment is not text");
+  g_autoptr (GBytes) bytes = soup_message_body_flatten (body);
+  gsize len = g_bytes_get_size (bytes);
+  const char *data = g_bytes_get_data (bytes, NULL);
+  if (len > 0 && (memchr (data, '\0', len) != NULL || !g_utf8_validate_len (data, len, NULL))) {
+    sk_http_reply_error (msg, SOUP_STATUS_BAD_REQUEST, "invalid", "the fragment is not text");
     return;
   }
 
-  g_autofree char *text = g_strndup(data, len);
-  g_auto(GStrv) lines = g_strsplit(text, "\n", 0);
-  g_autoptr(GPtrArray) cands = g_ptr_array_new_with_free_func(g_free);
-  g_autoptr(GArray) mlines = g_array_new(FALSE, FALSE, sizeof(guint));
+  g_autofree char *text = g_strndup (data, len);
+  g_auto (GStrv) lines = g_strsplit (text, "\n", 0);
+  g_autoptr (GPtrArray) cands = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GArray) mlines = g_array_new (FALSE, FALSE, sizeof (guint));
   guint mline = 0;
 
   for (guint i = 0; lines[i] != NULL; i++) {
-    char *line = g_strchomp(lines[i]);
-    if (g_str_has_prefix(line, "a=ice-ufrag:")) {
-      if (g_strcmp0(line + 12, sub->offer_ufrag) != 0) {
-        sk_http_reply_error(msg, 422, "ice_restart_unsupported",
-                            "ICE restart is not supported: start a new session");
+    char *line = g_strchomp (lines[i]);
+    if (g_str_has_prefix (line, "a=ice-ufrag:")) {
+      if (g_strcmp0 (line + 12, sub->offer_ufrag) != 0) {
+        sk_http_reply_error (msg, 422, "ice_restart_unsupported",
+                             "ICE restart is not supported: start a new session");
         return;
       }
-    } else if (g_str_has_prefix(line, "a=mid:")) {
-      gpointer v = g_hash_table_lookup(sub->mid_to_mline, line + 6);
+    } else if (g_str_has_prefix (line, "a=mid:")) {
+      gpointer v = g_hash_table_lookup (sub->mid_to_mline, line + 6);
       if (v == NULL) {
-        sk_http_reply_error(msg, SOUP_STATUS_BAD_REQUEST, "invalid", "unknown mid");
+        sk_http_reply_error (msg, SOUP_STATUS_BAD_REQUEST, "invalid", "unknown mid");
         return;
       }
-      mline = GPOINTER_TO_UINT(v) - 1;
-    } else if (g_str_has_prefix(line, "a=candidate:")) {
+      mline = GPOINTER_TO_UINT (v) - 1;
+    } else if (g_str_has_prefix (line, "a=candidate:")) {
       if (cands->len >= SK_WHEP_MAX_PATCH_CANDS) {
-        sk_http_reply_error(msg, SOUP_STATUS_BAD_REQUEST, "invalid", "too many candidates");
+        sk_http_reply_error (msg, SOUP_STATUS_BAD_REQUEST, "invalid", "too many candidates");
         return;
       }
-      g_ptr_array_add(cands, g_strdup(line + 2));
-      g_array_append_val(mlines, mline);
+      g_ptr_array_add (cands, g_strdup (line + 2));
+      g_array_append_val (mlines, mline);
     }
   }
   for (guint i = 0; i < cands->len; i++)
-    g_signal_emit_by_name(sub->webrtcbin, "add-ice-candidate", g_array_index(mlines, guint, i),
-                          (const char *)g_ptr_array_index(cands, i));
-  soup_server_message_set_status(msg, SOUP_STATUS_NO_CONTENT, NULL);
+    g_signal_emit_by_name (sub->webrtcbin, "add-ice-candidate", g_array_index (mlines, guint, i),
+                           (const char *)g_ptr_array_index (cands, i));
+  soup_server_message_set_status (msg, SOUP_STATUS_NO_CONTENT, NULL);
 }
 
 static void
-resource_handler(SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
-                 gpointer user_data)
+resource_handler (SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
+                  gpointer user_data)
 {
   SkWhepServer *self = user_data;
-  const char *method = soup_server_message_get_method(msg);
+  const char *method = soup_server_message_get_method (msg);
 
-  if (!g_str_has_prefix(path, SK_WHEP_RESOURCE_PREFIX)) {
-    sk_http_reply_error(msg, SOUP_STATUS_NOT_FOUND, "not_found", "no such WHEP session");
+  if (!g_str_has_prefix (path, SK_WHEP_RESOURCE_PREFIX)) {
+    sk_http_reply_error (msg, SOUP_STATUS_NOT_FOUND, "not_found", "no such WHEP session");
     return;
   }
-  const char *id = path + strlen(SK_WHEP_RESOURCE_PREFIX);
-  if (g_strcmp0(method, "OPTIONS") == 0) {
-    reply_options(msg, SK_WHEP_RESOURCE_METHODS, FALSE);
+  const char *id = path + strlen (SK_WHEP_RESOURCE_PREFIX);
+  if (g_strcmp0 (method, "OPTIONS") == 0) {
+    reply_options (msg, SK_WHEP_RESOURCE_METHODS, FALSE);
     return;
   }
-  sk_http_add_cors(msg, SK_WHEP_RESOURCE_METHODS);
-  SkWhepSubscriber *sub = g_hash_table_lookup(self->subscribers, id);
+  sk_http_add_cors (msg, SK_WHEP_RESOURCE_METHODS);
+  SkWhepSubscriber *sub = g_hash_table_lookup (self->subscribers, id);
   if (sub == NULL) {
-    sk_http_reply_error(msg, SOUP_STATUS_NOT_FOUND, "not_found", "no such WHEP session");
+    sk_http_reply_error (msg, SOUP_STATUS_NOT_FOUND, "not_found", "no such WHEP session");
     return;
   }
-  if (g_strcmp0(method, "DELETE") == 0) {
-    sub_close(sub, "deleted by the client");
-    soup_server_message_set_status(msg, SOUP_STATUS_OK, NULL);
-  } else if (g_strcmp0(method, "PATCH") == 0) {
-    sub_handle_patch(sub, msg);
+  if (g_strcmp0 (method, "DELETE") == 0) {
+    sub_close (sub, "deleted by the client");
+    soup_server_message_set_status (msg, SOUP_STATUS_OK, NULL);
+  } else if (g_strcmp0 (method, "PATCH") == 0) {
+    sub_handle_patch (sub, msg);
   } else {
-    soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Allow",
-                                 SK_WHEP_RESOURCE_METHODS);
-    sk_http_reply_error(msg, SOUP_STATUS_METHOD_NOT_ALLOWED, "method_not_allowed",
-                        "use PATCH or DELETE on a WHEP session");
+    soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Allow",
+                                  SK_WHEP_RESOURCE_METHODS);
+    sk_http_reply_error (msg, SOUP_STATUS_METHOD_NOT_ALLOWED, "method_not_allowed",
+                         "use PATCH or DELETE on a WHEP session");
   }
 }
 
@@ -1334,54 +1336,54 @@ resource_handler(SoupServer *server, SoupServerMessage *msg, const char *path, G
 /* Server */
 
 static void
-sub_table_unref(gpointer data)
+sub_table_unref (gpointer data)
 {
   SkWhepSubscriber *sub = data;
   sub->server = NULL;
-  sub_unref(sub);
+  sub_unref (sub);
 }
 
 SkWhepServer *
-sk_whep_server_new(SkRoomManager *rooms, const SkConfig *config)
+sk_whep_server_new (SkRoomManager *rooms, const SkConfig *config)
 {
-  GST_DEBUG_CATEGORY_INIT(sk_whep_debug, "sk-whep", 0, "streamkeeper WHEP playback");
+  GST_DEBUG_CATEGORY_INIT (sk_whep_debug, "sk-whep", 0, "streamkeeper WHEP playback");
 
-  SkWhepServer *self = g_new0(SkWhepServer, 1);
+  SkWhepServer *self = g_new0 (SkWhepServer, 1);
   self->rooms = rooms;
   self->config = config;
-  self->context = g_main_context_ref_thread_default();
-  self->subscribers = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, sub_table_unref);
+  self->context = g_main_context_ref_thread_default ();
+  self->subscribers = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, sub_table_unref);
   return self;
 }
 
 void
-sk_whep_server_free(SkWhepServer *self)
+sk_whep_server_free (SkWhepServer *self)
 {
   if (self == NULL)
     return;
 
   GHashTableIter iter;
   gpointer value;
-  g_autoptr(GPtrArray) subs = g_ptr_array_new_with_free_func((GDestroyNotify)sub_unref);
-  g_hash_table_iter_init(&iter, self->subscribers);
-  while (g_hash_table_iter_next(&iter, NULL, &value))
-    g_ptr_array_add(subs, sub_ref(value));
+  g_autoptr (GPtrArray) subs = g_ptr_array_new_with_free_func ((GDestroyNotify)sub_unref);
+  g_hash_table_iter_init (&iter, self->subscribers);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    g_ptr_array_add (subs, sub_ref (value));
   for (guint i = 0; i < subs->len; i++)
-    sub_close(g_ptr_array_index(subs, i), "server shutdown");
-  g_clear_pointer(&subs, g_ptr_array_unref);
-  g_hash_table_unref(self->subscribers);
-  g_main_context_unref(self->context);
-  g_free(self);
+    sub_close (g_ptr_array_index (subs, i), "server shutdown");
+  g_clear_pointer (&subs, g_ptr_array_unref);
+  g_hash_table_unref (self->subscribers);
+  g_main_context_unref (self->context);
+  g_free (self);
 }
 
 void
-sk_whep_server_attach_http(SkWhepServer *self, SoupServer *server)
+sk_whep_server_attach_http (SkWhepServer *self, SoupServer *server)
 {
-  soup_server_add_handler(server, "/v1/whep", resource_handler, self, NULL);
+  soup_server_add_handler (server, "/v1/whep", resource_handler, self, NULL);
 }
 
 guint
-sk_whep_server_get_n_subscribers(SkWhepServer *self)
+sk_whep_server_get_n_subscribers (SkWhepServer *self)
 {
-  return g_hash_table_size(self->subscribers);
+  return g_hash_table_size (self->subscribers);
 }

@@ -11,8 +11,8 @@
 
 G_BEGIN_DECLS
 
-#define SK_RTMP_ERROR (sk_rtmp_error_quark())
-GQuark sk_rtmp_error_quark(void);
+#define SK_RTMP_ERROR (sk_rtmp_error_quark ())
+GQuark sk_rtmp_error_quark (void);
 
 typedef enum {
   SK_RTMP_ERROR_PROTOCOL, /* malformed or forbidden input: close the connection */
@@ -53,38 +53,38 @@ struct _SkAmf0Value {
   GPtrArray *items; /* OBJECT, ECMA_ARRAY: values, parallel to names; STRICT_ARRAY: elements */
 };
 
-void sk_amf0_value_free(SkAmf0Value *value);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(SkAmf0Value, sk_amf0_value_free)
+void sk_amf0_value_free (SkAmf0Value *value);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkAmf0Value, sk_amf0_value_free)
 
-SkAmf0Value *sk_amf0_value_new_number(double number);
-SkAmf0Value *sk_amf0_value_new_boolean(gboolean boolean);
-SkAmf0Value *sk_amf0_value_new_string(const char *string);
-SkAmf0Value *sk_amf0_value_new_null(void);
-SkAmf0Value *sk_amf0_value_new_object(void);
+SkAmf0Value *sk_amf0_value_new_number (double number);
+SkAmf0Value *sk_amf0_value_new_boolean (gboolean boolean);
+SkAmf0Value *sk_amf0_value_new_string (const char *string);
+SkAmf0Value *sk_amf0_value_new_null (void);
+SkAmf0Value *sk_amf0_value_new_object (void);
 /* Appends @name → @value (taken) to an OBJECT or ECMA_ARRAY. */
-void sk_amf0_object_append(SkAmf0Value *object, const char *name, SkAmf0Value *value);
+void sk_amf0_object_append (SkAmf0Value *object, const char *name, SkAmf0Value *value);
 
 /* Property lookup on OBJECT/ECMA_ARRAY; NULL if absent or @value is not an object. */
-const SkAmf0Value *sk_amf0_object_get(const SkAmf0Value *object, const char *name);
+const SkAmf0Value *sk_amf0_object_get (const SkAmf0Value *object, const char *name);
 /* The string of a STRING/LONG_STRING value, else NULL (safe on NULL). */
-const char *sk_amf0_value_get_string(const SkAmf0Value *value);
+const char *sk_amf0_value_get_string (const SkAmf0Value *value);
 /* The number of a NUMBER value, else @fallback (safe on NULL). */
-double sk_amf0_value_get_number(const SkAmf0Value *value, double fallback);
+double sk_amf0_value_get_number (const SkAmf0Value *value, double fallback);
 
 /*
  * Decodes one value from @data. On success stores the bytes it used in *@consumed.
  * Truncated or malformed input, too deep nesting or too many values: NULL + SK_RTMP_ERROR.
  */
-SkAmf0Value *sk_amf0_decode(const guint8 *data, gsize size, gsize *consumed, GError **error);
+SkAmf0Value *sk_amf0_decode (const guint8 *data, gsize size, gsize *consumed, GError **error);
 
 /* Decodes values back to back until @size is used up (a command message body). */
-GPtrArray *sk_amf0_decode_all(const guint8 *data, gsize size, GError **error);
+GPtrArray *sk_amf0_decode_all (const guint8 *data, gsize size, GError **error);
 
 /* Encoders: append the AMF0 form to @out. Strings longer than 65535 bytes become LONG_STRING. */
-void sk_amf0_write_number(GByteArray *out, double number);
-void sk_amf0_write_boolean(GByteArray *out, gboolean boolean);
-void sk_amf0_write_string(GByteArray *out, const char *string);
-void sk_amf0_write_null(GByteArray *out);
-void sk_amf0_write_value(GByteArray *out, const SkAmf0Value *value);
+void sk_amf0_write_number (GByteArray *out, double number);
+void sk_amf0_write_boolean (GByteArray *out, gboolean boolean);
+void sk_amf0_write_string (GByteArray *out, const char *string);
+void sk_amf0_write_null (GByteArray *out);
+void sk_amf0_write_value (GByteArray *out, const SkAmf0Value *value);
 
 G_END_DECLS

@@ -22,8 +22,8 @@ typedef struct {
   gsize size;
 } SkRtmpMessage;
 
-void sk_rtmp_message_free(SkRtmpMessage *msg);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(SkRtmpMessage, sk_rtmp_message_free)
+void sk_rtmp_message_free (SkRtmpMessage *msg);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkRtmpMessage, sk_rtmp_message_free)
 
 typedef struct {
   guint max_chunk_size;    /* a Set Chunk Size above this is a protocol error */
@@ -33,9 +33,9 @@ typedef struct {
 
 typedef struct _SkRtmpChunkReader SkRtmpChunkReader;
 
-SkRtmpChunkReader *sk_rtmp_chunk_reader_new(const SkRtmpChunkLimits *limits);
-void sk_rtmp_chunk_reader_free(SkRtmpChunkReader *self);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(SkRtmpChunkReader, sk_rtmp_chunk_reader_free)
+SkRtmpChunkReader *sk_rtmp_chunk_reader_new (const SkRtmpChunkLimits *limits);
+void sk_rtmp_chunk_reader_free (SkRtmpChunkReader *self);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkRtmpChunkReader, sk_rtmp_chunk_reader_free)
 
 /*
  * Reads at most one chunk from the front of @data.
@@ -44,21 +44,21 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(SkRtmpChunkReader, sk_rtmp_chunk_reader_free)
  * NEED_MORE: nothing consumed; *@needed is how many bytes the chunk needs in total (> @size).
  * ERROR: protocol error or limit; the connection must be closed.
  */
-SkRtmpParseStatus sk_rtmp_chunk_reader_read(SkRtmpChunkReader *self, const guint8 *data, gsize size,
-                                            gsize *consumed, gsize *needed, SkRtmpMessage **msg,
-                                            GError **error);
+SkRtmpParseStatus sk_rtmp_chunk_reader_read (SkRtmpChunkReader *self, const guint8 *data,
+                                             gsize size, gsize *consumed, gsize *needed,
+                                             SkRtmpMessage **msg, GError **error);
 
-guint sk_rtmp_chunk_reader_get_chunk_size(SkRtmpChunkReader *self);
+guint sk_rtmp_chunk_reader_get_chunk_size (SkRtmpChunkReader *self);
 
 /* The most bytes one chunk can take with the current limits (header + max chunk size). */
-gsize sk_rtmp_chunk_reader_max_chunk_bytes(SkRtmpChunkReader *self);
+gsize sk_rtmp_chunk_reader_max_chunk_bytes (SkRtmpChunkReader *self);
 
 /*
  * Appends @size bytes of payload as one message in chunks of @chunk_size: a type 0 header,
  * then type 3 continuations (repeating the extended timestamp when there is one, as librtmp
  * and ffmpeg expect).
  */
-void sk_rtmp_chunk_write(GByteArray *out, guint chunk_size, guint32 csid, guint8 type_id,
-                         guint32 stream_id, guint32 timestamp, const guint8 *payload, gsize size);
+void sk_rtmp_chunk_write (GByteArray *out, guint chunk_size, guint32 csid, guint8 type_id,
+                          guint32 stream_id, guint32 timestamp, const guint8 *payload, gsize size);
 
 G_END_DECLS

@@ -15,21 +15,21 @@ G_BEGIN_DECLS
 
 typedef struct _SkRtmpHandshake SkRtmpHandshake;
 
-SkRtmpHandshake *sk_rtmp_handshake_new(void);
-void sk_rtmp_handshake_free(SkRtmpHandshake *self);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(SkRtmpHandshake, sk_rtmp_handshake_free)
+SkRtmpHandshake *sk_rtmp_handshake_new (void);
+void sk_rtmp_handshake_free (SkRtmpHandshake *self);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkRtmpHandshake, sk_rtmp_handshake_free)
 
 /*
  * Consumes C0+C1 (1537 bytes, appending S0 S1 S2 to @out) or C2 (1536 bytes) from the front of
  * @data, only when the unit is whole. NEED_MORE: *@needed is the unit's full length.
  * ERROR: bad version byte (only 3 is accepted).
  */
-SkRtmpParseStatus sk_rtmp_handshake_feed(SkRtmpHandshake *self, const guint8 *data, gsize size,
-                                         gsize *consumed, gsize *needed, GByteArray *out,
-                                         GError **error);
+SkRtmpParseStatus sk_rtmp_handshake_feed (SkRtmpHandshake *self, const guint8 *data, gsize size,
+                                          gsize *consumed, gsize *needed, GByteArray *out,
+                                          GError **error);
 
-gboolean sk_rtmp_handshake_is_done(SkRtmpHandshake *self);
+gboolean sk_rtmp_handshake_is_done (SkRtmpHandshake *self);
 /* Whether C1 carried a valid digest (and we answered in that scheme). */
-gboolean sk_rtmp_handshake_is_complex(SkRtmpHandshake *self);
+gboolean sk_rtmp_handshake_is_complex (SkRtmpHandshake *self);
 
 G_END_DECLS

@@ -62,51 +62,51 @@ static GOptionEntry entries[] = {
 };
 
 static void
-client_finish(Client *c, const char *result, const char *error)
+client_finish (Client *c, const char *result, const char *error)
 {
   if (c->done)
     return;
   c->done = TRUE;
   c->result = result;
-  c->error = g_strdup(error);
-  g_main_loop_quit(c->loop);
+  c->error = g_strdup (error);
+  g_main_loop_quit (c->loop);
 }
 
 static void
-print_stats(Client *c)
+print_stats (Client *c)
 {
-  g_print("{\"video_frames\":%d,\"audio_buffers\":%d,\"width\":%d,\"height\":%d}\n",
-          g_atomic_int_get(&c->video_frames), g_atomic_int_get(&c->audio_buffers),
-          g_atomic_int_get(&c->width), g_atomic_int_get(&c->height));
+  g_print ("{\"video_frames\":%d,\"audio_buffers\":%d,\"width\":%d,\"height\":%d}\n",
+           g_atomic_int_get (&c->video_frames), g_atomic_int_get (&c->audio_buffers),
+           g_atomic_int_get (&c->width), g_atomic_int_get (&c->height));
 }
 
 static gboolean
-goals_met(Client *c)
+goals_met (Client *c)
 {
-  return g_atomic_int_get(&c->video_frames) >= opt_frames
-         && (!opt_audio || g_atomic_int_get(&c->audio_buffers) > 0);
+  return g_atomic_int_get (&c->video_frames) >= opt_frames
+         && (!opt_audio || g_atomic_int_get (&c->audio_buffers) > 0);
 }
 
 static gboolean
-on_check_goals(gpointer data)
+on_check_goals (gpointer data)
 {
   Client *c = data;
-  if (goals_met(c))
-    client_finish(c, "ok", NULL);
+  if (goals_met (c))
+    client_finish (c, "ok", NULL);
   return G_SOURCE_REMOVE;
 }
 
 static gboolean
-on_tick(gpointer data)
+on_tick (gpointer data)
 {
-  print_stats(data);
+  print_stats (data);
   return G_SOURCE_CONTINUE;
 }
 
 static gboolean
-on_timeout(gpointer data)
+on_timeout (gpointer data)
 {
-  client_finish(data, "timeout", NULL);
+  client_finish (data, "timeout", NULL);
   return G_SOURCE_REMOVE;
 }
 
@@ -114,128 +114,128 @@ on_timeout(gpointer data)
 /* Decoding */
 
 static GstPadProbeReturn
-on_video_frame(GstPad *pad, GstPadProbeInfo *info, gpointer data)
+on_video_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
 {
   Client *c = data;
-  GstBuffer *buf = GST_PAD_PROBE_INFO_BUFFER(info);
+  GstBuffer *buf = GST_PAD_PROBE_INFO_BUFFER (info);
 
-  if (g_atomic_int_get(&c->width) == 0) {
-    g_autoptr(GstCaps) caps = gst_pad_get_current_caps(pad);
+  if (g_atomic_int_get (&c->width) == 0) {
+    g_autoptr (GstCaps) caps = gst_pad_get_current_caps (pad);
     if (caps != NULL) {
-      GstStructure *s = gst_caps_get_structure(caps, 0);
+      GstStructure *s = gst_caps_get_structure (caps, 0);
       int w = 0, h = 0;
-      gst_structure_get_int(s, "width", &w);
-      gst_structure_get_int(s, "height", &h);
-      g_atomic_int_set(&c->width, w);
-      g_atomic_int_set(&c->height, h);
+      gst_structure_get_int (s, "width", &w);
+      gst_structure_get_int (s, "height", &h);
+      g_atomic_int_set (&c->width, w);
+      g_atomic_int_set (&c->height, h);
     }
   }
-  int n = g_atomic_int_add(&c->video_frames, 1) + 1;
+  int n = g_atomic_int_add (&c->video_frames, 1) + 1;
   if (opt_latency)
-    g_print("{\"frame\":%d,\"mono_us\":%" G_GINT64_FORMAT ",\"pts_ns\":%" G_GINT64_FORMAT "}\n", n,
-            g_get_monotonic_time(),
-            GST_BUFFER_PTS_IS_VALID(buf) ? (gint64)GST_BUFFER_PTS(buf) : (gint64)-1);
+    g_print ("{\"frame\":%d,\"mono_us\":%" G_GINT64_FORMAT ",\"pts_ns\":%" G_GINT64_FORMAT "}\n", n,
+             g_get_monotonic_time (),
+             GST_BUFFER_PTS_IS_VALID (buf) ? (gint64)GST_BUFFER_PTS (buf) : (gint64)-1);
   if (n == opt_frames)
-    g_idle_add(on_check_goals, c);
+    g_idle_add (on_check_goals, c);
   return GST_PAD_PROBE_OK;
 }
 
 static GstPadProbeReturn
-on_audio_buffer(GstPad *pad, GstPadProbeInfo *info, gpointer data)
+on_audio_buffer (GstPad *pad, GstPadProbeInfo *info, gpointer data)
 {
   Client *c = data;
-  if (g_atomic_int_add(&c->audio_buffers, 1) == 0)
-    g_idle_add(on_check_goals, c);
+  if (g_atomic_int_add (&c->audio_buffers, 1) == 0)
+    g_idle_add (on_check_goals, c);
   return GST_PAD_PROBE_OK;
 }
 
 static void
-on_pad_added(GstElement *webrtc, GstPad *pad, gpointer data)
+on_pad_added (GstElement *webrtc, GstPad *pad, gpointer data)
 {
   Client *c = data;
 
-  if (GST_PAD_DIRECTION(pad) != GST_PAD_SRC)
+  if (GST_PAD_DIRECTION (pad) != GST_PAD_SRC)
     return;
-  g_autoptr(GstCaps) caps = gst_pad_get_current_caps(pad);
+  g_autoptr (GstCaps) caps = gst_pad_get_current_caps (pad);
   if (caps == NULL)
-    caps = gst_pad_query_caps(pad, NULL);
-  const char *media = gst_structure_get_string(gst_caps_get_structure(caps, 0), "media");
-  gboolean video = g_strcmp0(media, "video") == 0;
+    caps = gst_pad_query_caps (pad, NULL);
+  const char *media = gst_structure_get_string (gst_caps_get_structure (caps, 0), "media");
+  gboolean video = g_strcmp0 (media, "video") == 0;
   const char *desc = video ? "queue ! rtph264depay ! h264parse ! avdec_h264 name=dec ! "
                              "fakesink sync=false async=false"
                            : "queue ! rtpopusdepay ! opusdec name=dec ! "
                              "fakesink sync=false async=false";
-  g_autoptr(GError) error = NULL;
-  GstElement *bin = gst_parse_bin_from_description(desc, TRUE, &error);
+  g_autoptr (GError) error = NULL;
+  GstElement *bin = gst_parse_bin_from_description (desc, TRUE, &error);
   if (bin == NULL) {
-    g_printerr("cannot build the %s decoder: %s\n", video ? "video" : "audio", error->message);
+    g_printerr ("cannot build the %s decoder: %s\n", video ? "video" : "audio", error->message);
     return;
   }
-  gst_bin_add(GST_BIN(c->pipeline), bin);
-  g_autoptr(GstElement) dec = gst_bin_get_by_name(GST_BIN(bin), "dec");
-  g_autoptr(GstPad) decsrc = gst_element_get_static_pad(dec, "src");
-  gst_pad_add_probe(decsrc, GST_PAD_PROBE_TYPE_BUFFER, video ? on_video_frame : on_audio_buffer, c,
-                    NULL);
-  g_autoptr(GstPad) sink = gst_element_get_static_pad(bin, "sink");
-  gst_element_sync_state_with_parent(bin);
-  if (gst_pad_link(pad, sink) != GST_PAD_LINK_OK)
-    g_printerr("cannot link the incoming %s stream\n", video ? "video" : "audio");
+  gst_bin_add (GST_BIN (c->pipeline), bin);
+  g_autoptr (GstElement) dec = gst_bin_get_by_name (GST_BIN (bin), "dec");
+  g_autoptr (GstPad) decsrc = gst_element_get_static_pad (dec, "src");
+  gst_pad_add_probe (decsrc, GST_PAD_PROBE_TYPE_BUFFER, video ? on_video_frame : on_audio_buffer, c,
+                     NULL);
+  g_autoptr (GstPad) sink = gst_element_get_static_pad (bin, "sink");
+  gst_element_sync_state_with_parent (bin);
+  if (gst_pad_link (pad, sink) != GST_PAD_LINK_OK)
+    g_printerr ("cannot link the incoming %s stream\n", video ? "video" : "audio");
 }
 
 /* ------------------------------------------------------------------------------------- */
 /* Signalling */
 
 static void
-on_answer_set(GstPromise *promise, gpointer data)
+on_answer_set (GstPromise *promise, gpointer data)
 {
-  gst_promise_unref(promise);
+  gst_promise_unref (promise);
 }
 
 static void
-on_post_done(GObject *source, GAsyncResult *res, gpointer data)
+on_post_done (GObject *source, GAsyncResult *res, gpointer data)
 {
   Client *c = data;
-  SoupMessage *msg = soup_session_get_async_result_message(SOUP_SESSION(source), res);
-  g_autoptr(GError) error = NULL;
-  g_autoptr(GBytes) body = soup_session_send_and_read_finish(SOUP_SESSION(source), res, &error);
+  SoupMessage *msg = soup_session_get_async_result_message (SOUP_SESSION (source), res);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) body = soup_session_send_and_read_finish (SOUP_SESSION (source), res, &error);
 
   if (body == NULL) {
-    client_finish(c, "error", error->message);
+    client_finish (c, "error", error->message);
     return;
   }
-  guint status = soup_message_get_status(msg);
+  guint status = soup_message_get_status (msg);
   if (status != SOUP_STATUS_CREATED) {
-    g_autofree char *text = g_strndup(g_bytes_get_data(body, NULL), g_bytes_get_size(body));
-    g_autofree char *why = g_strdup_printf("POST answered %u: %s", status, text);
-    client_finish(c, "error", why);
+    g_autofree char *text = g_strndup (g_bytes_get_data (body, NULL), g_bytes_get_size (body));
+    g_autofree char *why = g_strdup_printf ("POST answered %u: %s", status, text);
+    client_finish (c, "error", why);
     return;
   }
   const char *location
-      = soup_message_headers_get_one(soup_message_get_response_headers(msg), "Location");
+      = soup_message_headers_get_one (soup_message_get_response_headers (msg), "Location");
   if (location != NULL) {
-    g_autoptr(GUri) abs = g_uri_parse_relative(c->url, location, SOUP_HTTP_URI_FLAGS, NULL);
+    g_autoptr (GUri) abs = g_uri_parse_relative (c->url, location, SOUP_HTTP_URI_FLAGS, NULL);
     if (abs != NULL)
-      c->resource = g_uri_to_string(abs);
-    g_print("{\"location\":\"%s\"}\n", c->resource != NULL ? c->resource : location);
+      c->resource = g_uri_to_string (abs);
+    g_print ("{\"location\":\"%s\"}\n", c->resource != NULL ? c->resource : location);
   }
 
   GstSDPMessage *sdp = NULL;
-  gst_sdp_message_new(&sdp);
-  if (gst_sdp_message_parse_buffer(g_bytes_get_data(body, NULL), g_bytes_get_size(body), sdp)
+  gst_sdp_message_new (&sdp);
+  if (gst_sdp_message_parse_buffer (g_bytes_get_data (body, NULL), g_bytes_get_size (body), sdp)
       != GST_SDP_OK) {
-    gst_sdp_message_free(sdp);
-    client_finish(c, "error", "the answer is not SDP");
+    gst_sdp_message_free (sdp);
+    client_finish (c, "error", "the answer is not SDP");
     return;
   }
   GstWebRTCSessionDescription *answer
-      = gst_webrtc_session_description_new(GST_WEBRTC_SDP_TYPE_ANSWER, sdp);
-  g_signal_emit_by_name(c->webrtc, "set-remote-description", answer,
-                        gst_promise_new_with_change_func(on_answer_set, c, NULL));
-  gst_webrtc_session_description_free(answer);
+      = gst_webrtc_session_description_new (GST_WEBRTC_SDP_TYPE_ANSWER, sdp);
+  g_signal_emit_by_name (c->webrtc, "set-remote-description", answer,
+                         gst_promise_new_with_change_func (on_answer_set, c, NULL));
+  gst_webrtc_session_description_free (answer);
 }
 
 static gboolean
-post_offer(gpointer data)
+post_offer (gpointer data)
 {
   Client *c = data;
   GstWebRTCSessionDescription *local = NULL;
@@ -243,184 +243,184 @@ post_offer(gpointer data)
   if (c->offer_sent)
     return G_SOURCE_REMOVE;
   c->offer_sent = TRUE;
-  g_object_get(c->webrtc, "local-description", &local, NULL);
+  g_object_get (c->webrtc, "local-description", &local, NULL);
   if (local == NULL) {
-    client_finish(c, "error", "no local description");
+    client_finish (c, "error", "no local description");
     return G_SOURCE_REMOVE;
   }
-  char *text = gst_sdp_message_as_text(local->sdp);
-  gst_webrtc_session_description_free(local);
+  char *text = gst_sdp_message_as_text (local->sdp);
+  gst_webrtc_session_description_free (local);
 
-  SoupMessage *msg = soup_message_new_from_uri("POST", c->url);
-  g_autoptr(GBytes) body = g_bytes_new_take(text, strlen(text));
-  soup_message_set_request_body_from_bytes(msg, "application/sdp", body);
+  SoupMessage *msg = soup_message_new_from_uri ("POST", c->url);
+  g_autoptr (GBytes) body = g_bytes_new_take (text, strlen (text));
+  soup_message_set_request_body_from_bytes (msg, "application/sdp", body);
   if (opt_token != NULL) {
-    g_autofree char *auth = g_strdup_printf("Bearer %s", opt_token);
-    soup_message_headers_replace(soup_message_get_request_headers(msg), "Authorization", auth);
+    g_autofree char *auth = g_strdup_printf ("Bearer %s", opt_token);
+    soup_message_headers_replace (soup_message_get_request_headers (msg), "Authorization", auth);
   }
-  soup_session_send_and_read_async(c->session, msg, G_PRIORITY_DEFAULT, NULL, on_post_done, c);
-  g_object_unref(msg);
+  soup_session_send_and_read_async (c->session, msg, G_PRIORITY_DEFAULT, NULL, on_post_done, c);
+  g_object_unref (msg);
   return G_SOURCE_REMOVE;
 }
 
 static void
-on_gathering_state(GstElement *webrtc, GParamSpec *pspec, gpointer data)
+on_gathering_state (GstElement *webrtc, GParamSpec *pspec, gpointer data)
 {
   GstWebRTCICEGatheringState state;
-  g_object_get(webrtc, "ice-gathering-state", &state, NULL);
+  g_object_get (webrtc, "ice-gathering-state", &state, NULL);
   /* Non-trickle WHEP: the offer carries every candidate. */
   if (state == GST_WEBRTC_ICE_GATHERING_STATE_COMPLETE)
-    g_idle_add(post_offer, data);
+    g_idle_add (post_offer, data);
 }
 
 static void
-on_offer_created(GstPromise *promise, gpointer data)
+on_offer_created (GstPromise *promise, gpointer data)
 {
   Client *c = data;
   GstWebRTCSessionDescription *offer = NULL;
-  const GstStructure *reply = gst_promise_get_reply(promise);
+  const GstStructure *reply = gst_promise_get_reply (promise);
 
   if (reply != NULL)
-    gst_structure_get(reply, "offer", GST_TYPE_WEBRTC_SESSION_DESCRIPTION, &offer, NULL);
-  gst_promise_unref(promise);
+    gst_structure_get (reply, "offer", GST_TYPE_WEBRTC_SESSION_DESCRIPTION, &offer, NULL);
+  gst_promise_unref (promise);
   if (offer == NULL) {
-    g_printerr("create-offer failed\n");
+    g_printerr ("create-offer failed\n");
     return;
   }
-  g_signal_emit_by_name(c->webrtc, "set-local-description", offer, NULL);
-  gst_webrtc_session_description_free(offer);
+  g_signal_emit_by_name (c->webrtc, "set-local-description", offer, NULL);
+  gst_webrtc_session_description_free (offer);
 }
 
 static void
-on_negotiation_needed(GstElement *webrtc, gpointer data)
+on_negotiation_needed (GstElement *webrtc, gpointer data)
 {
-  g_signal_emit_by_name(webrtc, "create-offer", NULL,
-                        gst_promise_new_with_change_func(on_offer_created, data, NULL));
+  g_signal_emit_by_name (webrtc, "create-offer", NULL,
+                         gst_promise_new_with_change_func (on_offer_created, data, NULL));
 }
 
 static void
-on_connection_state(GstElement *webrtc, GParamSpec *pspec, gpointer data)
+on_connection_state (GstElement *webrtc, GParamSpec *pspec, gpointer data)
 {
   GstWebRTCPeerConnectionState state;
-  g_object_get(webrtc, "connection-state", &state, NULL);
+  g_object_get (webrtc, "connection-state", &state, NULL);
   if (state == GST_WEBRTC_PEER_CONNECTION_STATE_FAILED)
-    g_printerr("peer connection failed\n");
+    g_printerr ("peer connection failed\n");
 }
 
 static gboolean
-on_bus(GstBus *bus, GstMessage *message, gpointer data)
+on_bus (GstBus *bus, GstMessage *message, gpointer data)
 {
   Client *c = data;
-  if (GST_MESSAGE_TYPE(message) == GST_MESSAGE_ERROR) {
-    g_autoptr(GError) error = NULL;
-    gst_message_parse_error(message, &error, NULL);
-    client_finish(c, "error", error->message);
+  if (GST_MESSAGE_TYPE (message) == GST_MESSAGE_ERROR) {
+    g_autoptr (GError) error = NULL;
+    gst_message_parse_error (message, &error, NULL);
+    client_finish (c, "error", error->message);
   }
   return G_SOURCE_CONTINUE;
 }
 
 static void
-add_recvonly(GstElement *webrtc, const char *caps_str)
+add_recvonly (GstElement *webrtc, const char *caps_str)
 {
-  g_autoptr(GstCaps) caps = gst_caps_from_string(caps_str);
+  g_autoptr (GstCaps) caps = gst_caps_from_string (caps_str);
   GstWebRTCRTPTransceiver *trans = NULL;
-  g_signal_emit_by_name(webrtc, "add-transceiver", GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_RECVONLY,
-                        caps, &trans);
-  gst_clear_object(&trans);
+  g_signal_emit_by_name (webrtc, "add-transceiver", GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_RECVONLY,
+                         caps, &trans);
+  gst_clear_object (&trans);
 }
 
 static void
-on_delete_done(GObject *source, GAsyncResult *res, gpointer data)
+on_delete_done (GObject *source, GAsyncResult *res, gpointer data)
 {
   Client *c = data;
-  g_autoptr(GError) error = NULL;
-  g_autoptr(GBytes) body = soup_session_send_and_read_finish(SOUP_SESSION(source), res, &error);
-  SoupMessage *msg = soup_session_get_async_result_message(SOUP_SESSION(source), res);
-  if (body == NULL || soup_message_get_status(msg) != SOUP_STATUS_OK) {
-    g_printerr("DELETE failed: %s\n",
-               error != NULL ? error->message : soup_message_get_reason_phrase(msg));
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) body = soup_session_send_and_read_finish (SOUP_SESSION (source), res, &error);
+  SoupMessage *msg = soup_session_get_async_result_message (SOUP_SESSION (source), res);
+  if (body == NULL || soup_message_get_status (msg) != SOUP_STATUS_OK) {
+    g_printerr ("DELETE failed: %s\n",
+                error != NULL ? error->message : soup_message_get_reason_phrase (msg));
     c->exit_code = 1;
   }
-  g_main_loop_quit(c->loop);
+  g_main_loop_quit (c->loop);
 }
 
 int
-main(int argc, char **argv)
+main (int argc, char **argv)
 {
   Client c = { 0 };
-  g_autoptr(GError) error = NULL;
-  g_autoptr(GOptionContext) ctx = g_option_context_new("- WHEP test subscriber");
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("- WHEP test subscriber");
 
-  g_option_context_add_main_entries(ctx, entries, NULL);
-  g_option_context_add_group(ctx, gst_init_get_option_group());
-  if (!g_option_context_parse(ctx, &argc, &argv, &error) || opt_url == NULL) {
-    g_printerr("%s\n", error != NULL ? error->message : "--url is required");
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_option_context_add_group (ctx, gst_init_get_option_group ());
+  if (!g_option_context_parse (ctx, &argc, &argv, &error) || opt_url == NULL) {
+    g_printerr ("%s\n", error != NULL ? error->message : "--url is required");
     return 2;
   }
-  c.url = g_uri_parse(opt_url, SOUP_HTTP_URI_FLAGS, &error);
+  c.url = g_uri_parse (opt_url, SOUP_HTTP_URI_FLAGS, &error);
   if (c.url == NULL) {
-    g_printerr("bad --url: %s\n", error->message);
+    g_printerr ("bad --url: %s\n", error->message);
     return 2;
   }
 
-  c.loop = g_main_loop_new(NULL, FALSE);
-  c.session = soup_session_new();
-  c.pipeline = gst_pipeline_new("whep-client");
-  c.webrtc = gst_element_factory_make("webrtcbin", "webrtc");
-  gst_bin_add(GST_BIN(c.pipeline), c.webrtc);
-  gst_util_set_object_arg(G_OBJECT(c.webrtc), "bundle-policy", "max-bundle");
+  c.loop = g_main_loop_new (NULL, FALSE);
+  c.session = soup_session_new ();
+  c.pipeline = gst_pipeline_new ("whep-client");
+  c.webrtc = gst_element_factory_make ("webrtcbin", "webrtc");
+  gst_bin_add (GST_BIN (c.pipeline), c.webrtc);
+  gst_util_set_object_arg (G_OBJECT (c.webrtc), "bundle-policy", "max-bundle");
   const char *loopback[] = { "127.0.0.1", NULL };
-  sk_webrtc_configure_ice(c.webrtc, opt_ice != NULL ? (const char *const *)opt_ice : loopback, 0,
-                          0);
+  sk_webrtc_configure_ice (c.webrtc, opt_ice != NULL ? (const char *const *)opt_ice : loopback, 0,
+                           0);
 
-  add_recvonly(c.webrtc, "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,"
-                         "payload=102,packetization-mode=(string)1,"
-                         "profile-level-id=(string)42e01f;"
-                         "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,"
-                         "payload=104,packetization-mode=(string)1,"
-                         "profile-level-id=(string)64001f");
-  add_recvonly(c.webrtc, "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,"
-                         "payload=111,encoding-params=(string)2");
-  g_signal_connect(c.webrtc, "on-negotiation-needed", G_CALLBACK(on_negotiation_needed), &c);
-  g_signal_connect(c.webrtc, "notify::ice-gathering-state", G_CALLBACK(on_gathering_state), &c);
-  g_signal_connect(c.webrtc, "notify::connection-state", G_CALLBACK(on_connection_state), &c);
-  g_signal_connect(c.webrtc, "pad-added", G_CALLBACK(on_pad_added), &c);
+  add_recvonly (c.webrtc, "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,"
+                          "payload=102,packetization-mode=(string)1,"
+                          "profile-level-id=(string)42e01f;"
+                          "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,"
+                          "payload=104,packetization-mode=(string)1,"
+                          "profile-level-id=(string)64001f");
+  add_recvonly (c.webrtc, "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,"
+                          "payload=111,encoding-params=(string)2");
+  g_signal_connect (c.webrtc, "on-negotiation-needed", G_CALLBACK (on_negotiation_needed), &c);
+  g_signal_connect (c.webrtc, "notify::ice-gathering-state", G_CALLBACK (on_gathering_state), &c);
+  g_signal_connect (c.webrtc, "notify::connection-state", G_CALLBACK (on_connection_state), &c);
+  g_signal_connect (c.webrtc, "pad-added", G_CALLBACK (on_pad_added), &c);
 
-  g_autoptr(GstBus) bus = gst_pipeline_get_bus(GST_PIPELINE(c.pipeline));
-  gst_bus_add_watch(bus, on_bus, &c);
-  g_timeout_add_seconds(1, on_tick, &c);
-  g_timeout_add_seconds(opt_timeout, on_timeout, &c);
+  g_autoptr (GstBus) bus = gst_pipeline_get_bus (GST_PIPELINE (c.pipeline));
+  gst_bus_add_watch (bus, on_bus, &c);
+  g_timeout_add_seconds (1, on_tick, &c);
+  g_timeout_add_seconds (opt_timeout, on_timeout, &c);
 
-  gst_element_set_state(c.pipeline, GST_STATE_PLAYING);
-  g_main_loop_run(c.loop);
+  gst_element_set_state (c.pipeline, GST_STATE_PLAYING);
+  g_main_loop_run (c.loop);
 
-  print_stats(&c);
-  g_autofree char *escaped = c.error != NULL ? g_strescape(c.error, NULL) : NULL;
-  g_print("{\"result\":\"%s\",\"video_frames\":%d,\"audio_buffers\":%d,\"width\":%d,"
-          "\"height\":%d%s%s%s}\n",
-          c.result, g_atomic_int_get(&c.video_frames), g_atomic_int_get(&c.audio_buffers),
-          g_atomic_int_get(&c.width), g_atomic_int_get(&c.height),
-          c.error != NULL ? ",\"error\":\"" : "", escaped != NULL ? escaped : "",
-          c.error != NULL ? "\"" : "");
-  c.exit_code = g_strcmp0(c.result, "ok") == 0 ? 0 : 1;
+  print_stats (&c);
+  g_autofree char *escaped = c.error != NULL ? g_strescape (c.error, NULL) : NULL;
+  g_print ("{\"result\":\"%s\",\"video_frames\":%d,\"audio_buffers\":%d,\"width\":%d,"
+           "\"height\":%d%s%s%s}\n",
+           c.result, g_atomic_int_get (&c.video_frames), g_atomic_int_get (&c.audio_buffers),
+           g_atomic_int_get (&c.width), g_atomic_int_get (&c.height),
+           c.error != NULL ? ",\"error\":\"" : "", escaped != NULL ? escaped : "",
+           c.error != NULL ? "\"" : "");
+  c.exit_code = g_strcmp0 (c.result, "ok") == 0 ? 0 : 1;
 
-  gst_element_set_state(c.pipeline, GST_STATE_NULL);
+  gst_element_set_state (c.pipeline, GST_STATE_NULL);
   if (opt_delete && c.resource != NULL) {
-    SoupMessage *msg = soup_message_new("DELETE", c.resource);
+    SoupMessage *msg = soup_message_new ("DELETE", c.resource);
     if (opt_token != NULL) {
-      g_autofree char *auth = g_strdup_printf("Bearer %s", opt_token);
-      soup_message_headers_replace(soup_message_get_request_headers(msg), "Authorization", auth);
+      g_autofree char *auth = g_strdup_printf ("Bearer %s", opt_token);
+      soup_message_headers_replace (soup_message_get_request_headers (msg), "Authorization", auth);
     }
-    soup_session_send_and_read_async(c.session, msg, G_PRIORITY_DEFAULT, NULL, on_delete_done, &c);
-    g_object_unref(msg);
-    g_main_loop_run(c.loop);
+    soup_session_send_and_read_async (c.session, msg, G_PRIORITY_DEFAULT, NULL, on_delete_done, &c);
+    g_object_unref (msg);
+    g_main_loop_run (c.loop);
   }
 
-  gst_object_unref(c.pipeline);
-  g_object_unref(c.session);
-  g_main_loop_unref(c.loop);
-  g_uri_unref(c.url);
-  g_free(c.resource);
-  g_free(c.error);
+  gst_object_unref (c.pipeline);
+  g_object_unref (c.session);
+  g_main_loop_unref (c.loop);
+  g_uri_unref (c.url);
+  g_free (c.resource);
+  g_free (c.error);
   return c.exit_code;
 }

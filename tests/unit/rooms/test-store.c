@@ -2,183 +2,183 @@
 #include "rooms-test-util.h"
 
 static gboolean
-store_append(SkStore *store, const char *room, guint64 epoch, guint64 seq, GError **error)
+store_append (SkStore *store, const char *room, guint64 epoch, guint64 seq, GError **error)
 {
   RtAsync a = { 0 };
-  g_autofree char *json = g_strdup_printf("{\"seq\":%" G_GUINT64_FORMAT "}", seq);
+  g_autofree char *json = g_strdup_printf ("{\"seq\":%" G_GUINT64_FORMAT "}", seq);
   gboolean ok;
 
-  sk_store_append_event_async(store, room, epoch, seq, json, NULL, rt_async_cb, &a);
-  ok = sk_store_append_event_finish(store, rt_async_wait(&a), error);
-  rt_async_clear(&a);
+  sk_store_append_event_async (store, room, epoch, seq, json, NULL, rt_async_cb, &a);
+  ok = sk_store_append_event_finish (store, rt_async_wait (&a), error);
+  rt_async_clear (&a);
   return ok;
 }
 
 static guint64
-store_claim(SkStore *store, const char *room, const char *node, guint64 expected, GError **error)
+store_claim (SkStore *store, const char *room, const char *node, guint64 expected, GError **error)
 {
   RtAsync a = { 0 };
   guint64 epoch = 0;
 
-  sk_store_claim_room_async(store, room, node, expected, NULL, rt_async_cb, &a);
-  if (!sk_store_claim_room_finish(store, rt_async_wait(&a), &epoch, error))
+  sk_store_claim_room_async (store, room, node, expected, NULL, rt_async_cb, &a);
+  if (!sk_store_claim_room_finish (store, rt_async_wait (&a), &epoch, error))
     epoch = 0;
-  rt_async_clear(&a);
+  rt_async_clear (&a);
   return epoch;
 }
 
 static guint64
-store_last_seq(SkStore *store, const char *room)
+store_last_seq (SkStore *store, const char *room)
 {
   RtAsync a = { 0 };
-  g_autoptr(GError) error = NULL;
+  g_autoptr (GError) error = NULL;
   guint64 seq = G_MAXUINT64;
 
-  sk_store_last_seq_async(store, room, NULL, rt_async_cb, &a);
-  g_assert_true(sk_store_last_seq_finish(store, rt_async_wait(&a), &seq, &error));
-  g_assert_no_error(error);
-  rt_async_clear(&a);
+  sk_store_last_seq_async (store, room, NULL, rt_async_cb, &a);
+  g_assert_true (sk_store_last_seq_finish (store, rt_async_wait (&a), &seq, &error));
+  g_assert_no_error (error);
+  rt_async_clear (&a);
   return seq;
 }
 
 static void
-test_store_new(void)
+test_store_new (void)
 {
-  g_autoptr(GError) error = NULL;
-  g_autoptr(SkStore) memory = sk_store_new("memory", &error);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (SkStore) memory = sk_store_new ("memory", &error);
   SkStore *redis;
 
-  g_assert_no_error(error);
-  g_assert_nonnull(memory);
-  g_assert_cmpstr(memory->uri, ==, "memory");
+  g_assert_no_error (error);
+  g_assert_nonnull (memory);
+  g_assert_cmpstr (memory->uri, ==, "memory");
 
-  redis = sk_store_new("redis://127.0.0.1:6379", &error);
-  g_assert_null(redis);
-  g_assert_error(error, SK_ERROR, SK_ERROR_INVALID);
-  g_assert_nonnull(strstr(error->message, "not built yet"));
-  g_clear_error(&error);
+  redis = sk_store_new ("redis://127.0.0.1:6379", &error);
+  g_assert_null (redis);
+  g_assert_error (error, SK_ERROR, SK_ERROR_INVALID);
+  g_assert_nonnull (strstr (error->message, "not built yet"));
+  g_clear_error (&error);
 
-  g_assert_null(sk_store_new("etcd://x", &error));
-  g_assert_error(error, SK_ERROR, SK_ERROR_INVALID);
+  g_assert_null (sk_store_new ("etcd://x", &error));
+  g_assert_error (error, SK_ERROR, SK_ERROR_INVALID);
 }
 
 /* Appends are fenced by the placement epoch and must extend the log by exactly one. */
 static void
-test_store_fencing(void)
+test_store_fencing (void)
 {
-  g_autoptr(SkStore) store = sk_store_memory_new();
-  g_autoptr(GError) error = NULL;
+  g_autoptr (SkStore) store = sk_store_memory_new ();
+  g_autoptr (GError) error = NULL;
 
-  g_assert_cmpuint(store_last_seq(store, "r"), ==, 0);
-  g_assert_cmpuint(store_claim(store, "r", "n1", 0, &error), ==, 1);
-  g_assert_no_error(error);
-  g_assert_true(store_append(store, "r", 1, 1, &error));
-  g_assert_true(store_append(store, "r", 1, 2, &error));
+  g_assert_cmpuint (store_last_seq (store, "r"), ==, 0);
+  g_assert_cmpuint (store_claim (store, "r", "n1", 0, &error), ==, 1);
+  g_assert_no_error (error);
+  g_assert_true (store_append (store, "r", 1, 1, &error));
+  g_assert_true (store_append (store, "r", 1, 2, &error));
 
   /* Not last + 1: a duplicate and a gap are both conflicts. */
-  g_assert_false(store_append(store, "r", 1, 2, &error));
-  g_assert_error(error, SK_ERROR, SK_ERROR_CONFLICT);
-  g_clear_error(&error);
-  g_assert_false(store_append(store, "r", 1, 4, &error));
-  g_assert_error(error, SK_ERROR, SK_ERROR_CONFLICT);
-  g_clear_error(&error);
+  g_assert_false (store_append (store, "r", 1, 2, &error));
+  g_assert_error (error, SK_ERROR, SK_ERROR_CONFLICT);
+  g_clear_error (&error);
+  g_assert_false (store_append (store, "r", 1, 4, &error));
+  g_assert_error (error, SK_ERROR, SK_ERROR_CONFLICT);
+  g_clear_error (&error);
 
   /* n2 takes the room over: n1's epoch is now stale, even with the right seq. */
-  g_assert_cmpuint(store_claim(store, "r", "n2", 1, &error), ==, 2);
-  g_assert_false(store_append(store, "r", 1, 3, &error));
-  g_assert_error(error, SK_ERROR, SK_ERROR_STALE_EPOCH);
-  g_clear_error(&error);
-  g_assert_true(store_append(store, "r", 2, 3, &error));
-  g_assert_no_error(error);
-  g_assert_cmpuint(store_last_seq(store, "r"), ==, 3);
+  g_assert_cmpuint (store_claim (store, "r", "n2", 1, &error), ==, 2);
+  g_assert_false (store_append (store, "r", 1, 3, &error));
+  g_assert_error (error, SK_ERROR, SK_ERROR_STALE_EPOCH);
+  g_clear_error (&error);
+  g_assert_true (store_append (store, "r", 2, 3, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (store_last_seq (store, "r"), ==, 3);
 }
 
 static void
-test_store_claim_cas(void)
+test_store_claim_cas (void)
 {
-  g_autoptr(SkStore) store = sk_store_memory_new();
-  g_autoptr(GError) error = NULL;
+  g_autoptr (SkStore) store = sk_store_memory_new ();
+  g_autoptr (GError) error = NULL;
   g_autofree char *node = NULL;
   RtAsync a = { 0 };
   RtAsync b = { 0 };
   guint64 epoch = 99, e1 = 0, e2 = 0;
   gboolean ok1, ok2;
 
-  sk_store_get_placement_async(store, "r", NULL, rt_async_cb, &a);
-  g_assert_true(sk_store_get_placement_finish(store, rt_async_wait(&a), &node, &epoch, &error));
-  g_assert_null(node);
-  g_assert_cmpuint(epoch, ==, 0);
-  rt_async_clear(&a);
+  sk_store_get_placement_async (store, "r", NULL, rt_async_cb, &a);
+  g_assert_true (sk_store_get_placement_finish (store, rt_async_wait (&a), &node, &epoch, &error));
+  g_assert_null (node);
+  g_assert_cmpuint (epoch, ==, 0);
+  rt_async_clear (&a);
 
   /* Two claimants with the same expectation: exactly one wins. */
-  sk_store_claim_room_async(store, "r", "n1", 0, NULL, rt_async_cb, &a);
-  sk_store_claim_room_async(store, "r", "n2", 0, NULL, rt_async_cb, &b);
-  ok1 = sk_store_claim_room_finish(store, rt_async_wait(&a), &e1, NULL);
-  ok2 = sk_store_claim_room_finish(store, rt_async_wait(&b), &e2, &error);
-  g_assert_true(ok1);
-  g_assert_cmpuint(e1, ==, 1);
-  g_assert_false(ok2);
-  g_assert_error(error, SK_ERROR, SK_ERROR_CONFLICT);
-  g_clear_error(&error);
-  rt_async_clear(&a);
-  rt_async_clear(&b);
+  sk_store_claim_room_async (store, "r", "n1", 0, NULL, rt_async_cb, &a);
+  sk_store_claim_room_async (store, "r", "n2", 0, NULL, rt_async_cb, &b);
+  ok1 = sk_store_claim_room_finish (store, rt_async_wait (&a), &e1, NULL);
+  ok2 = sk_store_claim_room_finish (store, rt_async_wait (&b), &e2, &error);
+  g_assert_true (ok1);
+  g_assert_cmpuint (e1, ==, 1);
+  g_assert_false (ok2);
+  g_assert_error (error, SK_ERROR, SK_ERROR_CONFLICT);
+  g_clear_error (&error);
+  rt_async_clear (&a);
+  rt_async_clear (&b);
 
-  sk_store_get_placement_async(store, "r", NULL, rt_async_cb, &a);
-  g_assert_true(sk_store_get_placement_finish(store, rt_async_wait(&a), &node, &epoch, &error));
-  g_assert_cmpstr(node, ==, "n1");
-  g_assert_cmpuint(epoch, ==, 1);
-  rt_async_clear(&a);
+  sk_store_get_placement_async (store, "r", NULL, rt_async_cb, &a);
+  g_assert_true (sk_store_get_placement_finish (store, rt_async_wait (&a), &node, &epoch, &error));
+  g_assert_cmpstr (node, ==, "n1");
+  g_assert_cmpuint (epoch, ==, 1);
+  rt_async_clear (&a);
 }
 
 static void
-test_store_read(void)
+test_store_read (void)
 {
-  g_autoptr(SkStore) store = sk_store_memory_new();
-  g_autoptr(GError) error = NULL;
-  g_autoptr(GPtrArray) events = NULL;
+  g_autoptr (SkStore) store = sk_store_memory_new ();
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) events = NULL;
   RtAsync a = { 0 };
 
   for (guint64 seq = 1; seq <= 10; seq++)
-    g_assert_true(store_append(store, "r", 0, seq, NULL));
+    g_assert_true (store_append (store, "r", 0, seq, NULL));
 
-  sk_store_read_events_async(store, "r", 4, 3, NULL, rt_async_cb, &a);
-  events = sk_store_read_events_finish(store, rt_async_wait(&a), &error);
-  g_assert_no_error(error);
-  g_assert_cmpuint(events->len, ==, 3);
+  sk_store_read_events_async (store, "r", 4, 3, NULL, rt_async_cb, &a);
+  events = sk_store_read_events_finish (store, rt_async_wait (&a), &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (events->len, ==, 3);
   for (guint i = 0; i < 3; i++) {
-    SkStoreEvent *e = g_ptr_array_index(events, i);
-    g_autofree char *expected = g_strdup_printf("{\"seq\":%u}", 5 + i);
+    SkStoreEvent *e = g_ptr_array_index (events, i);
+    g_autofree char *expected = g_strdup_printf ("{\"seq\":%u}", 5 + i);
 
-    g_assert_cmpuint(e->seq, ==, 5 + i);
-    g_assert_cmpstr(e->json, ==, expected);
+    g_assert_cmpuint (e->seq, ==, 5 + i);
+    g_assert_cmpstr (e->json, ==, expected);
   }
-  g_clear_pointer(&events, g_ptr_array_unref);
-  rt_async_clear(&a);
+  g_clear_pointer (&events, g_ptr_array_unref);
+  rt_async_clear (&a);
 
   /* After the end, and an unknown room: nothing, not an error. */
-  sk_store_read_events_async(store, "r", 10, 100, NULL, rt_async_cb, &a);
-  events = sk_store_read_events_finish(store, rt_async_wait(&a), &error);
-  g_assert_cmpuint(events->len, ==, 0);
-  g_clear_pointer(&events, g_ptr_array_unref);
-  rt_async_clear(&a);
-  sk_store_read_events_async(store, "nope", 0, 100, NULL, rt_async_cb, &a);
-  events = sk_store_read_events_finish(store, rt_async_wait(&a), &error);
-  g_assert_no_error(error);
-  g_assert_cmpuint(events->len, ==, 0);
-  rt_async_clear(&a);
+  sk_store_read_events_async (store, "r", 10, 100, NULL, rt_async_cb, &a);
+  events = sk_store_read_events_finish (store, rt_async_wait (&a), &error);
+  g_assert_cmpuint (events->len, ==, 0);
+  g_clear_pointer (&events, g_ptr_array_unref);
+  rt_async_clear (&a);
+  sk_store_read_events_async (store, "nope", 0, 100, NULL, rt_async_cb, &a);
+  events = sk_store_read_events_finish (store, rt_async_wait (&a), &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (events->len, ==, 0);
+  rt_async_clear (&a);
 }
 
 /* Completion never re-enters the caller: the callback runs from the main loop, later. */
 static void
-test_store_not_reentrant(void)
+test_store_not_reentrant (void)
 {
-  g_autoptr(SkStore) store = sk_store_memory_new();
+  g_autoptr (SkStore) store = sk_store_memory_new ();
   RtAsync a = { 0 };
 
-  sk_store_append_event_async(store, "r", 0, 1, "{}", NULL, rt_async_cb, &a);
-  g_assert_false(a.done);
-  g_assert_true(sk_store_append_event_finish(store, rt_async_wait(&a), NULL));
-  rt_async_clear(&a);
+  sk_store_append_event_async (store, "r", 0, 1, "{}", NULL, rt_async_cb, &a);
+  g_assert_false (a.done);
+  g_assert_true (sk_store_append_event_finish (store, rt_async_wait (&a), NULL));
+  rt_async_clear (&a);
 }
 
 typedef struct {
@@ -189,148 +189,148 @@ typedef struct {
 } WatchLog;
 
 static void
-on_watch(const char *room, guint64 last_seq, gpointer user_data)
+on_watch (const char *room, guint64 last_seq, gpointer user_data)
 {
   WatchLog *w = user_data;
 
   w->calls++;
   w->last_seq = last_seq;
-  g_free(w->room);
-  w->room = g_strdup(room);
+  g_free (w->room);
+  w->room = g_strdup (room);
 }
 
 static void
-on_watch_destroy(gpointer user_data)
+on_watch_destroy (gpointer user_data)
 {
   ((WatchLog *)user_data)->destroyed = TRUE;
 }
 
 static void
-test_store_watch(void)
+test_store_watch (void)
 {
-  g_autoptr(SkStore) store = sk_store_memory_new();
+  g_autoptr (SkStore) store = sk_store_memory_new ();
   WatchLog w = { 0 }, other = { 0 };
   guint id, other_id;
   RtAsync a = { 0 };
 
-  id = sk_store_watch_events(store, "r", on_watch, &w, on_watch_destroy);
-  other_id = sk_store_watch_events(store, "elsewhere", on_watch, &other, NULL);
-  g_assert_cmpuint(id, >, 0);
+  id = sk_store_watch_events (store, "r", on_watch, &w, on_watch_destroy);
+  other_id = sk_store_watch_events (store, "elsewhere", on_watch, &other, NULL);
+  g_assert_cmpuint (id, >, 0);
 
   for (guint64 seq = 1; seq <= 3; seq++)
-    sk_store_append_event_async(store, "r", 0, seq, "{}", NULL, NULL, NULL);
+    sk_store_append_event_async (store, "r", 0, seq, "{}", NULL, NULL, NULL);
   /* Not from inside the append calls. */
-  g_assert_cmpuint(w.calls, ==, 0);
-  rt_spin(20);
-  g_assert_cmpuint(w.calls, >=, 1);
-  g_assert_cmpuint(w.last_seq, ==, 3);
-  g_assert_cmpstr(w.room, ==, "r");
-  g_assert_cmpuint(other.calls, ==, 0);
+  g_assert_cmpuint (w.calls, ==, 0);
+  rt_spin (20);
+  g_assert_cmpuint (w.calls, >=, 1);
+  g_assert_cmpuint (w.last_seq, ==, 3);
+  g_assert_cmpstr (w.room, ==, "r");
+  g_assert_cmpuint (other.calls, ==, 0);
 
   /* A failed append does not notify. */
   w.calls = 0;
-  sk_store_append_event_async(store, "r", 0, 9, "{}", NULL, rt_async_cb, &a);
-  g_assert_false(sk_store_append_event_finish(store, rt_async_wait(&a), NULL));
-  rt_async_clear(&a);
-  rt_spin(20);
-  g_assert_cmpuint(w.calls, ==, 0);
+  sk_store_append_event_async (store, "r", 0, 9, "{}", NULL, rt_async_cb, &a);
+  g_assert_false (sk_store_append_event_finish (store, rt_async_wait (&a), NULL));
+  rt_async_clear (&a);
+  rt_spin (20);
+  g_assert_cmpuint (w.calls, ==, 0);
 
-  sk_store_unwatch_events(store, id);
-  g_assert_true(w.destroyed);
-  sk_store_append_event_async(store, "r", 0, 4, "{}", NULL, NULL, NULL);
-  rt_spin(20);
-  g_assert_cmpuint(w.calls, ==, 0);
-  sk_store_unwatch_events(store, other_id);
-  g_free(w.room);
+  sk_store_unwatch_events (store, id);
+  g_assert_true (w.destroyed);
+  sk_store_append_event_async (store, "r", 0, 4, "{}", NULL, NULL, NULL);
+  rt_spin (20);
+  g_assert_cmpuint (w.calls, ==, 0);
+  sk_store_unwatch_events (store, other_id);
+  g_free (w.room);
 }
 
 static void
-test_store_namespaces(void)
+test_store_namespaces (void)
 {
-  g_autoptr(SkStore) store = sk_store_memory_new();
-  g_autoptr(GError) error = NULL;
-  g_autoptr(GPtrArray) values = NULL;
+  g_autoptr (SkStore) store = sk_store_memory_new ();
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) values = NULL;
   g_autofree char *value = NULL;
   RtAsync a = { 0 };
 
-  sk_store_put_async(store, "ingress", "b", "2", NULL, NULL, NULL);
-  sk_store_put_async(store, "ingress", "a", "1", NULL, NULL, NULL);
-  sk_store_put_async(store, "ingress", "a", "1bis", NULL, NULL, NULL);
-  sk_store_put_async(store, "keys", "a", "other", NULL, rt_async_cb, &a);
-  g_assert_true(sk_store_put_finish(store, rt_async_wait(&a), &error));
-  rt_async_clear(&a);
+  sk_store_put_async (store, "ingress", "b", "2", NULL, NULL, NULL);
+  sk_store_put_async (store, "ingress", "a", "1", NULL, NULL, NULL);
+  sk_store_put_async (store, "ingress", "a", "1bis", NULL, NULL, NULL);
+  sk_store_put_async (store, "keys", "a", "other", NULL, rt_async_cb, &a);
+  g_assert_true (sk_store_put_finish (store, rt_async_wait (&a), &error));
+  rt_async_clear (&a);
 
-  sk_store_get_async(store, "ingress", "a", NULL, rt_async_cb, &a);
-  value = sk_store_get_finish(store, rt_async_wait(&a), &error);
-  g_assert_no_error(error);
-  g_assert_cmpstr(value, ==, "1bis");
-  rt_async_clear(&a);
+  sk_store_get_async (store, "ingress", "a", NULL, rt_async_cb, &a);
+  value = sk_store_get_finish (store, rt_async_wait (&a), &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (value, ==, "1bis");
+  rt_async_clear (&a);
 
-  sk_store_list_async(store, "ingress", NULL, rt_async_cb, &a);
-  values = sk_store_list_finish(store, rt_async_wait(&a), &error);
-  g_assert_cmpuint(values->len, ==, 2);
-  g_assert_cmpstr(g_ptr_array_index(values, 0), ==, "1bis");
-  g_assert_cmpstr(g_ptr_array_index(values, 1), ==, "2");
-  g_clear_pointer(&values, g_ptr_array_unref);
-  rt_async_clear(&a);
+  sk_store_list_async (store, "ingress", NULL, rt_async_cb, &a);
+  values = sk_store_list_finish (store, rt_async_wait (&a), &error);
+  g_assert_cmpuint (values->len, ==, 2);
+  g_assert_cmpstr (g_ptr_array_index (values, 0), ==, "1bis");
+  g_assert_cmpstr (g_ptr_array_index (values, 1), ==, "2");
+  g_clear_pointer (&values, g_ptr_array_unref);
+  rt_async_clear (&a);
 
-  sk_store_remove_async(store, "ingress", "a", NULL, rt_async_cb, &a);
-  g_assert_true(sk_store_remove_finish(store, rt_async_wait(&a), &error));
-  rt_async_clear(&a);
-  sk_store_get_async(store, "ingress", "a", NULL, rt_async_cb, &a);
-  g_assert_null(sk_store_get_finish(store, rt_async_wait(&a), &error));
-  g_assert_error(error, SK_ERROR, SK_ERROR_NOT_FOUND);
-  g_clear_error(&error);
-  rt_async_clear(&a);
+  sk_store_remove_async (store, "ingress", "a", NULL, rt_async_cb, &a);
+  g_assert_true (sk_store_remove_finish (store, rt_async_wait (&a), &error));
+  rt_async_clear (&a);
+  sk_store_get_async (store, "ingress", "a", NULL, rt_async_cb, &a);
+  g_assert_null (sk_store_get_finish (store, rt_async_wait (&a), &error));
+  g_assert_error (error, SK_ERROR, SK_ERROR_NOT_FOUND);
+  g_clear_error (&error);
+  rt_async_clear (&a);
 
-  sk_store_list_async(store, "empty", NULL, rt_async_cb, &a);
-  values = sk_store_list_finish(store, rt_async_wait(&a), &error);
-  g_assert_no_error(error);
-  g_assert_cmpuint(values->len, ==, 0);
-  rt_async_clear(&a);
+  sk_store_list_async (store, "empty", NULL, rt_async_cb, &a);
+  values = sk_store_list_finish (store, rt_async_wait (&a), &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (values->len, ==, 0);
+  rt_async_clear (&a);
 }
 
 /* The log keeps the newest 10000 events; a read from before the window gets what is left. */
 static void
-test_store_log_cap(void)
+test_store_log_cap (void)
 {
-  g_autoptr(SkStore) store = sk_store_memory_new();
-  g_autoptr(GPtrArray) events = NULL;
+  g_autoptr (SkStore) store = sk_store_memory_new ();
+  g_autoptr (GPtrArray) events = NULL;
   RtAsync a = { 0 };
   const guint total = 10000 + 25;
 
   for (guint64 seq = 1; seq <= total; seq++)
-    sk_store_append_event_async(store, "r", 0, seq, "{}", NULL, NULL, NULL);
-  g_assert_cmpuint(store_last_seq(store, "r"), ==, total);
+    sk_store_append_event_async (store, "r", 0, seq, "{}", NULL, NULL, NULL);
+  g_assert_cmpuint (store_last_seq (store, "r"), ==, total);
 
-  sk_store_read_events_async(store, "r", 0, G_MAXUINT, NULL, rt_async_cb, &a);
-  events = sk_store_read_events_finish(store, rt_async_wait(&a), NULL);
-  g_assert_cmpuint(events->len, ==, 10000);
-  g_assert_cmpuint(((SkStoreEvent *)g_ptr_array_index(events, 0))->seq, ==, 26);
-  g_assert_cmpuint(((SkStoreEvent *)g_ptr_array_index(events, 9999))->seq, ==, total);
-  g_clear_pointer(&events, g_ptr_array_unref);
-  rt_async_clear(&a);
+  sk_store_read_events_async (store, "r", 0, G_MAXUINT, NULL, rt_async_cb, &a);
+  events = sk_store_read_events_finish (store, rt_async_wait (&a), NULL);
+  g_assert_cmpuint (events->len, ==, 10000);
+  g_assert_cmpuint (((SkStoreEvent *)g_ptr_array_index (events, 0))->seq, ==, 26);
+  g_assert_cmpuint (((SkStoreEvent *)g_ptr_array_index (events, 9999))->seq, ==, total);
+  g_clear_pointer (&events, g_ptr_array_unref);
+  rt_async_clear (&a);
 
   /* Inside the window the ring still reads in order. */
-  sk_store_read_events_async(store, "r", 5000, 3, NULL, rt_async_cb, &a);
-  events = sk_store_read_events_finish(store, rt_async_wait(&a), NULL);
-  g_assert_cmpuint(events->len, ==, 3);
-  g_assert_cmpuint(((SkStoreEvent *)g_ptr_array_index(events, 0))->seq, ==, 5001);
-  g_assert_cmpuint(((SkStoreEvent *)g_ptr_array_index(events, 2))->seq, ==, 5003);
-  rt_async_clear(&a);
+  sk_store_read_events_async (store, "r", 5000, 3, NULL, rt_async_cb, &a);
+  events = sk_store_read_events_finish (store, rt_async_wait (&a), NULL);
+  g_assert_cmpuint (events->len, ==, 3);
+  g_assert_cmpuint (((SkStoreEvent *)g_ptr_array_index (events, 0))->seq, ==, 5001);
+  g_assert_cmpuint (((SkStoreEvent *)g_ptr_array_index (events, 2))->seq, ==, 5003);
+  rt_async_clear (&a);
 }
 
 int
-main(int argc, char **argv)
+main (int argc, char **argv)
 {
-  g_test_init(&argc, &argv, NULL);
-  g_test_add_func("/store/new", test_store_new);
-  g_test_add_func("/store/fencing", test_store_fencing);
-  g_test_add_func("/store/claim-cas", test_store_claim_cas);
-  g_test_add_func("/store/read", test_store_read);
-  g_test_add_func("/store/not-reentrant", test_store_not_reentrant);
-  g_test_add_func("/store/watch", test_store_watch);
-  g_test_add_func("/store/namespaces", test_store_namespaces);
-  g_test_add_func("/store/log-cap", test_store_log_cap);
-  return g_test_run();
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/store/new", test_store_new);
+  g_test_add_func ("/store/fencing", test_store_fencing);
+  g_test_add_func ("/store/claim-cas", test_store_claim_cas);
+  g_test_add_func ("/store/read", test_store_read);
+  g_test_add_func ("/store/not-reentrant", test_store_not_reentrant);
+  g_test_add_func ("/store/watch", test_store_watch);
+  g_test_add_func ("/store/namespaces", test_store_namespaces);
+  g_test_add_func ("/store/log-cap", test_store_log_cap);
+  return g_test_run ();
 }

@@ -28,8 +28,8 @@ struct _SkIngressRegistry {
   SkIngressSession *live; /* the last started session, for sk_test_registry_close */
 };
 
-SkIngressRegistry *sk_test_registry_new(void);
-void sk_test_registry_destroy(SkIngressRegistry *self);
-SkTestSessionLog *sk_test_registry_last(SkIngressRegistry *self);
+SkIngressRegistry *sk_test_registry_new (void);
+void sk_test_registry_destroy (SkIngressRegistry *self);
+SkTestSessionLog *sk_test_registry_last (SkIngressRegistry *self);
 /* Like the real registry's close path: calls the transport's close func and ends the session. */
-void sk_test_registry_close_live(SkIngressRegistry *self, const char *reason);
+void sk_test_registry_close_live (SkIngressRegistry *self, const char *reason);
