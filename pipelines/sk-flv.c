@@ -355,6 +355,10 @@ skip_scaling_list (BitReader *br, guint n)
   for (guint j = 0; j < n && !br->overrun; j++) {
     if (next != 0) {
       gint32 delta = br_se (br);
+      if (delta < -128 || delta > 127) { /* delta_scale's legal range (H.264 7.4.2.1.1.1) */
+        br->overrun = TRUE;
+        return;
+      }
       next = (last + delta + 256) % 256;
     }
     last = next == 0 ? last : next;
@@ -785,6 +789,8 @@ gboolean
 sk_flv_parse_metadata (const guint8 *data, gsize size, SkFlvMetadata *meta, GError **error)
 {
   memset (meta, 0, sizeof *meta);
+  if (size == 0) /* also keeps NULL + 0 out of the pointer arithmetic below */
+    return INVALID (error, "empty script data");
   AmfReader r = { data, data + size };
   const guint8 *s;
   gsize len;
