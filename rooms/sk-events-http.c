@@ -27,6 +27,12 @@ struct _SkEventsHttp {
   SkStore *store;
   const SkConfig *config;
   GHashTable *clients; /* SseClient* set */
+
+  /* Shutdown: set while open streams get the rest of their log before they end. */
+  gboolean draining;
+  GSourceFunc drained;
+  gpointer drained_data;
+  guint drain_timeout_id;
 };
 
 typedef struct {
@@ -46,6 +52,39 @@ typedef struct {
 } SseClient;
 
 static void client_read (SseClient *c);
+static void client_end (SseClient *c);
+
+static void
+drain_done (SkEventsHttp *self)
+{
+  GSourceFunc drained = g_steal_pointer (&self->drained);
+
+  g_clear_handle_id (&self->drain_timeout_id, g_source_remove);
+  if (drained != NULL)
+    drained (self->drained_data);
+}
+
+static gboolean
+on_drain_timeout_idle (gpointer user_data)
+{
+  SkEventsHttp *self = user_data;
+
+  self->drain_timeout_id = 0;
+  drain_done (self);
+  return G_SOURCE_REMOVE;
+}
+
+static gboolean
+on_drain_timeout (gpointer user_data)
+{
+  SkEventsHttp *self = user_data;
+
+  self->drain_timeout_id = 0;
+  g_warning ("shutdown: %u SSE streams did not take the end of their log in time",
+             g_hash_table_size (self->clients));
+  drain_done (self);
+  return G_SOURCE_REMOVE;
+}
 
 static void
 client_free (SseClient *c)
@@ -64,8 +103,12 @@ client_free (SseClient *c)
 static void
 on_finished (SoupServerMessage *msg, SseClient *c)
 {
+  SkEventsHttp *self = c->owner;
+
   g_debug ("SSE client of room %s gone at seq %" G_GUINT64_FORMAT, c->room, c->cursor);
-  g_hash_table_remove (c->owner->clients, c);
+  g_hash_table_remove (self->clients, c);
+  if (self->draining && g_hash_table_size (self->clients) == 0)
+    drain_done (self);
 }
 
 static void
@@ -201,6 +244,8 @@ on_read (GObject *source, GAsyncResult *result, gpointer user_data)
     c->more = TRUE;
   if (c->more)
     client_read (c);
+  else if (c->owner->draining)
+    client_end (c); /* the whole log has been queued: the stream can end */
 }
 
 static void
@@ -307,6 +352,11 @@ sk_events_http_handle (SkEventsHttp *self, SoupServerMessage *msg, const char *r
   }
   if (!check_token (self, msg, params))
     return;
+  if (self->draining) {
+    sk_http_reply_error (msg, SOUP_STATUS_SERVICE_UNAVAILABLE, "unavailable",
+                         "the node is shutting down");
+    return;
+  }
   if (!parse_resume_point (msg, params, &since, &error)) {
     sk_http_reply_gerror (msg, error);
     return;
@@ -370,7 +420,37 @@ sk_events_http_free (SkEventsHttp *self)
     client_end (c);
   }
   g_hash_table_unref (self->clients);
+  drain_done (self); /* a shutdown still waiting is told now rather than never */
   g_free (self);
+}
+
+void
+sk_events_http_drain (SkEventsHttp *self, guint timeout_ms, GSourceFunc done, gpointer user_data)
+{
+  g_autoptr (GPtrArray) clients = g_ptr_array_new ();
+  GHashTableIter iter;
+  gpointer c;
+
+  g_return_if_fail (!self->draining);
+  self->draining = TRUE;
+  self->drained = done;
+  self->drained_data = user_data;
+  /* A copy: client_read may end (and so remove) a client. */
+  g_hash_table_iter_init (&iter, self->clients);
+  while (g_hash_table_iter_next (&iter, &c, NULL))
+    g_ptr_array_add (clients, c);
+  if (clients->len == 0) {
+    self->drain_timeout_id = g_idle_add (on_drain_timeout_idle, self);
+    return;
+  }
+  self->drain_timeout_id = g_timeout_add (timeout_ms, on_drain_timeout, self);
+  /* A read in flight ends its stream when it completes; the others read what is left now. */
+  for (guint i = 0; i < clients->len; i++) {
+    SseClient *client = g_ptr_array_index (clients, i);
+
+    if (!client->reading)
+      client_read (client);
+  }
 }
 
 guint

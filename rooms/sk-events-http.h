@@ -27,6 +27,14 @@ void sk_events_http_free (SkEventsHttp *self);
 /* Serves one request; @room has already been validated by the caller. */
 void sk_events_http_handle (SkEventsHttp *self, SoupServerMessage *msg, const char *room);
 
+/*
+ * At shutdown: refuses new streams, sends every open stream the rest of its room's log, ends
+ * it, and calls @done once all have finished or after @timeout_ms. So a client sees the
+ * server_shutdown events before its stream closes.
+ */
+void sk_events_http_drain (SkEventsHttp *self, guint timeout_ms, GSourceFunc done,
+                           gpointer user_data);
+
 /* Streams currently open (tests, metrics). */
 guint sk_events_http_get_n_clients (SkEventsHttp *self);
 

@@ -23,6 +23,7 @@
 #define PLACE_MAX_ATTEMPTS 5
 #define STORE_RETRY_MS 500
 #define APPEND_MAX_RETRIES 10
+#define SK_SSE_DRAIN_TIMEOUT_MS 2000 /* SSE clients get this long to take the end of the log */
 
 typedef struct _SkRoom SkRoom;
 
@@ -286,18 +287,32 @@ room_send_webhook (SkRoom *room, PendingEvent *pe)
   sk_webhooks_send (self->webhooks, pe->webhook, payload);
 }
 
+static gboolean
+on_events_drained (gpointer user_data)
+{
+  GTask *task = user_data;
+
+  g_task_return_boolean (task, TRUE);
+  g_object_unref (task);
+  return G_SOURCE_REMOVE;
+}
+
+/* Every room's log is complete: SSE clients read it to the end, then shutdown is done. */
+static void
+shutdown_complete (SkRoomManager *self)
+{
+  sk_events_http_drain (self->events, SK_SSE_DRAIN_TIMEOUT_MS, on_events_drained,
+                        g_steal_pointer (&self->shutdown_task));
+}
+
 static void
 room_dispose (SkRoom *room)
 {
   SkRoomManager *self = room->manager;
 
   g_hash_table_remove (self->rooms, room->name);
-  if (self->shutdown_task != NULL && g_hash_table_size (self->rooms) == 0) {
-    GTask *task = g_steal_pointer (&self->shutdown_task);
-
-    g_task_return_boolean (task, TRUE);
-    g_object_unref (task);
-  }
+  if (self->shutdown_task != NULL && g_hash_table_size (self->rooms) == 0)
+    shutdown_complete (self);
 }
 
 /* A finished room goes away once everything it queued has been written. */
@@ -989,11 +1004,8 @@ sk_room_manager_shutdown_async (SkRoomManager *self, GAsyncReadyCallback callbac
   }
 
   /* Nothing was hosted (or everything was already written): complete now, from an idle. */
-  if (g_hash_table_size (self->rooms) == 0) {
-    self->shutdown_task = NULL;
-    g_task_return_boolean (task, TRUE);
-    g_object_unref (task);
-  }
+  if (g_hash_table_size (self->rooms) == 0)
+    shutdown_complete (self);
 }
 
 gboolean

@@ -23,8 +23,11 @@ def test_sigterm_with_live_publisher(procs, tmp_path, publish, request):
         assert "server_shutdown" in log, "the shutdown must be logged with its reason"
         # The publisher's connection was closed by the node, not left hanging.
         harness.wait_until(lambda: not pub.running(), 10, what="publisher disconnected")
-        # If the SSE stream delivered the goodbye before closing, it is the right one.
-        for e in sse.of("ParticipantDisconnected"):
-            assert e["reason"] == "server_shutdown"
+        # The node lets open SSE streams read the end of the log before it closes them.
+        gone = sse.wait_event("ParticipantDisconnected", timeout=5)
+        assert [e["reason"] for e in gone] == ["server_shutdown"]
+        unpub = sse.of("TrackUnpublished")
+        assert len(unpub) == 2 and all(e["reason"] == "server_shutdown" for e in unpub)
+        assert sse.events[-1]["event"] == "RoomFinished"
     finally:
         sse.stop()
