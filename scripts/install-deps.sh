@@ -15,6 +15,7 @@ RUNTIME=(
 TEST=(
   clang libclang-rt-14-dev ffmpeg python3 python3-pytest python3-pytest-timeout
   iproute2 util-linux curl redis-server haproxy
+  obs-studio obs-plugins xvfb  # obs-plugins is only a Recommends of obs-studio
 )
 
 pkgs=("${RUNTIME[@]}")
