@@ -14,6 +14,7 @@
 #include "failover/sk-store.h"
 #include "ingress/rtmp/sk-rtmp-server.h"
 #include "ingress/sk-ingress.h"
+#include "ingress/whip/sk-whip-server.h"
 #include "rooms/sk-rooms.h"
 #include "rooms/sk-webhooks.h"
 
@@ -41,6 +42,7 @@ typedef struct {
   SkIngressRegistry *registry;
   SoupServer *http;
   SkRtmpServer *rtmp;
+  SkWhipServer *whip;
   GMainLoop *loop;
   NodeState state;
   guint shutdown_timeout_id;
@@ -181,6 +183,7 @@ listen_http (Node *n, GError **error)
   soup_server_add_handler (n->http, "/readyz", handle_readyz, n, NULL);
   sk_room_manager_attach_http (n->rooms, n->http);
   sk_ingress_registry_attach_http (n->registry, n->http);
+  sk_whip_server_attach_http (n->whip = sk_whip_server_new (n->config, n->registry), n->http);
   return soup_server_listen (n->http, sa, 0, error);
 }
 
@@ -256,11 +259,16 @@ main (int argc, char **argv)
   /* Front ends first (they end their sessions), then what they feed; the HTTP server goes
    * after the rooms so their open responses (SSE) are finished on live connections. */
   g_clear_pointer (&node.rtmp, sk_rtmp_server_free);
+  g_clear_pointer (&node.whip, sk_whip_server_free);
   g_clear_pointer (&node.registry, sk_ingress_registry_free);
   g_clear_pointer (&node.rooms, sk_room_manager_free);
   if (node.http)
     soup_server_disconnect (node.http);
   g_clear_object (&node.http);
+  /* Closing connections finish in idle callbacks (libsoup's, GStreamer's): run them so what
+   * they hold is freed before exit rather than reported as leaked. */
+  while (g_main_context_iteration (NULL, FALSE))
+    ;
   g_clear_pointer (&node.webhooks, sk_webhooks_free);
   g_clear_pointer (&node.store, sk_store_free);
   g_clear_pointer (&node.config, sk_config_free);

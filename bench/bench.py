@@ -1,22 +1,31 @@
 #!/usr/bin/python3
 """streamkeeper benchmark: CPU and memory per stream, glass-to-glass latency, and N
 concurrent passthrough streams with subscribers. Run through bench/bench.sh (it builds,
-and isolates the run in a network namespace). Prints its figures; asserts nothing.
+and isolates the run in a network namespace). Prints a table of figures; asserts nothing.
 
-Figures:
-  * CPU % of the daemon (one core = 100 %) per 720p30 ~2.5 Mbit/s stream with one WHEP
-    subscriber, passthrough and transcode, from /proc/PID/stat over a steady window.
-  * RSS growth per stream, from /proc/PID/status VmRSS before and after N streams.
-  * Glass-to-glass latency. Every few seconds sk-obs-publisher --stall-every drops video
-    frames for at least 400 ms, up to the next keyframe, and prints (CLOCK_MONOTONIC) when
-    it sends that keyframe, on its normal schedule; sk-whep-client --latency prints the same
-    clock for every decoded frame. The subscriber sees the same hole; the first frame it
-    decodes after the hole is that keyframe, so latency = its decode time - its send time.
-    Both processes share the machine's monotonic clock: no clock sync needed. It covers RTMP
+Method:
+  * CPU % of the daemon only (one core = 100 %): utime + stime of the daemon's PID from
+    /proc/PID/stat, sampled every second over a steady window (--window s) that starts after
+    the subscriber decodes and a warm-up (--warmup s). Publishers (sk-obs-publisher) and
+    subscribers (sk-whep-client) are separate processes; their CPU is not counted. Printed:
+    the window's mean and the p50/p95/max of the one-second samples.
+  * Memory: VmRSS of the daemon (/proc/PID/status). Per stream = (RSS with N streams and N
+    subscribers - RSS of the idle daemon) / N, from the N-stream run, so one-time costs
+    (plugin loading, DTLS certificate) are spread as in production.
+  * Glass-to-glass latency. Every --stall-every s sk-obs-publisher drops video frames for at
+    least 400 ms, up to the next keyframe, and prints (CLOCK_MONOTONIC) when it sends that
+    keyframe, on its normal schedule; sk-whep-client --latency prints the same clock for every
+    decoded frame. The first frame decoded after the hole is that keyframe, so latency = its
+    decode time - its send time. Same machine, same clock: no sync needed. It covers RTMP
     ingest, the node's pipeline (and transcode), WebRTC transport, the receiver's jitter
-    buffer and the decoder: everything but a camera and a screen.
-  * N concurrent passthrough streams (default 20), one subscriber each: decoded frames per
-    subscriber against the frames sent, i.e. dropped frames.
+    buffer and the decoder. (Marks every 1 s with a 0.5 s GOP gave a p50 of ~200 ms in
+    passthrough against ~55 ms with the default 3 s: not understood yet, see the report.)
+  * N concurrent passthrough streams (default 20), one subscriber each. Subscribers are
+    started one after another (each once its POST is answered). The first --decode of them
+    decode H.264 (avdec_h264); the others count depayloaded frames (--no-decode): 20 decoders
+    of 720p30 would saturate the 2 cores the daemon runs on, which measures the subscribers,
+    not the node. Dropped frames come from the frames' PTS (RTP timestamps): over the window,
+    expected = span of PTS / frame duration + 1, dropped = expected - frames received.
 """
 
 import argparse
@@ -33,6 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 import harness  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+FPS = 30
+FRAME_NS = 1_000_000_000 / FPS
 
 
 def cpu_seconds(pid):
@@ -47,22 +58,37 @@ def rss_kib(pid):
     return 0
 
 
-def cpu_percent(pid, seconds):
-    c0, t0 = cpu_seconds(pid), time.monotonic()
-    time.sleep(seconds)
-    return 100.0 * (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+def sample_cpu(pid, seconds):
+    """Mean CPU % over @seconds plus the one-second samples (clock ticks are 10 ms, so a
+    one-second sample has a resolution of 1 %)."""
+    c_start, t_start = cpu_seconds(pid), time.monotonic()
+    samples, c0, t0 = [], c_start, t_start
+    while time.monotonic() - t_start < seconds:
+        time.sleep(1.0)
+        c1, t1 = cpu_seconds(pid), time.monotonic()
+        samples.append(100.0 * (c1 - c0) / (t1 - t0))
+        c0, t0 = c1, t1
+    return dict(mean=100.0 * (c0 - c_start) / (t0 - t_start), samples=samples)
 
 
-def make_source(workdir, seconds=10):
-    """720p30 ~2.5 Mbit/s H.264 (no B-frames, 2 s GOP) + AAC, looped by sk-obs-publisher."""
-    path = workdir / "bench-720p30.flv"
+def pct(values, q):
+    """Nearest-rank percentile."""
+    v = sorted(values)
+    if not v:
+        return float("nan")
+    return v[min(len(v) - 1, max(0, int(round(q / 100.0 * len(v) + 0.5)) - 1))]
+
+
+def make_source(workdir, seconds=10, gop=60, name="bench-720p30.flv"):
+    """720p30 ~2.5 Mbit/s H.264 (no B-frames) + AAC, looped by sk-obs-publisher."""
+    path = workdir / name
     if not path.exists():
         subprocess.run(
             ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
              "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
              "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
              "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-bf", "0",
-             "-g", "60", "-pix_fmt", "yuv420p", "-b:v", "2500k", "-maxrate", "2500k",
+             "-g", str(gop), "-pix_fmt", "yuv420p", "-b:v", "2500k", "-maxrate", "2500k",
              "-bufsize", "5000k", "-c:a", "aac", "-ac", "2", "-b:a", "160k", "-f", "flv",
              str(path)], check=True, timeout=300)
     return path
@@ -84,18 +110,41 @@ class Stream:
         self.pub = procs.start(argv, self.pub_log)
         self.node, self.procs, self.workdir, self.index = node, procs, workdir, index
         self.sub = None
+        self.sub_log = None
 
     def wait_publishing(self, timeout=60):
         self.node.api.wait_status(self.ing["ingress_id"], "ENDPOINT_PUBLISHING", timeout)
 
-    def subscribe(self, seconds, latency=False):
+    def subscribe(self, seconds, decode=True, wait_answer=True):
         argv = [harness.WHEP_CLIENT, "--url", self.node.whep_url(self.room),
                 "--ice-address", "127.0.0.1", "--frames", "100000000",
-                "--timeout", str(int(seconds)), "--delete"]
-        if latency:
-            argv.append("--latency")
-        self.sub_log = self.workdir / f"sub-{self.index}.log"
-        self.sub = self.procs.start(argv, self.sub_log, stderr=subprocess.DEVNULL)
+                "--timeout", str(int(seconds)), "--delete", "--latency"]
+        if not decode:
+            argv.append("--no-decode")
+        self.decode = decode
+        self.answer_failures = []
+        for attempt in range(3):
+            self.sub_log = self.workdir / f"sub-{self.index}-{attempt}.log"
+            self.sub = self.procs.start(argv, self.sub_log, stderr=subprocess.DEVNULL)
+            if not wait_answer:
+                return
+            try:
+                state = harness.wait_until(lambda: self.answered(), 30,
+                                           what=f"WHEP answer for {self.room}")
+            except AssertionError as exc:
+                state = str(exc)
+            if state is True:
+                return
+            self.answer_failures.append(state[-200:])  # reported, then retried
+            print(f"  (subscriber of {self.room}: {state[-160:]}; retrying)", flush=True)
+        raise AssertionError(f"no WHEP answer for {self.room}: {self.answer_failures}")
+
+    def answered(self):
+        """True once answered, a string (the error) if the subscriber ended without."""
+        lines = self.sub_lines()
+        if any("result" in o for o in lines):
+            return f"subscriber ended: {lines[-1]}"
+        return any("location" in o for o in lines)
 
     def sub_lines(self):
         return harness.parse_json_lines(Path(self.sub_log).read_text(errors="replace"))
@@ -103,89 +152,148 @@ class Stream:
     def pub_lines(self):
         return harness.parse_json_lines(Path(self.pub_log).read_text(errors="replace"))
 
-    def decoded_frames(self):
-        frames = [obj.get("video_frames") for obj in self.sub_lines() if "video_frames" in obj]
-        return max(frames) if frames else 0
+    def frames(self):
+        """[(mono_us, pts_ns)] of every frame the subscriber decoded (or depayloaded)."""
+        return [(o["mono_us"], o["pts_ns"]) for o in self.sub_lines()
+                if "frame" in o and "mono_us" in o]
+
+    def wait_frames(self, timeout=30):
+        harness.wait_until(lambda: len(self.frames()) > 0, timeout,
+                           what=f"first frame at the subscriber of {self.room}")
+
+
+def frames_in_window(frames, t0_us, t1_us):
+    """Frames received in [t0, t1): (received, expected from the PTS span, dropped)."""
+    pts = sorted({p for t, p in frames if t0_us <= t < t1_us and p >= 0})
+    if not pts:
+        return 0, round((t1_us - t0_us) / 1e6 * FPS), round((t1_us - t0_us) / 1e6 * FPS)
+    expected = round((pts[-1] - pts[0]) / FRAME_NS) + 1
+    return len(pts), expected, max(expected - len(pts), 0)
 
 
 def start_node(procs, workdir, extra=()):
+    workdir.mkdir(parents=True, exist_ok=True)
     return harness.Node(procs, workdir, node_id="bench", extra_args=extra).start(timeout=30)
 
 
-def measure_one(procs, workdir, source, transcode, window):
-    node = start_node(procs, workdir / f"one-{transcode}")
+def measure_one(procs, workdir, source, transcode, window, warmup):
+    wd = workdir / f"one-{transcode}"
+    node = start_node(procs, wd)
     try:
         time.sleep(1)
-        idle_cpu = cpu_percent(node.proc.pid, 3)
-        s = Stream(node, procs, workdir, source, 0, transcode=transcode)
+        pid = node.proc.pid
+        idle = sample_cpu(pid, 3)
+        s = Stream(node, procs, wd, source, 0, transcode=transcode)
         s.wait_publishing()
-        s.subscribe(window + 20)
-        time.sleep(5)  # let the pipelines and ICE settle
-        cpu = cpu_percent(node.proc.pid, window)
-        frames = s.decoded_frames()
-        return dict(mode=transcode, idle_cpu=idle_cpu, cpu=cpu, frames=frames,
-                    rss_kib=rss_kib(node.proc.pid))
+        s.subscribe(window + warmup + 40)
+        s.wait_frames()
+        time.sleep(warmup)
+        t0 = time.monotonic_ns() // 1000
+        cpu = sample_cpu(pid, window)
+        t1 = time.monotonic_ns() // 1000
+        got, expected, dropped = frames_in_window(s.frames(), t0, t1)
+        return dict(mode=transcode, idle_cpu=idle["mean"], cpu=cpu["mean"],
+                    cpu_samples=cpu["samples"], frames=got, expected=expected,
+                    dropped=dropped, rss_kib=rss_kib(pid))
     finally:
         node.stop()
         procs.kill_all()
 
 
-def measure_latency(procs, workdir, source, transcode, seconds):
-    node = start_node(procs, workdir / f"lat-{transcode}")
+def measure_latency(procs, workdir, source, transcode, seconds, stall_every):
+    wd = workdir / f"lat-{transcode}"
+    node = start_node(procs, wd)
     try:
-        s = Stream(node, procs, workdir, source, 0, transcode=transcode, stall_every=3)
+        s = Stream(node, procs, wd, source, 0, transcode=transcode, stall_every=stall_every)
         s.wait_publishing()
-        s.subscribe(seconds + 10, latency=True)
+        s.subscribe(seconds + 15)
+        s.wait_frames()
         time.sleep(seconds)
         stalls = [o["mono_us"] for o in s.pub_lines() if o.get("event") == "stall_end"]
-        frames = [o["mono_us"] for o in s.sub_lines() if "frame" in o and "mono_us" in o]
+        frames = [t for t, _ in s.frames()]
         samples = []
         for resume in stalls:
-            after = [t for t in frames if t >= resume]
-            if not after:
-                continue
             # The first decode after a >= 250 ms hole that ends after the resume.
             for prev, cur in zip(frames, frames[1:]):
                 if cur >= resume and cur - prev >= 250_000:
                     samples.append((cur - resume) / 1000.0)
                     break
-        return dict(mode=transcode, samples=samples)
+        return dict(mode=transcode, samples=samples, marks=len(stalls))
     finally:
         node.stop()
         procs.kill_all()
 
 
-def measure_many(procs, workdir, source, n, seconds):
-    node = start_node(procs, workdir / f"many-{n}")
+def measure_many(procs, workdir, source, n, window, warmup, decode):
+    wd = workdir / f"many-{n}"
+    node = start_node(procs, wd)
     try:
         time.sleep(1)
-        rss0 = rss_kib(node.proc.pid)
-        streams = [Stream(node, procs, workdir, source, i) for i in range(n)]
+        pid = node.proc.pid
+        rss0 = rss_kib(pid)
+        streams = [Stream(node, procs, wd, source, i, transcode="never") for i in range(n)]
         for s in streams:
             s.wait_publishing(timeout=120)
-        rss_pub = rss_kib(node.proc.pid)
+        time.sleep(2)
+        rss_pub = rss_kib(pid)
+        cpu_pub = sample_cpu(pid, 5)
+        for i, s in enumerate(streams):
+            s.subscribe(window + warmup + 60, decode=i < decode)
         for s in streams:
-            s.subscribe(seconds + 30)
-        time.sleep(8)  # ICE + first keyframe for everyone
-        base = [s.decoded_frames() for s in streams]
-        cpu = cpu_percent(node.proc.pid, seconds)
-        got = [s.decoded_frames() - b for s, b in zip(streams, base)]
-        rss_n = rss_kib(node.proc.pid)
-        expected = 30 * seconds
-        return dict(n=n, rss0=rss0, rss_pub=rss_pub, rss_n=rss_n, cpu=cpu, seconds=seconds,
-                    expected=expected, got=got)
+            s.wait_frames()
+        time.sleep(warmup)
+        t0 = time.monotonic_ns() // 1000
+        cpu = sample_cpu(pid, window)
+        t1 = time.monotonic_ns() // 1000
+        rss_n = rss_kib(pid)
+        subs = []
+        for s in streams:
+            got, expected, dropped = frames_in_window(s.frames(), t0, t1)
+            subs.append(dict(room=s.room, decode=s.decode, got=got, expected=expected,
+                             dropped=dropped, answer_failures=s.answer_failures))
+        return dict(n=n, decode=min(decode, n), rss0=rss0, rss_pub=rss_pub, rss_n=rss_n,
+                    cpu_pub=cpu_pub["mean"], cpu=cpu["mean"], cpu_samples=cpu["samples"],
+                    window=window, subs=subs)
     finally:
         node.stop()
         procs.kill_all()
+
+
+class Table:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, figure, value, p50="", p95="", mx="", goal=""):
+        self.rows.append((figure, value, p50, p95, mx, goal))
+
+    def print(self):
+        head = ("figure", "value", "p50", "p95", "max", "goal")
+        widths = [max(len(str(r[i])) for r in self.rows + [head]) for i in range(6)]
+        fmt = "  ".join(f"{{:<{widths[0]}}}" if i == 0 else f"{{:>{widths[i]}}}"
+                        for i in range(6))
+        print(fmt.format(*head))
+        print("  ".join("-" * w for w in widths))
+        for r in self.rows:
+            print(fmt.format(*r), flush=True)
+
+
+def f1(x):
+    return f"{x:.1f}"
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--streams", type=int, default=20)
-    ap.add_argument("--window", type=int, default=15, help="seconds per CPU measurement")
-    ap.add_argument("--latency-seconds", type=int, default=20)
+    ap.add_argument("--decode", type=int, default=4,
+                    help="subscribers that decode H.264 in the N-stream run (others count)")
+    ap.add_argument("--window", type=int, default=20, help="seconds per CPU/frames window")
+    ap.add_argument("--warmup", type=int, default=5, help="seconds after the first frame")
+    ap.add_argument("--latency-seconds", type=int, default=45)
+    ap.add_argument("--stall-every", type=float, default=3.0)
+    ap.add_argument("--skip", default="", help="comma list of phases to skip: one,latency,many")
     ap.add_argument("--workdir", default="/tmp/streamkeeper-bench")
     args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
     for tool in (harness.DAEMON, harness.OBS_PUBLISHER, harness.WHEP_CLIENT):
         if not Path(tool).exists():
             sys.exit(f"missing {tool}: build first (bench/bench.sh does)")
@@ -194,41 +302,73 @@ def main():
     source = make_source(workdir)
     procs = harness.ProcessGroup()
     results = {}
+    table = Table()
+    label = {"never": "passthrough", "always": "transcode"}
+    print(f"== streamkeeper benchmark ({os.cpu_count()} cores; 720p30 ~2.5 Mbit/s H.264 "
+          f"+ AAC 48 kHz; daemon CPU in % of one core, one-second samples over "
+          f"{args.window} s) ==", flush=True)
     try:
-        print(f"== streamkeeper benchmark ({os.cpu_count()} cores; 720p30 ~2.5 Mbit/s H.264 "
-              f"+ AAC; CPU % of one core) ==", flush=True)
-        for mode in ("never", "always"):
-            r = measure_one(procs, workdir, source, mode, args.window)
-            results[f"one_{mode}"] = r
-            label = "passthrough" if mode == "never" else "transcode  "
-            print(f"{label}: daemon CPU {r['cpu']:6.1f} % per stream with 1 subscriber "
-                  f"(idle {r['idle_cpu']:.1f} %), RSS {r['rss_kib'] / 1024:.1f} MiB, "
-                  f"subscriber decoded {r['frames']} frames", flush=True)
-        for mode in ("never", "always"):
-            r = measure_latency(procs, workdir, source, mode, args.latency_seconds)
-            results[f"latency_{mode}"] = r
-            label = "passthrough" if mode == "never" else "transcode  "
-            if r["samples"]:
-                s = sorted(r["samples"])
-                print(f"{label}: glass-to-glass latency median {statistics.median(s):.0f} ms, "
-                      f"min {s[0]:.0f} ms, max {s[-1]:.0f} ms ({len(s)} marks)", flush=True)
-            else:
-                print(f"{label}: glass-to-glass latency: no marks matched", flush=True)
-        r = measure_many(procs, workdir, source, args.streams, args.window)
-        results["many"] = r
-        growth = (r["rss_n"] - r["rss0"]) / max(r["n"], 1) / 1024
-        dropped = [max(r["expected"] - g, 0) for g in r["got"]]
-        print(f"{r['n']} passthrough streams + {r['n']} subscribers: daemon CPU {r['cpu']:.1f} %,"
-              f" RSS {r['rss0'] / 1024:.1f} -> {r['rss_n'] / 1024:.1f} MiB "
-              f"({growth:.2f} MiB per stream incl. its subscriber)", flush=True)
-        print(f"  decoded frames per subscriber in {r['seconds']} s (expected {r['expected']}): "
-              f"min {min(r['got'])}, median {statistics.median(r['got']):.0f}, "
-              f"max {max(r['got'])}; dropped total {sum(dropped)} "
-              f"({100.0 * sum(dropped) / (r['expected'] * r['n']):.1f} %)", flush=True)
+        if "one" not in skip:
+            for mode in ("never", "always"):
+                r = measure_one(procs, workdir, source, mode, args.window, args.warmup)
+                results[f"one_{mode}"] = r
+                c = r["cpu_samples"]
+                table.add(f"{label[mode]}: daemon CPU %, 1 stream + 1 subscriber", f1(r["cpu"]),
+                          f1(pct(c, 50)), f1(pct(c, 95)), f1(max(c)),
+                          "<= 3" if mode == "never" else "")
+                table.add(f"{label[mode]}: frames at the subscriber (dropped)",
+                          f"{r['frames']}/{r['expected']} ({r['dropped']})")
+        if "latency" not in skip:
+            for mode in ("never", "always"):
+                r = measure_latency(procs, workdir, source, mode, args.latency_seconds,
+                                    args.stall_every)
+                results[f"latency_{mode}"] = r
+                s = r["samples"]
+                if s:
+                    table.add(f"{label[mode]}: glass-to-glass ms ({len(s)}/{r['marks']} marks)",
+                              f"{statistics.mean(s):.0f}", f"{pct(s, 50):.0f}",
+                              f"{pct(s, 95):.0f}", f"{max(s):.0f}",
+                              "p50 <= 150" if mode == "never" else "")
+                else:
+                    table.add(f"{label[mode]}: glass-to-glass ms", "no marks matched")
+        if "many" not in skip:
+            r = measure_many(procs, workdir, source, args.streams, args.window, args.warmup,
+                             args.decode)
+            results["many"] = r
+            n = r["n"]
+            growth = (r["rss_n"] - r["rss0"]) / max(n, 1) / 1024
+            growth_pub = (r["rss_pub"] - r["rss0"]) / max(n, 1) / 1024
+            c = r["cpu_samples"]
+            table.add(f"{n} passthrough streams, publishers only: daemon CPU %",
+                      f1(r["cpu_pub"]))
+            table.add(f"{n} passthrough streams + {n} subscribers: daemon CPU %", f1(r["cpu"]),
+                      f1(pct(c, 50)), f1(pct(c, 95)), f1(max(c)))
+            table.add("  per stream (daemon CPU % / N)", f1(r["cpu"] / n), "", "", "", "<= 3")
+            table.add(f"RSS MiB: idle -> {n} streams -> + {n} subscribers",
+                      f"{r['rss0'] / 1024:.0f} -> {r['rss_pub'] / 1024:.0f} -> "
+                      f"{r['rss_n'] / 1024:.0f}")
+            table.add("  RSS growth MiB per stream (with its subscriber)", f"{growth:.2f}",
+                      "", "", "", "<= 15")
+            table.add("  RSS growth MiB per stream (publisher only)", f"{growth_pub:.2f}")
+            for kind, dec in (("decoding", True), ("counting", False)):
+                subs = [x for x in r["subs"] if x["decode"] == dec]
+                if not subs:
+                    continue
+                got = [x["got"] for x in subs]
+                table.add(f"frames per {kind} subscriber in {r['window']} s ({len(subs)} subs)",
+                          f"min {min(got)}", f"{pct(got, 50)}", f"{pct(got, 95)}", f"{max(got)}")
+            fails = sum(len(x["answer_failures"]) for x in r["subs"])
+            table.add("WHEP POSTs that failed and were retried", str(fails), "", "", "", "0")
+            dropped = sum(x["dropped"] for x in r["subs"])
+            expected = sum(x["expected"] for x in r["subs"])
+            table.add(f"dropped frames, all {n} subscribers",
+                      f"{dropped}/{expected} ({100.0 * dropped / max(expected, 1):.2f} %)",
+                      "", "", str(max(x["dropped"] for x in r["subs"])), "0")
     finally:
         procs.kill_all()
+        table.print()
         (workdir / "results.json").write_text(json.dumps(results, indent=2))
-        print(f"(raw figures in {workdir / 'results.json'})")
+        print(f"(raw figures and logs in {workdir}; per-subscriber frames in results.json)")
 
 
 if __name__ == "__main__":

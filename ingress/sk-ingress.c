@@ -608,20 +608,12 @@ check_publisher_timeout (gpointer data)
   return G_SOURCE_REMOVE;
 }
 
-SkIngressSession *
-sk_ingress_registry_start_session (SkIngressRegistry *self, SkInputType type,
-                                   const char *stream_key, const char *remote_address,
-                                   SkIngressCloseFunc close_func, gpointer transport,
-                                   GError **error)
+/* The enabled record of @type whose stream key is @stream_key. */
+static SkIngressRecord *
+lookup_key (SkIngressRegistry *self, SkInputType type, const char *stream_key, GError **error)
 {
-  const SkConfig *config = self->config;
   SkIngressRecord *rec = NULL;
 
-  if (!self->accepting) {
-    g_set_error_literal (error, SK_ERROR, SK_ERROR_UNAVAILABLE,
-                         "this node does not accept streams right now");
-    return NULL;
-  }
   if (stream_key && strlen (stream_key) <= SK_STREAM_KEY_MAX) {
     g_autofree char *hash = sk_sha256_hex (stream_key);
     rec = g_hash_table_lookup (self->by_key, hash);
@@ -640,6 +632,33 @@ sk_ingress_registry_start_session (SkIngressRegistry *self, SkInputType type,
     g_set_error (error, SK_ERROR, SK_ERROR_UNAUTHORIZED, "ingress %s is disabled", rec->ingress_id);
     return NULL;
   }
+  return rec;
+}
+
+gboolean
+sk_ingress_registry_check_key (SkIngressRegistry *self, SkInputType type, const char *stream_key,
+                               GError **error)
+{
+  return lookup_key (self, type, stream_key, error) != NULL;
+}
+
+SkIngressSession *
+sk_ingress_registry_start_session (SkIngressRegistry *self, SkInputType type,
+                                   const char *stream_key, const char *remote_address,
+                                   SkIngressCloseFunc close_func, gpointer transport,
+                                   GError **error)
+{
+  const SkConfig *config = self->config;
+  SkIngressRecord *rec = NULL;
+
+  if (!self->accepting) {
+    g_set_error_literal (error, SK_ERROR, SK_ERROR_UNAVAILABLE,
+                         "this node does not accept streams right now");
+    return NULL;
+  }
+  rec = lookup_key (self, type, stream_key, error);
+  if (rec == NULL)
+    return NULL;
 
   SkIngressSession *old = rec->session;
   if (old && config->on_duplicate_key == SK_DUPLICATE_KEY_REJECT) {
@@ -750,4 +769,43 @@ sk_ingress_session_end (SkIngressSession *s, const char *reason)
     session_finish (s, reason, SK_INGRESS_INACTIVE, NULL);
   }
   session_free (s);
+}
+
+/* ---- sessions fed with encoded tracks (WHIP) ---- */
+
+SkTrack *
+sk_ingress_session_publish_track (SkIngressSession *s, SkTrackKind kind, GstCaps *caps,
+                                  GError **error)
+{
+  SkTrack *track;
+
+  if (s->closing) {
+    g_set_error_literal (error, SK_ERROR, SK_ERROR_UNAVAILABLE, "the session is closing");
+    return NULL;
+  }
+  /* Same path as a pipeline's output: join on the first track, then publish. */
+  track = on_track_ready (NULL, kind, caps, s);
+  if (track == NULL)
+    g_set_error_literal (error, SK_ERROR, SK_ERROR_UNAVAILABLE,
+                         "the room did not accept the participant");
+  return track;
+}
+
+void
+sk_ingress_session_set_publishing (SkIngressSession *s)
+{
+  on_publishing (NULL, s);
+}
+
+void
+sk_ingress_session_set_input_info (SkIngressSession *s, const SkInputInfo *info)
+{
+  on_input_info (NULL, info, s);
+}
+
+void
+sk_ingress_session_media_received (SkIngressSession *s)
+{
+  if (!s->closing)
+    s->last_media_us = g_get_monotonic_time ();
 }

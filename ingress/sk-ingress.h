@@ -13,6 +13,7 @@
 #include <libsoup/soup.h>
 
 #include "common/sk-config.h"
+#include "pipelines/sk-pipeline.h"
 #include "failover/sk-store.h"
 #include "rooms/sk-rooms.h"
 #include "rooms/sk-webhooks.h"
@@ -71,6 +72,32 @@ const char *sk_ingress_session_get_ingress_id (SkIngressSession *session);
 gboolean sk_ingress_session_push_flv_tag (SkIngressSession *session, guint8 tag_type,
                                           guint32 timestamp_ms, const guint8 *data, gsize size,
                                           GError **error);
+
+/*
+ * Feeding a session with already-encoded tracks (WHIP) instead of FLV tags. Main context only.
+ */
+
+/* Checks @stream_key (constant-time) for an ingress of @type that is enabled, without starting
+ * anything: lets a front end answer 401 before it looks at a request body. Errors as
+ * start_session (SK_ERROR_NOT_FOUND, SK_ERROR_UNAUTHORIZED). */
+gboolean sk_ingress_registry_check_key (SkIngressRegistry *self, SkInputType type,
+                                        const char *stream_key, GError **error);
+
+/* Publishes a track of @kind with fixed @caps (video/x-h264 byte-stream/au, video/x-vp8,
+ * audio/x-opus), joining the room on the first one. Returns the track (borrowed: ref it), or
+ * NULL with an error when the session is closing or the room refused the participant (the
+ * session is then being ended with ENDPOINT_ERROR). */
+SkTrack *sk_ingress_session_publish_track (SkIngressSession *session, SkTrackKind kind,
+                                           GstCaps *caps, GError **error);
+
+/* Every track the publisher will send is flowing: ENDPOINT_PUBLISHING + ingress_started. */
+void sk_ingress_session_set_publishing (SkIngressSession *session);
+
+/* Input figures measured by the front end (copied). */
+void sk_ingress_session_set_input_info (SkIngressSession *session, const SkInputInfo *info);
+
+/* Media arrived (resets the publisher timeout that ends the session with publisher_lost). */
+void sk_ingress_session_media_received (SkIngressSession *session);
 
 /* The transport is gone: @reason is client_initiated (clean unpublish) or publisher_lost.
  * Frees @session. */

@@ -693,6 +693,9 @@ sub_answer_failed_main (SkWhepSubscriber *sub)
   sub_close (sub, "webrtcbin could not create an answer for this offer");
 }
 
+/* Promises: webrtcbin holds its own reference while it replies, so ours is dropped right after
+ * the emit and change funcs never unref. A task webrtcbin drops unreplied when it closes then
+ * frees the promise, and its destroy notify releases the subscriber (no leak). */
 static gboolean
 promise_ok (GstPromise *promise, const char *what, SkWhepSubscriber *sub)
 {
@@ -718,7 +721,6 @@ sub_on_local_set (GstPromise *promise, gpointer user_data)
     sub_call_on_main (sub, sub_local_set_main);
   else
     sub_call_on_main (sub, sub_answer_failed_main);
-  gst_promise_unref (promise);
 }
 
 static void
@@ -730,7 +732,6 @@ sub_on_answer_created (GstPromise *promise, gpointer user_data)
   if (promise_ok (promise, "create-answer", sub))
     gst_structure_get (gst_promise_get_reply (promise), "answer",
                        GST_TYPE_WEBRTC_SESSION_DESCRIPTION, &answer, NULL);
-  gst_promise_unref (promise);
   if (answer == NULL) {
     sub_call_on_main (sub, sub_answer_failed_main);
     return;
@@ -738,6 +739,7 @@ sub_on_answer_created (GstPromise *promise, gpointer user_data)
   GstPromise *next = gst_promise_new_with_change_func (sub_on_local_set, sub_ref (sub),
                                                        (GDestroyNotify)sub_unref);
   g_signal_emit_by_name (sub->webrtcbin, "set-local-description", answer, next);
+  gst_promise_unref (next);
   gst_webrtc_session_description_free (answer);
 }
 
@@ -747,7 +749,6 @@ sub_on_remote_set (GstPromise *promise, gpointer user_data)
   SkWhepSubscriber *sub = user_data;
   gboolean ok = promise_ok (promise, "set-remote-description", sub);
 
-  gst_promise_unref (promise);
   if (!ok) {
     sub_call_on_main (sub, sub_answer_failed_main);
     return;
@@ -755,6 +756,7 @@ sub_on_remote_set (GstPromise *promise, gpointer user_data)
   GstPromise *next = gst_promise_new_with_change_func (sub_on_answer_created, sub_ref (sub),
                                                        (GDestroyNotify)sub_unref);
   g_signal_emit_by_name (sub->webrtcbin, "create-answer", NULL, next);
+  gst_promise_unref (next);
 }
 
 static gboolean
@@ -781,6 +783,11 @@ sub_on_bus (GstBus *bus, GstMessage *message, gpointer user_data)
                    GST_OBJECT_NAME (GST_MESSAGE_SRC (message)), error->message);
       break;
     }
+    case GST_MESSAGE_LATENCY:
+      /* webrtcbin's send sessions appear after PLAYING; until a latency is distributed to them
+       * rtpsession logs a warning for every RTP packet it sends. */
+      gst_bin_recalculate_latency (GST_BIN (sub->pipeline));
+      break;
     default:
       break;
   }
@@ -1113,6 +1120,7 @@ sub_start (SkWhepSubscriber *sub, GstSDPMessage *offer, GError **error)
   GstPromise *promise = gst_promise_new_with_change_func (sub_on_remote_set, sub_ref (sub),
                                                           (GDestroyNotify)sub_unref);
   g_signal_emit_by_name (webrtcbin, "set-remote-description", desc, promise);
+  gst_promise_unref (promise);
   gst_webrtc_session_description_free (desc);
 
   sub->gather_timeout = g_timeout_add (SK_WHEP_GATHER_TIMEOUT_MS, sub_on_gather_timeout, sub);

@@ -68,6 +68,12 @@ sk_rtmp_chunk_reader_get_chunk_size (SkRtmpChunkReader *self)
   return self->chunk_size;
 }
 
+void
+sk_rtmp_chunk_reader_set_max_message_size (SkRtmpChunkReader *self, guint max_message_size)
+{
+  self->limits.max_message_size = max_message_size;
+}
+
 gsize
 sk_rtmp_chunk_reader_max_chunk_bytes (SkRtmpChunkReader *self)
 {

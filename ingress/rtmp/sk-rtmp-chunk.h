@@ -50,6 +50,9 @@ SkRtmpParseStatus sk_rtmp_chunk_reader_read (SkRtmpChunkReader *self, const guin
 
 guint sk_rtmp_chunk_reader_get_chunk_size (SkRtmpChunkReader *self);
 
+/* Changes limits.max_message_size for messages that start from now on. */
+void sk_rtmp_chunk_reader_set_max_message_size (SkRtmpChunkReader *self, guint max_message_size);
+
 /* The most bytes one chunk can take with the current limits (header + max chunk size). */
 gsize sk_rtmp_chunk_reader_max_chunk_bytes (SkRtmpChunkReader *self);
 

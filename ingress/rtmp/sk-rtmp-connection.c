@@ -13,6 +13,10 @@
 #define PUBLISH_STREAM_ID 1
 /* Stream keys are ~22-43 characters; anything this long is not one of ours. */
 #define MAX_STREAM_KEY_LEN 512
+/* Until a stream key is accepted a peer only sends commands and control messages (OBS's
+ * connect is < 1 KiB): without this, every unauthenticated connection could make us buffer
+ * twice the media message limit (2 × 8 MiB by default) in partial messages. */
+#define MAX_MESSAGE_BEFORE_PUBLISH (64 * 1024)
 
 struct _SkRtmpConnection {
   SkRtmpConnectionState state;
@@ -27,6 +31,7 @@ struct _SkRtmpConnection {
   guint64 bytes_in;       /* everything consumed, for Acknowledgement sequence numbers */
   guint64 bytes_acked;    /* bytes_in when we last acknowledged */
   guint32 peer_window;    /* the peer's Window Acknowledgement Size; 0 = none announced */
+  guint max_message_size; /* the configured limit, applied once publishing */
   double object_encoding; /* from connect, echoed back */
 
   char *app;
@@ -45,7 +50,10 @@ sk_rtmp_connection_new (const SkRtmpChunkLimits *limits, const SkRtmpConnectionC
   self->callbacks = *callbacks;
   self->user_data = user_data;
   self->handshake = sk_rtmp_handshake_new ();
-  self->reader = sk_rtmp_chunk_reader_new (limits);
+  SkRtmpChunkLimits before_publish = *limits;
+  before_publish.max_message_size = MIN (limits->max_message_size, MAX_MESSAGE_BEFORE_PUBLISH);
+  self->max_message_size = limits->max_message_size;
+  self->reader = sk_rtmp_chunk_reader_new (&before_publish);
   self->out = g_byte_array_new ();
   self->out_chunk_size = SK_RTMP_DEFAULT_CHUNK_SIZE;
   return self;
@@ -335,6 +343,7 @@ cmd_publish (SkRtmpConnection *self, const SkRtmpMessage *msg, GPtrArray *args, 
   send_user_control (self, SK_RTMP_UC_STREAM_BEGIN, msg->stream_id);
   send_status (self, msg->stream_id, "status", "NetStream.Publish.Start", description);
   self->state = SK_RTMP_CONNECTION_PUBLISHING;
+  sk_rtmp_chunk_reader_set_max_message_size (self->reader, self->max_message_size);
   return TRUE;
 }
 

@@ -271,8 +271,14 @@ conn_update_sources (Conn *c)
   else if (!want_write)
     source_clear (&c->out_source);
 
+  /* Only ever move the timer earlier: every change of a ready time signals the main loop's
+   * wakeup fd, and the publisher deadline moves with each media message. A timer that fires
+   * early finds the real deadline and re-arms itself (on_timer). */
   const char *reason, *end_reason;
-  g_source_set_ready_time (c->timer, conn_deadline (c, &reason, &end_reason));
+  gint64 deadline = conn_deadline (c, &reason, &end_reason);
+  gint64 armed = g_source_get_ready_time (c->timer);
+  if (deadline >= 0 && (armed < 0 || deadline < armed))
+    g_source_set_ready_time (c->timer, deadline);
 }
 
 static void

@@ -2,7 +2,10 @@
 
 Run with Debian's interpreter, inside a network namespace of its own (scripts/test.sh does):
     unshare -n sh -c 'ip link set lo up && /usr/bin/python3 -m pytest tests/integration'
-SK_BUILD_DIR selects the build directory (default: build/).
+SK_BUILD_DIR selects the build directory (default: build/), e.g. an ASan/UBSan build:
+    SK_BUILD_DIR=$PWD/build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        G_SLICE=always-malloc G_DEBUG=gc-friendly python3 -m pytest tests/integration
+A node whose log holds an AddressSanitizer/LeakSanitizer/UBSan report fails its test.
 """
 
 import sys
@@ -62,6 +65,10 @@ def start_node(procs, tmp_path, request):
             failures.append(f"{n.node_id} died during the test (rc={n.proc.returncode})")
         elif rc != 0:
             failures.append(f"{n.node_id} exited {rc} on SIGTERM")
+        # A sanitizer build reports into the log; UBSan and LeakSanitizer may not change rc.
+        report = harness.sanitizer_report(n.log_path)
+        if report:
+            failures.append(f"{n.node_id} sanitizer report: {report}")
     if failures:
         pytest.fail("; ".join(failures), pytrace=False)
 

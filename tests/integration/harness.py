@@ -22,6 +22,18 @@ DAEMON = BUILD / "streamkeeper"
 OBS_PUBLISHER = BUILD / "tests" / "tools" / "sk-obs-publisher"
 WHEP_CLIENT = BUILD / "tests" / "tools" / "sk-whep-client"
 RECIPES = REPO / "configs" / "gst-launch"
+LSAN_SUPP = REPO / "tests" / "lsan.supp"
+
+# Only read by a sanitizer build (the daemon and the tools in tests/tools): library-internal
+# one-time allocations. Set here so that every process a test starts inherits it.
+if "suppressions=" not in os.environ.get("LSAN_OPTIONS", ""):
+    os.environ["LSAN_OPTIONS"] = ":".join(
+        x for x in (os.environ.get("LSAN_OPTIONS"), f"suppressions={LSAN_SUPP}",
+                    "print_suppressions=0") if x)
+
+# The first line of a sanitizer report (ASan, LSan, UBSan) in a log.
+SANITIZER_RE = re.compile(r"^.*(ERROR: (Address|Leak)Sanitizer|SUMMARY: \w+Sanitizer"
+                          r"|runtime error: ).*$", re.M)
 
 # Default publishing format; tests assert the node reports these figures.
 WIDTH, HEIGHT, FPS = 640, 360, 30
@@ -83,6 +95,16 @@ class ProcessGroup:
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
+
+
+def sanitizer_report(path):
+    """The first sanitizer report line in the log at @path, or None."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return None
+    m = SANITIZER_RE.search(text)
+    return m.group(0).strip() if m else None
 
 
 def tail(path, lines=150):

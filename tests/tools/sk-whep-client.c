@@ -3,13 +3,14 @@
  *
  *   sk-whep-client --url http://127.0.0.1:8080/v1/rooms/ROOM/whep [--token T]
  *                  [--ice-address 127.0.0.1] [--frames N] [--timeout S] [--expect-audio]
- *                  [--delete] [--latency]
+ *                  [--delete] [--latency] [--no-decode]
  *
  * Offers recvonly H.264 + Opus, decodes what arrives and prints one JSON line per second
  * ({"video_frames":N,"audio_buffers":M,"width":W,"height":H}) and a final
  * {"result":"ok"|"timeout"|"error",...}; after the POST, {"location":URL}. Exit status 0 once N
  * frames (and audio if asked) were decoded before the timeout. --latency adds one line per decoded
- * frame with the local monotonic time and the frame's PTS.
+ * frame with the local monotonic time and the frame's PTS. --no-decode counts depayloaded frames
+ * instead of decoded ones, so that a benchmark can run many subscribers on a small machine.
  */
 #include <string.h>
 
@@ -47,6 +48,7 @@ static int opt_timeout = 20;
 static gboolean opt_audio;
 static gboolean opt_delete;
 static gboolean opt_latency;
+static gboolean opt_no_decode;
 
 static GOptionEntry entries[] = {
   { "url", 0, 0, G_OPTION_ARG_STRING, &opt_url, "WHEP endpoint URL", "URL" },
@@ -58,6 +60,8 @@ static GOptionEntry entries[] = {
   { "expect-audio", 0, 0, G_OPTION_ARG_NONE, &opt_audio, "also require decoded audio", NULL },
   { "delete", 0, 0, G_OPTION_ARG_NONE, &opt_delete, "DELETE the session at the end", NULL },
   { "latency", 0, 0, G_OPTION_ARG_NONE, &opt_latency, "print a line per decoded frame", NULL },
+  { "no-decode", 0, 0, G_OPTION_ARG_NONE, &opt_no_decode,
+    "count depayloaded frames instead of decoding them (cheap, for benchmarks)", NULL },
   { NULL },
 };
 
@@ -161,10 +165,14 @@ on_pad_added (GstElement *webrtc, GstPad *pad, gpointer data)
     caps = gst_pad_query_caps (pad, NULL);
   const char *media = gst_structure_get_string (gst_caps_get_structure (caps, 0), "media");
   gboolean video = g_strcmp0 (media, "video") == 0;
-  const char *desc = video ? "queue ! rtph264depay ! h264parse ! avdec_h264 name=dec ! "
-                             "fakesink sync=false async=false"
-                           : "queue ! rtpopusdepay ! opusdec name=dec ! "
-                             "fakesink sync=false async=false";
+  const char *desc;
+  if (opt_no_decode) /* every depayloaded buffer is one whole frame (alignment=au) */
+    desc = video ? "queue ! rtph264depay name=dec ! fakesink sync=false async=false"
+                 : "queue ! rtpopusdepay name=dec ! fakesink sync=false async=false";
+  else
+    desc = video ? "queue ! rtph264depay ! h264parse ! avdec_h264 name=dec ! "
+                   "fakesink sync=false async=false"
+                 : "queue ! rtpopusdepay ! opusdec name=dec ! fakesink sync=false async=false";
   g_autoptr (GError) error = NULL;
   GstElement *bin = gst_parse_bin_from_description (desc, TRUE, &error);
   if (bin == NULL) {

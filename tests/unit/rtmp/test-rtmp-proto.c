@@ -633,6 +633,32 @@ test_connection_bad_name (void)
   g_free (calls.key);
 }
 
+/* Before a key is accepted only small messages are buffered; media sizes once publishing. */
+static void
+test_connection_limit_before_publish (void)
+{
+  Calls calls = { 0 };
+  g_autoptr (SkRtmpConnection) conn = sk_rtmp_connection_new (&limits, &test_callbacks, &calls);
+  g_autoptr (GByteArray) in = g_byte_array_new ();
+  guint8 hs[1537 + 1536] = { 3 };
+  g_byte_array_append (in, hs, sizeof hs);
+  add_command (in, "connect", 1, NULL);
+  /* A 1 MiB command (well under the 8 MiB media limit) announced by its header alone. */
+  static const guint8 big[] = { 0x03, 0, 0, 0, 0x10, 0, 0, 20, 0, 0, 0, 0 };
+  g_byte_array_append (in, big, sizeof big);
+  gsize consumed, needed;
+  g_autoptr (GError) error = NULL;
+  g_assert_false (sk_rtmp_connection_feed (conn, in->data, in->len, &consumed, &needed, &error));
+  g_assert_error (error, SK_RTMP_ERROR, SK_RTMP_ERROR_LIMIT);
+
+  /* The same announcement for video once publishing waits for its payload. */
+  g_autoptr (SkRtmpConnection) pub = publish_session ("goodkey", &calls);
+  static const guint8 frame[] = { 0x06, 0, 0, 0, 0x10, 0, 0, 9, 1, 0, 0, 0 };
+  g_assert_true (sk_rtmp_connection_feed (pub, frame, sizeof frame, &consumed, &needed, NULL));
+  g_assert_cmpuint (needed, >, sizeof frame);
+  g_free (calls.key);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -652,5 +678,6 @@ main (int argc, char **argv)
   g_test_add_func ("/rtmp/connection/publish", test_connection_publish);
   g_test_add_func ("/rtmp/connection/control", test_connection_control);
   g_test_add_func ("/rtmp/connection/bad-name", test_connection_bad_name);
+  g_test_add_func ("/rtmp/connection/limit-before-publish", test_connection_limit_before_publish);
   return g_test_run ();
 }

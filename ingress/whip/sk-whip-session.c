@@ -1,0 +1,786 @@
+/*
+ * streamkeeper: one WHIP publisher's media pipeline.
+ *
+ *   webrtcbin (recvonly, max-bundle) → rtph264depay ! h264parse (byte-stream/au, SPS/PPS at
+ *   each IDR) | rtpvp8depay | rtpopusdepay → appsink → SkTrack
+ *
+ * Nothing is decoded: the publisher's encoding goes to the room as it is (passthrough). The
+ * appsinks run on webrtcbin's streaming threads and push into tracks (thread-safe); everything
+ * that touches the registry or the room (publishing a track, the state, figures) is marshalled
+ * to the main context. Until its track exists a video output keeps the buffers from its first
+ * keyframe on, so the first subscriber gets a decodable GOP at once.
+ */
+#include "ingress/whip/sk-whip-session.h"
+
+#include <string.h>
+
+#include <gst/app/gstappsink.h>
+#include <gst/webrtc/webrtc.h>
+
+#include "common/sk-common.h"
+#include "rooms/sk-webrtc.h"
+
+GST_DEBUG_CATEGORY_STATIC (sk_whip_debug);
+#define GST_CAT_DEFAULT sk_whip_debug
+
+#define SK_WHIP_GATHER_TIMEOUT_MS 3000
+/* Buffers kept while a track is being published (a GOP at 30 fps, or 2 s of Opus). */
+#define SK_WHIP_MAX_PENDING 200
+/* How often media activity and figures are reported to the registry. */
+#define SK_WHIP_TICK_MS 250
+#define SK_WHIP_INFO_TICKS 8
+/* At most one keyframe request (PLI) per this interval. */
+#define SK_WHIP_KEYFRAME_INTERVAL_US (500 * G_TIME_SPAN_MILLISECOND)
+
+typedef struct {
+  SkWhipSession *session;
+  SkTrackKind kind;
+  SkWhipCodec codec;
+  gboolean expected; /* the offer has this kind */
+  GstElement *appsink;
+
+  /* Streaming thread ↔ main, under session->lock. */
+  SkTrack *track;
+  GPtrArray *pending;
+  gboolean publish_requested;
+  gboolean have_keyframe;
+  GstCaps *caps; /* caps of the newest buffer */
+  gint64 last_keyframe_request_us;
+
+  /* Counters (atomic) for activity and bitrate. */
+  guint64 bytes; /* g_atomic_pointer is awkward for 64 bits: guarded by lock too */
+  guint buffers;
+} SkWhipMedia;
+
+struct _SkWhipSession {
+  gint refcount;
+  gboolean closed; /* main context: no callback runs any more */
+  char *name;
+  GMainContext *context;
+  SkIngressSession *ingress;
+  SkWhipSessionCallbacks callbacks;
+  gpointer user_data;
+
+  GstElement *pipeline;
+  GstElement *webrtcbin;
+  guint bus_watch;
+  GMutex lock;
+  SkWhipMedia media[2]; /* indexed by SkTrackKind */
+
+  gboolean local_set, gathered, answered, publishing;
+  guint gather_timeout;
+  guint tick_id, ticks;
+  guint last_buffers;
+  guint64 last_bytes[2];
+  gint64 last_info_us;
+  SkInputInfo info;
+};
+
+/* ---------------------------------------------------------------------------------------- */
+/* Lifetime and main-context calls */
+
+static SkWhipSession *
+session_ref (SkWhipSession *ws)
+{
+  g_atomic_int_inc (&ws->refcount);
+  return ws;
+}
+
+static gboolean
+session_free_on_main (gpointer data)
+{
+  SkWhipSession *ws = data;
+
+  for (guint i = 0; i < G_N_ELEMENTS (ws->media); i++) {
+    SkWhipMedia *m = &ws->media[i];
+    g_clear_pointer (&m->track, sk_track_unref);
+    g_clear_pointer (&m->pending, g_ptr_array_unref);
+    gst_clear_caps (&m->caps);
+    gst_clear_object (&m->appsink);
+  }
+  if (ws->pipeline != NULL) {
+    gst_element_set_state (ws->pipeline, GST_STATE_NULL);
+    gst_object_unref (ws->pipeline);
+  }
+  gst_clear_object (&ws->webrtcbin);
+  sk_input_info_clear (&ws->info);
+  g_mutex_clear (&ws->lock);
+  g_main_context_unref (ws->context);
+  g_free (ws->name);
+  g_free (ws);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+session_unref (SkWhipSession *ws)
+{
+  if (!g_atomic_int_dec_and_test (&ws->refcount))
+    return;
+  /* The last ref may go on one of the pipeline's own threads: dispose it on main. */
+  g_main_context_invoke (ws->context, session_free_on_main, ws);
+}
+
+typedef void (*SessionFunc) (SkWhipSession *ws, gpointer arg);
+
+typedef struct {
+  SkWhipSession *ws;
+  SessionFunc func;
+  gpointer arg;
+  GDestroyNotify arg_free;
+} SessionCall;
+
+static gboolean
+session_call_dispatch (gpointer data)
+{
+  SessionCall *call = data;
+  if (!call->ws->closed)
+    call->func (call->ws, call->arg);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+session_call_free (gpointer data)
+{
+  SessionCall *call = data;
+  if (call->arg_free != NULL)
+    call->arg_free (call->arg);
+  session_unref (call->ws);
+  g_free (call);
+}
+
+/* Runs @func on the main context unless the session was freed in between. */
+static void
+session_call_on_main (SkWhipSession *ws, SessionFunc func, gpointer arg, GDestroyNotify arg_free)
+{
+  SessionCall *call = g_new0 (SessionCall, 1);
+  call->ws = session_ref (ws);
+  call->func = func;
+  call->arg = arg;
+  call->arg_free = arg_free;
+  GSource *source = g_idle_source_new ();
+  g_source_set_callback (source, session_call_dispatch, call, session_call_free);
+  g_source_attach (source, ws->context);
+  g_source_unref (source);
+}
+
+static void
+closure_unref (gpointer data, GClosure *closure)
+{
+  session_unref (data);
+}
+
+static void
+session_fail_main (SkWhipSession *ws, gpointer message)
+{
+  if (!ws->answered) {
+    ws->answered = TRUE;
+    g_clear_handle_id (&ws->gather_timeout, g_source_remove);
+    ws->callbacks.answered (ws, NULL, message, ws->user_data);
+  } else {
+    ws->callbacks.failed (ws, message, ws->user_data);
+  }
+}
+
+static void
+session_fail (SkWhipSession *ws, const char *message)
+{
+  session_call_on_main (ws, session_fail_main, g_strdup (message), g_free);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Media: appsink (streaming thread) → track */
+
+static void
+request_keyframe_locked (SkWhipMedia *m)
+{
+  gint64 now = g_get_monotonic_time ();
+
+  if (m->appsink == NULL || now - m->last_keyframe_request_us < SK_WHIP_KEYFRAME_INTERVAL_US)
+    return;
+  m->last_keyframe_request_us = now;
+  /* Upstream GstForceKeyUnit: the RTP session turns it into a PLI to the publisher. */
+  GstStructure *s
+      = gst_structure_new ("GstForceKeyUnit", "all-headers", G_TYPE_BOOLEAN, TRUE, NULL);
+  gst_element_send_event (m->appsink, gst_event_new_custom (GST_EVENT_CUSTOM_UPSTREAM, s));
+}
+
+static void
+media_flush_pending_locked (SkWhipMedia *m)
+{
+  for (guint i = 0; i < m->pending->len; i++)
+    sk_track_push (m->track, g_ptr_array_index (m->pending, i));
+  g_ptr_array_set_size (m->pending, 0);
+}
+
+static void
+fill_video_info (SkInputInfo *info, SkWhipCodec codec, GstCaps *caps)
+{
+  const GstStructure *s = gst_caps_get_structure (caps, 0);
+  int w = 0, h = 0, fn = 0, fd = 1;
+
+  g_free (info->video_codec);
+  info->video_codec = g_strdup (sk_whip_codec_to_string (codec));
+  if (gst_structure_get_int (s, "width", &w) && gst_structure_get_int (s, "height", &h)) {
+    info->width = w;
+    info->height = h;
+  }
+  if (gst_structure_get_fraction (s, "framerate", &fn, &fd) && fn > 0 && fd > 0)
+    info->fps = (double)fn / fd;
+}
+
+static void
+fill_audio_info (SkInputInfo *info, GstCaps *caps)
+{
+  const GstStructure *s = gst_caps_get_structure (caps, 0);
+  int rate = 0, channels = 0;
+
+  g_free (info->audio_codec);
+  info->audio_codec = g_strdup ("opus");
+  if (gst_structure_get_int (s, "rate", &rate))
+    info->sample_rate = rate;
+  if (gst_structure_get_int (s, "channels", &channels))
+    info->channels = channels;
+}
+
+static void
+session_maybe_publishing (SkWhipSession *ws)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (ws->media); i++)
+    if (ws->media[i].expected && ws->media[i].track == NULL)
+      return;
+  if (ws->publishing)
+    return;
+  ws->publishing = TRUE;
+  GST_INFO ("%s: every track is flowing", ws->name);
+  sk_ingress_session_set_publishing (ws->ingress);
+}
+
+/* Main context: the first buffer of @m arrived, publish its track. */
+static void
+media_publish_main (SkWhipSession *ws, gpointer arg)
+{
+  SkWhipMedia *m = arg;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GstCaps) caps = NULL;
+
+  g_mutex_lock (&ws->lock);
+  caps = m->caps != NULL ? gst_caps_ref (m->caps) : NULL;
+  g_mutex_unlock (&ws->lock);
+  if (caps == NULL)
+    return;
+
+  SkTrack *track = sk_ingress_session_publish_track (ws->ingress, m->kind, caps, &error);
+  if (track == NULL) {
+    GST_WARNING ("%s: cannot publish the %s track: %s", ws->name, sk_track_kind_to_string (m->kind),
+                 error->message);
+    return; /* the registry is ending the session */
+  }
+  GST_INFO ("%s: %s track %s published (%" GST_PTR_FORMAT ")", ws->name,
+            sk_track_kind_to_string (m->kind), sk_track_get_sid (track), caps);
+
+  g_mutex_lock (&ws->lock);
+  m->track = sk_track_ref (track);
+  media_flush_pending_locked (m);
+  g_mutex_unlock (&ws->lock);
+
+  if (m->kind == SK_TRACK_KIND_VIDEO)
+    fill_video_info (&ws->info, m->codec, caps);
+  else
+    fill_audio_info (&ws->info, caps);
+  sk_ingress_session_set_input_info (ws->ingress, &ws->info);
+  session_maybe_publishing (ws);
+}
+
+static GstFlowReturn
+on_new_sample (GstAppSink *appsink, gpointer user_data)
+{
+  SkWhipMedia *m = user_data;
+  SkWhipSession *ws = m->session;
+  g_autoptr (GstSample) sample = gst_app_sink_pull_sample (appsink);
+
+  if (sample == NULL)
+    return GST_FLOW_EOS;
+  GstBuffer *in = gst_sample_get_buffer (sample);
+  GstCaps *caps = gst_sample_get_caps (sample);
+  const GstSegment *segment = gst_sample_get_segment (sample);
+  if (in == NULL || caps == NULL)
+    return GST_FLOW_OK;
+
+  /* Tracks carry PTS in the running time of the publisher's pipeline. */
+  GstClockTime pts = GST_BUFFER_PTS (in);
+  if (segment != NULL && segment->format == GST_FORMAT_TIME && GST_CLOCK_TIME_IS_VALID (pts))
+    pts = gst_segment_to_running_time (segment, GST_FORMAT_TIME, pts);
+  GstBuffer *buf = gst_buffer_copy (in); /* shares the memory */
+  GST_BUFFER_PTS (buf) = pts;
+  GST_BUFFER_DTS (buf) = GST_CLOCK_TIME_NONE;
+  gboolean keyframe = !GST_BUFFER_FLAG_IS_SET (buf, GST_BUFFER_FLAG_DELTA_UNIT);
+  gsize size = gst_buffer_get_size (buf);
+
+  g_mutex_lock (&ws->lock);
+  m->buffers++;
+  m->bytes += size;
+  if (m->caps == NULL || !gst_caps_is_equal (m->caps, caps)) {
+    gst_caps_replace (&m->caps, caps);
+    if (m->track != NULL)
+      sk_track_set_caps (m->track, caps);
+  }
+  if (m->kind == SK_TRACK_KIND_VIDEO && !m->have_keyframe) {
+    if (!keyframe) {
+      /* Nothing decodable yet: ask the publisher for a keyframe instead of waiting a GOP. */
+      request_keyframe_locked (m);
+      gst_buffer_unref (buf);
+      g_mutex_unlock (&ws->lock);
+      return GST_FLOW_OK;
+    }
+    m->have_keyframe = TRUE;
+  }
+  if (m->track != NULL) {
+    media_flush_pending_locked (m);
+    sk_track_push (m->track, buf);
+    gst_buffer_unref (buf);
+  } else {
+    if (m->pending->len < SK_WHIP_MAX_PENDING)
+      g_ptr_array_add (m->pending, buf);
+    else
+      gst_buffer_unref (buf);
+    if (!m->publish_requested) {
+      m->publish_requested = TRUE;
+      session_call_on_main (ws, media_publish_main, m, NULL);
+    }
+  }
+  g_mutex_unlock (&ws->lock);
+  return GST_FLOW_OK;
+}
+
+/* webrtcbin exposes a src pad per incoming stream: depayload it into an appsink. */
+static void
+on_pad_added (GstElement *webrtcbin, GstPad *pad, gpointer user_data)
+{
+  SkWhipSession *ws = user_data;
+
+  if (GST_PAD_DIRECTION (pad) != GST_PAD_SRC)
+    return;
+  g_autoptr (GstCaps) caps = gst_pad_get_current_caps (pad);
+  if (caps == NULL)
+    caps = gst_pad_query_caps (pad, NULL);
+  const GstStructure *s = gst_caps_get_structure (caps, 0);
+  const char *media = gst_structure_get_string (s, "media");
+  const char *encoding = gst_structure_get_string (s, "encoding-name");
+  SkTrackKind kind = g_strcmp0 (media, "video") == 0 ? SK_TRACK_KIND_VIDEO : SK_TRACK_KIND_AUDIO;
+  SkWhipMedia *m = &ws->media[kind];
+  const char *desc = NULL;
+
+  if (m->codec == SK_WHIP_CODEC_H264 && g_ascii_strcasecmp (encoding, "H264") == 0)
+    desc = "rtph264depay name=depay ! h264parse config-interval=-1 ! "
+           "video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=sink";
+  else if (m->codec == SK_WHIP_CODEC_VP8 && g_ascii_strcasecmp (encoding, "VP8") == 0)
+    desc = "rtpvp8depay name=depay ! appsink name=sink";
+  else if (m->codec == SK_WHIP_CODEC_OPUS && g_ascii_strcasecmp (encoding, "OPUS") == 0)
+    desc = "rtpopusdepay name=depay ! appsink name=sink";
+
+  g_mutex_lock (&ws->lock);
+  gboolean taken = m->appsink != NULL;
+  g_mutex_unlock (&ws->lock);
+  if (desc == NULL || taken) {
+    /* Not negotiated (or a second stream of a kind): let it go nowhere. */
+    GST_WARNING ("%s: ignoring an incoming %s stream %" GST_PTR_FORMAT, ws->name,
+                 media ? media : "?", caps);
+    GstElement *sink = gst_element_factory_make ("fakesink", NULL);
+    g_object_set (sink, "sync", FALSE, "async", FALSE, NULL);
+    gst_bin_add (GST_BIN (ws->pipeline), sink);
+    gst_element_sync_state_with_parent (sink);
+    g_autoptr (GstPad) sinkpad = gst_element_get_static_pad (sink, "sink");
+    gst_pad_link (pad, sinkpad);
+    return;
+  }
+
+  g_autoptr (GError) error = NULL;
+  GstElement *bin = gst_parse_bin_from_description (desc, TRUE, &error);
+  if (bin == NULL) {
+    g_autofree char *message = g_strdup_printf ("cannot build the %s depayloader: %s",
+                                                sk_track_kind_to_string (kind), error->message);
+    session_fail (ws, message);
+    return;
+  }
+  g_autoptr (GstElement) depay = gst_bin_get_by_name (GST_BIN (bin), "depay");
+  /* Ask the publisher for a keyframe after a loss instead of forwarding garbage. */
+  if (g_object_class_find_property (G_OBJECT_GET_CLASS (depay), "request-keyframe") != NULL)
+    g_object_set (depay, "request-keyframe", TRUE, NULL);
+  if (g_object_class_find_property (G_OBJECT_GET_CLASS (depay), "wait-for-keyframe") != NULL)
+    g_object_set (depay, "wait-for-keyframe", TRUE, NULL);
+  GstElement *appsink = gst_bin_get_by_name (GST_BIN (bin), "sink");
+  g_object_set (appsink, "sync", FALSE, "async", FALSE, "enable-last-sample", FALSE, "max-buffers",
+                (guint)0, "drop", FALSE, NULL);
+  GstAppSinkCallbacks cbs = { .new_sample = on_new_sample };
+  gst_app_sink_set_callbacks (GST_APP_SINK (appsink), &cbs, m, NULL);
+
+  g_mutex_lock (&ws->lock);
+  m->appsink = appsink; /* owns the ref from get_by_name */
+  g_mutex_unlock (&ws->lock);
+
+  gst_bin_add (GST_BIN (ws->pipeline), bin);
+  gst_element_sync_state_with_parent (bin);
+  g_autoptr (GstPad) sinkpad = gst_element_get_static_pad (bin, "sink");
+  if (gst_pad_link (pad, sinkpad) != GST_PAD_LINK_OK)
+    session_fail (ws, "cannot link an incoming stream");
+  GST_INFO ("%s: receiving %s (%s)", ws->name, sk_track_kind_to_string (kind), encoding);
+}
+
+/* Main context, every SK_WHIP_TICK_MS: media activity keeps the session alive (the registry
+ * ends it with publisher_lost when this stops), and the bitrates are measured. */
+static gboolean
+on_tick (gpointer data)
+{
+  SkWhipSession *ws = data;
+  guint buffers = 0;
+  guint64 bytes[2];
+
+  g_mutex_lock (&ws->lock);
+  for (guint i = 0; i < G_N_ELEMENTS (ws->media); i++) {
+    buffers += ws->media[i].buffers;
+    bytes[i] = ws->media[i].bytes;
+  }
+  g_mutex_unlock (&ws->lock);
+
+  if (buffers != ws->last_buffers) {
+    ws->last_buffers = buffers;
+    sk_ingress_session_media_received (ws->ingress);
+  }
+  if (++ws->ticks % SK_WHIP_INFO_TICKS == 0 && ws->publishing) {
+    gint64 now = g_get_monotonic_time ();
+    double secs = (now - ws->last_info_us) / (double)G_USEC_PER_SEC;
+    if (ws->last_info_us != 0 && secs > 0) {
+      ws->info.video_bitrate_bps
+          = (guint64)((bytes[SK_TRACK_KIND_VIDEO] - ws->last_bytes[SK_TRACK_KIND_VIDEO]) * 8
+                      / secs);
+      ws->info.audio_bitrate_bps
+          = (guint64)((bytes[SK_TRACK_KIND_AUDIO] - ws->last_bytes[SK_TRACK_KIND_AUDIO]) * 8
+                      / secs);
+      sk_ingress_session_set_input_info (ws->ingress, &ws->info);
+    }
+    ws->last_info_us = now;
+    ws->last_bytes[0] = bytes[0];
+    ws->last_bytes[1] = bytes[1];
+  }
+  return G_SOURCE_CONTINUE;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Signalling */
+
+static gboolean
+promise_ok (GstPromise *promise, const char *what, SkWhipSession *ws, char **message)
+{
+  if (gst_promise_wait (promise) != GST_PROMISE_RESULT_REPLIED) {
+    *message = g_strdup_printf ("%s did not complete", what);
+    return FALSE;
+  }
+  const GstStructure *reply = gst_promise_get_reply (promise);
+  if (reply != NULL && gst_structure_has_field (reply, "error")) {
+    g_autoptr (GError) error = NULL;
+    gst_structure_get (reply, "error", G_TYPE_ERROR, &error, NULL);
+    *message = g_strdup_printf ("%s failed: %s", what, error != NULL ? error->message : "?");
+    GST_WARNING ("%s: %s", ws->name, *message);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static void
+session_reply_answer (SkWhipSession *ws)
+{
+  GstWebRTCSessionDescription *local = NULL;
+
+  if (ws->answered)
+    return;
+  g_clear_handle_id (&ws->gather_timeout, g_source_remove);
+  g_object_get (ws->webrtcbin, "local-description", &local, NULL);
+  if (local == NULL) {
+    session_fail_main (ws, (gpointer) "no local description");
+    return;
+  }
+  g_autofree char *text = gst_sdp_message_as_text (local->sdp);
+  gst_webrtc_session_description_free (local);
+  ws->answered = TRUE;
+  GST_INFO ("%s: answered (%s)", ws->name, ws->gathered ? "all candidates" : "gathering timed out");
+  ws->callbacks.answered (ws, text, NULL, ws->user_data);
+}
+
+static void
+gathering_done_main (SkWhipSession *ws, gpointer arg)
+{
+  ws->gathered = TRUE;
+  if (ws->local_set)
+    session_reply_answer (ws);
+}
+
+static void
+on_gathering_state (GstElement *webrtcbin, GParamSpec *pspec, gpointer user_data)
+{
+  SkWhipSession *ws = user_data;
+  GstWebRTCICEGatheringState state;
+
+  g_object_get (webrtcbin, "ice-gathering-state", &state, NULL);
+  if (state == GST_WEBRTC_ICE_GATHERING_STATE_COMPLETE)
+    session_call_on_main (ws, gathering_done_main, NULL, NULL);
+}
+
+static gboolean
+on_gather_timeout (gpointer data)
+{
+  SkWhipSession *ws = data;
+
+  ws->gather_timeout = 0;
+  if (ws->local_set) {
+    GST_WARNING ("%s: ICE gathering not complete after %u ms, answering anyway", ws->name,
+                 SK_WHIP_GATHER_TIMEOUT_MS);
+    session_reply_answer (ws);
+  } else {
+    session_fail_main (ws, (gpointer) "timed out creating the answer");
+  }
+  return G_SOURCE_REMOVE;
+}
+
+static void
+connection_failed_main (SkWhipSession *ws, gpointer arg)
+{
+  session_fail_main (ws, arg);
+}
+
+static void
+on_connection_state (GstElement *webrtcbin, GParamSpec *pspec, gpointer user_data)
+{
+  SkWhipSession *ws = user_data;
+  GstWebRTCPeerConnectionState state;
+
+  g_object_get (webrtcbin, "connection-state", &state, NULL);
+  GST_DEBUG ("%s: connection state %d", ws->name, state);
+  if (state == GST_WEBRTC_PEER_CONNECTION_STATE_FAILED)
+    session_call_on_main (ws, connection_failed_main, (gpointer) "the peer connection failed",
+                          NULL);
+}
+
+static void
+local_set_main (SkWhipSession *ws, gpointer arg)
+{
+  ws->local_set = TRUE;
+  if (ws->gathered)
+    session_reply_answer (ws);
+}
+
+static void
+on_local_set (GstPromise *promise, gpointer user_data)
+{
+  SkWhipSession *ws = user_data;
+  g_autofree char *message = NULL;
+
+  if (promise_ok (promise, "set-local-description", ws, &message))
+    session_call_on_main (ws, local_set_main, NULL, NULL);
+  else
+    session_fail (ws, message);
+  gst_promise_unref (promise);
+}
+
+static void
+on_answer_created (GstPromise *promise, gpointer user_data)
+{
+  SkWhipSession *ws = user_data;
+  GstWebRTCSessionDescription *answer = NULL;
+  g_autofree char *message = NULL;
+
+  if (promise_ok (promise, "create-answer", ws, &message))
+    gst_structure_get (gst_promise_get_reply (promise), "answer",
+                       GST_TYPE_WEBRTC_SESSION_DESCRIPTION, &answer, NULL);
+  gst_promise_unref (promise);
+  if (answer == NULL) {
+    session_fail (ws, message != NULL ? message : "webrtcbin made no answer");
+    return;
+  }
+  GstPromise *next = gst_promise_new_with_change_func (on_local_set, session_ref (ws),
+                                                       (GDestroyNotify)session_unref);
+  g_signal_emit_by_name (ws->webrtcbin, "set-local-description", answer, next);
+  gst_webrtc_session_description_free (answer);
+}
+
+static void
+on_remote_set (GstPromise *promise, gpointer user_data)
+{
+  SkWhipSession *ws = user_data;
+  g_autofree char *message = NULL;
+  gboolean ok = promise_ok (promise, "set-remote-description", ws, &message);
+
+  gst_promise_unref (promise);
+  if (!ok) {
+    session_fail (ws, message);
+    return;
+  }
+  GstPromise *next = gst_promise_new_with_change_func (on_answer_created, session_ref (ws),
+                                                       (GDestroyNotify)session_unref);
+  g_signal_emit_by_name (ws->webrtcbin, "create-answer", NULL, next);
+}
+
+static gboolean
+on_bus (GstBus *bus, GstMessage *message, gpointer user_data)
+{
+  SkWhipSession *ws = user_data;
+
+  if (GST_MESSAGE_TYPE (message) == GST_MESSAGE_ERROR) {
+    g_autoptr (GError) error = NULL;
+    g_autofree char *debug = NULL;
+    gst_message_parse_error (message, &error, &debug);
+    GST_WARNING ("%s: error from %s: %s (%s)", ws->name,
+                 GST_OBJECT_NAME (GST_MESSAGE_SRC (message)), error->message, debug ? debug : "");
+    g_autofree char *text = g_strdup_printf ("pipeline error: %s", error->message);
+    if (!ws->closed)
+      session_fail_main (ws, text);
+  }
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+set_remote (SkWhipSession *ws, const GstSDPMessage *sdp)
+{
+  GstSDPMessage *copy = NULL;
+  gst_sdp_message_copy (sdp, &copy);
+  GstWebRTCSessionDescription *desc
+      = gst_webrtc_session_description_new (GST_WEBRTC_SDP_TYPE_OFFER, copy);
+  GstPromise *promise = gst_promise_new_with_change_func (on_remote_set, session_ref (ws),
+                                                          (GDestroyNotify)session_unref);
+  g_signal_emit_by_name (ws->webrtcbin, "set-remote-description", desc, promise);
+  gst_webrtc_session_description_free (desc);
+}
+
+/* A recvonly transceiver whose codec preferences are the offer's chosen payload type: the
+ * answer then names exactly that codec. Added in m-line order, so webrtcbin associates each
+ * with the offer's section of its kind. */
+static gboolean
+add_transceiver (SkWhipSession *ws, const SkWhipOffer *offer, const SkWhipOfferMedia *om,
+                 GError **error)
+{
+  g_autoptr (GstCaps) caps = sk_whip_offer_get_caps (offer, om);
+  GstWebRTCRTPTransceiver *trans = NULL;
+
+  if (caps == NULL) {
+    g_set_error (error, SK_ERROR, SK_ERROR_UNSUPPORTED, "no caps for payload type %u", om->pt);
+    return FALSE;
+  }
+  g_signal_emit_by_name (ws->webrtcbin, "add-transceiver",
+                         GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_RECVONLY, caps, &trans);
+  if (trans == NULL) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "webrtcbin refused a transceiver");
+    return FALSE;
+  }
+  gst_object_unref (trans);
+  return TRUE;
+}
+
+SkWhipSession *
+sk_whip_session_new (const char *name, const SkWhipOffer *offer, SkIngressSession *ingress,
+                     const SkConfig *config, const SkWhipSessionCallbacks *callbacks,
+                     gpointer user_data, GError **error)
+{
+  static gsize debug_init = 0;
+  if (g_once_init_enter (&debug_init)) {
+    GST_DEBUG_CATEGORY_INIT (sk_whip_debug, "sk-whip", 0, "streamkeeper WHIP ingest");
+    g_once_init_leave (&debug_init, 1);
+  }
+
+  SkWhipSession *ws = g_new0 (SkWhipSession, 1);
+  ws->refcount = 1;
+  ws->name = g_strdup (name);
+  ws->context = g_main_context_ref_thread_default ();
+  ws->ingress = ingress;
+  ws->callbacks = *callbacks;
+  ws->user_data = user_data;
+  g_mutex_init (&ws->lock);
+  for (guint i = 0; i < G_N_ELEMENTS (ws->media); i++) {
+    ws->media[i].session = ws;
+    ws->media[i].kind = i;
+    ws->media[i].pending = g_ptr_array_new_with_free_func ((GDestroyNotify)gst_buffer_unref);
+  }
+  ws->media[SK_TRACK_KIND_VIDEO].codec = offer->video.codec;
+  ws->media[SK_TRACK_KIND_VIDEO].expected = offer->video.mline >= 0;
+  ws->media[SK_TRACK_KIND_AUDIO].codec = offer->audio.codec;
+  ws->media[SK_TRACK_KIND_AUDIO].expected = offer->audio.mline >= 0;
+
+  ws->pipeline = gst_object_ref_sink (gst_pipeline_new (name));
+  GstElement *webrtcbin = gst_element_factory_make ("webrtcbin", "webrtc");
+  if (webrtcbin == NULL) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "webrtcbin is not available");
+    sk_whip_session_free (ws);
+    return NULL;
+  }
+  ws->webrtcbin = gst_object_ref (webrtcbin);
+  gst_bin_add (GST_BIN (ws->pipeline), webrtcbin);
+  gst_util_set_object_arg (G_OBJECT (webrtcbin), "bundle-policy", "max-bundle");
+  /* A live ingest: a small jitter buffer keeps glass-to-glass latency low on good links. */
+  g_object_set (webrtcbin, "latency", 100u, NULL);
+  if (config->stun_servers != NULL && config->stun_servers[0] != NULL)
+    g_object_set (webrtcbin, "stun-server", config->stun_servers[0], NULL);
+  sk_webrtc_configure_ice (webrtcbin, (const char *const *)config->ice_addresses,
+                           config->ice_port_min, config->ice_port_max);
+
+  /* Transceivers in the offer's m-line order. */
+  const SkWhipOfferMedia *first = &offer->video, *second = &offer->audio;
+  if (offer->audio.mline >= 0
+      && (offer->video.mline < 0 || offer->audio.mline < offer->video.mline)) {
+    first = &offer->audio;
+    second = &offer->video;
+  }
+  if ((first->mline >= 0 && !add_transceiver (ws, offer, first, error))
+      || (second->mline >= 0 && !add_transceiver (ws, offer, second, error))) {
+    sk_whip_session_free (ws);
+    return NULL;
+  }
+
+  g_autoptr (GstBus) bus = gst_pipeline_get_bus (GST_PIPELINE (ws->pipeline));
+  ws->bus_watch = gst_bus_add_watch_full (bus, G_PRIORITY_DEFAULT, on_bus, session_ref (ws),
+                                          (GDestroyNotify)session_unref);
+  g_signal_connect_data (webrtcbin, "pad-added", G_CALLBACK (on_pad_added), session_ref (ws),
+                         closure_unref, 0);
+  g_signal_connect_data (webrtcbin, "notify::ice-gathering-state", G_CALLBACK (on_gathering_state),
+                         session_ref (ws), closure_unref, 0);
+  g_signal_connect_data (webrtcbin, "notify::connection-state", G_CALLBACK (on_connection_state),
+                         session_ref (ws), closure_unref, 0);
+
+  if (gst_element_set_state (ws->pipeline, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "the WHIP pipeline did not start");
+    sk_whip_session_free (ws);
+    return NULL;
+  }
+  set_remote (ws, offer->sdp);
+  ws->gather_timeout = g_timeout_add (SK_WHIP_GATHER_TIMEOUT_MS, on_gather_timeout, ws);
+  ws->tick_id = g_timeout_add (SK_WHIP_TICK_MS, on_tick, ws);
+  return ws;
+}
+
+void
+sk_whip_session_add_candidate (SkWhipSession *ws, guint mline, const char *candidate)
+{
+  g_signal_emit_by_name (ws->webrtcbin, "add-ice-candidate", mline, candidate);
+}
+
+void
+sk_whip_session_free (SkWhipSession *ws)
+{
+  if (ws == NULL)
+    return;
+  ws->closed = TRUE;
+  g_clear_handle_id (&ws->gather_timeout, g_source_remove);
+  g_clear_handle_id (&ws->tick_id, g_source_remove);
+  g_clear_handle_id (&ws->bus_watch, g_source_remove);
+  if (ws->webrtcbin != NULL)
+    g_signal_handlers_disconnect_by_data (ws->webrtcbin, ws);
+  /* Synchronously: after this no streaming thread pushes into a track. */
+  if (ws->pipeline != NULL)
+    gst_element_set_state (ws->pipeline, GST_STATE_NULL);
+  for (guint i = 0; i < G_N_ELEMENTS (ws->media); i++) {
+    SkWhipMedia *m = &ws->media[i];
+    g_mutex_lock (&ws->lock);
+    g_clear_pointer (&m->track, sk_track_unref);
+    if (m->pending != NULL)
+      g_ptr_array_set_size (m->pending, 0);
+    g_mutex_unlock (&ws->lock);
+  }
+  session_unref (ws);
+}

@@ -1,0 +1,446 @@
+/*
+ * sk-whip-publisher: a WHIP client (RFC 9725) on webrtcbin + libsoup, for tests, benchmarks and
+ * the gst-launch recipes (GStreamer 1.22 has no WHIP sink).
+ *
+ *   sk-whip-publisher --url http://127.0.0.1:8080/whip --token KEY [--ice-address 127.0.0.1]
+ *                     [--video h264|vp8|none] [--audio opus|none] [--no-candidates]
+ *                     [--duration S] [--width W --height H --fps F] [--bitrate KBPS]
+ *                     [--no-delete]
+ *
+ * Publishes a live test pattern (videotestsrc) and tone (audiotestsrc). The offer carries every
+ * local candidate (non-trickle), or none with --no-candidates (as OBS 30.2+ does: the server
+ * then learns ours as peer-reflexive). Prints JSON lines: {"location":…,"etag":…} after the
+ * POST, {"state":"connected"}, and a final {"result":"ok"|"error",…}. SIGINT/SIGTERM or the end
+ * of --duration sends DELETE and exits 0 if that and the POST succeeded.
+ */
+#include <string.h>
+
+#include <glib-unix.h>
+#include <gst/gst.h>
+#include <gst/sdp/sdp.h>
+#include <gst/webrtc/webrtc.h>
+#include <libsoup/soup.h>
+
+#include "rooms/sk-webrtc.h"
+
+typedef struct {
+  GMainLoop *loop;
+  SoupSession *session;
+  GstElement *pipeline;
+  GstElement *webrtc;
+  GUri *url;
+  char *resource; /* absolute URL of the session (Location) */
+  char *etag;
+  gboolean offer_sent, stopping, connected;
+  int exit_code;
+  gint64 post_us;
+} Publisher;
+
+static char *opt_url;
+static char *opt_token;
+static char **opt_ice;
+static char *opt_video = NULL;
+static char *opt_audio = NULL;
+static gboolean opt_no_candidates;
+static gboolean opt_no_delete;
+static int opt_duration;
+static int opt_width = 640, opt_height = 360, opt_fps = 30, opt_kbps = 1500;
+
+static GOptionEntry entries[] = {
+  { "url", 0, 0, G_OPTION_ARG_STRING, &opt_url, "WHIP endpoint URL", "URL" },
+  { "token", 0, 0, G_OPTION_ARG_STRING, &opt_token, "Bearer token (the stream key)", "KEY" },
+  { "ice-address", 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt_ice,
+    "local ICE address (repeatable; default 127.0.0.1)", "ADDR" },
+  { "video", 0, 0, G_OPTION_ARG_STRING, &opt_video, "h264 (default), vp8 or none", "CODEC" },
+  { "audio", 0, 0, G_OPTION_ARG_STRING, &opt_audio, "opus (default) or none", "CODEC" },
+  { "no-candidates", 0, 0, G_OPTION_ARG_NONE, &opt_no_candidates,
+    "offer without any candidate (OBS 30.2+)", NULL },
+  { "duration", 0, 0, G_OPTION_ARG_INT, &opt_duration, "stop after S seconds (default: never)",
+    "S" },
+  { "width", 0, 0, G_OPTION_ARG_INT, &opt_width, "video width (640)", "W" },
+  { "height", 0, 0, G_OPTION_ARG_INT, &opt_height, "video height (360)", "H" },
+  { "fps", 0, 0, G_OPTION_ARG_INT, &opt_fps, "frame rate (30)", "F" },
+  { "bitrate", 0, 0, G_OPTION_ARG_INT, &opt_kbps, "video bitrate in kbit/s (1500)", "KBPS" },
+  { "no-delete", 0, 0, G_OPTION_ARG_NONE, &opt_no_delete, "do not DELETE the session at the end",
+    NULL },
+  { NULL },
+};
+
+static void
+print_result (const char *result, const char *error)
+{
+  g_autofree char *escaped = error != NULL ? g_strescape (error, NULL) : NULL;
+  g_print ("{\"result\":\"%s\"%s%s%s}\n", result, escaped ? ",\"error\":\"" : "",
+           escaped ? escaped : "", escaped ? "\"" : "");
+}
+
+static void fail (Publisher *p, const char *format, ...) G_GNUC_PRINTF (2, 3);
+
+static void
+fail (Publisher *p, const char *format, ...)
+{
+  va_list args;
+  va_start (args, format);
+  g_autofree char *message = g_strdup_vprintf (format, args);
+  va_end (args);
+  if (p->stopping)
+    return;
+  p->stopping = TRUE;
+  p->exit_code = 1;
+  print_result ("error", message);
+  g_main_loop_quit (p->loop);
+}
+
+static SoupMessage *
+new_request (Publisher *p, const char *method, const char *url)
+{
+  SoupMessage *msg = soup_message_new (method, url);
+  if (opt_token != NULL) {
+    g_autofree char *auth = g_strdup_printf ("Bearer %s", opt_token);
+    soup_message_headers_replace (soup_message_get_request_headers (msg), "Authorization", auth);
+  }
+  return msg;
+}
+
+/* ------------------------------------------------------------------------------------- */
+/* Ending: DELETE the resource, then quit */
+
+static void
+on_delete_done (GObject *source, GAsyncResult *res, gpointer data)
+{
+  Publisher *p = data;
+  g_autoptr (GError) error = NULL;
+  SoupMessage *msg = soup_session_get_async_result_message (SOUP_SESSION (source), res);
+  g_autoptr (GBytes) body = soup_session_send_and_read_finish (SOUP_SESSION (source), res, &error);
+
+  if (body == NULL || soup_message_get_status (msg) != SOUP_STATUS_OK) {
+    g_autofree char *why = g_strdup_printf (
+        "DELETE failed: %s", error ? error->message : soup_message_get_reason_phrase (msg));
+    print_result ("error", why);
+    p->exit_code = 1;
+  } else {
+    print_result ("ok", NULL);
+  }
+  g_main_loop_quit (p->loop);
+}
+
+static gboolean
+stop (gpointer data)
+{
+  Publisher *p = data;
+
+  if (p->stopping)
+    return G_SOURCE_CONTINUE;
+  p->stopping = TRUE;
+  gst_element_set_state (p->pipeline, GST_STATE_NULL);
+  if (p->resource == NULL || opt_no_delete) {
+    if (p->resource == NULL)
+      p->exit_code = 1;
+    print_result (p->resource ? "ok" : "error", p->resource ? NULL : "never published");
+    g_main_loop_quit (p->loop);
+    return G_SOURCE_CONTINUE;
+  }
+  SoupMessage *msg = new_request (p, "DELETE", p->resource);
+  soup_session_send_and_read_async (p->session, msg, G_PRIORITY_DEFAULT, NULL, on_delete_done, p);
+  g_object_unref (msg);
+  return G_SOURCE_CONTINUE;
+}
+
+/* ------------------------------------------------------------------------------------- */
+/* Offer → POST → answer */
+
+static void
+on_answer_set (GstPromise *promise, gpointer data)
+{
+  gst_promise_unref (promise);
+}
+
+static void
+set_answer (Publisher *p, GstSDPMessage *sdp)
+{
+  GstWebRTCSessionDescription *answer
+      = gst_webrtc_session_description_new (GST_WEBRTC_SDP_TYPE_ANSWER, sdp);
+  g_signal_emit_by_name (p->webrtc, "set-remote-description", answer,
+                         gst_promise_new_with_change_func (on_answer_set, p, NULL));
+  gst_webrtc_session_description_free (answer);
+}
+
+static void
+on_post_done (GObject *source, GAsyncResult *res, gpointer data)
+{
+  Publisher *p = data;
+  SoupMessage *msg = soup_session_get_async_result_message (SOUP_SESSION (source), res);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) body = soup_session_send_and_read_finish (SOUP_SESSION (source), res, &error);
+
+  if (body == NULL) {
+    fail (p, "POST failed: %s", error->message);
+    return;
+  }
+  guint status = soup_message_get_status (msg);
+  g_autofree char *text = g_strndup (g_bytes_get_data (body, NULL), g_bytes_get_size (body));
+  if (status != SOUP_STATUS_CREATED) {
+    g_print ("{\"post_status\":%u}\n", status);
+    fail (p, "POST answered %u: %s", status, text);
+    return;
+  }
+  SoupMessageHeaders *h = soup_message_get_response_headers (msg);
+  const char *location = soup_message_headers_get_one (h, "Location");
+  if (location == NULL) {
+    fail (p, "201 without Location");
+    return;
+  }
+  g_autoptr (GUri) abs = g_uri_parse_relative (p->url, location, SOUP_HTTP_URI_FLAGS, NULL);
+  p->resource = abs != NULL ? g_uri_to_string (abs) : g_strdup (location);
+  p->etag = g_strdup (soup_message_headers_get_one (h, "ETag"));
+  g_autofree char *etag_esc = p->etag ? g_strescape (p->etag, NULL) : g_strdup ("");
+  g_print ("{\"location\":\"%s\",\"etag\":\"%s\",\"post_ms\":%.1f}\n", p->resource, etag_esc,
+           (g_get_monotonic_time () - p->post_us) / 1000.0);
+
+  GstSDPMessage *sdp = NULL;
+  gst_sdp_message_new (&sdp);
+  if (gst_sdp_message_parse_buffer ((const guint8 *)text, strlen (text), sdp) != GST_SDP_OK) {
+    gst_sdp_message_free (sdp);
+    fail (p, "the answer is not SDP");
+    return;
+  }
+  set_answer (p, sdp);
+}
+
+/* Drops a=candidate / a=end-of-candidates lines: the offer of a publisher that gathers only
+ * after the answer. */
+static char *
+strip_candidates (const char *text)
+{
+  g_auto (GStrv) lines = g_strsplit (text, "\r\n", -1);
+  GString *out = g_string_new (NULL);
+  for (guint i = 0; lines[i] != NULL; i++) {
+    if (lines[i][0] == '\0' || g_str_has_prefix (lines[i], "a=candidate:")
+        || g_str_has_prefix (lines[i], "a=end-of-candidates"))
+      continue;
+    g_string_append_printf (out, "%s\r\n", lines[i]);
+  }
+  return g_string_free (out, FALSE);
+}
+
+static gboolean
+post_offer (gpointer data)
+{
+  Publisher *p = data;
+  GstWebRTCSessionDescription *local = NULL;
+
+  if (p->offer_sent || p->stopping)
+    return G_SOURCE_REMOVE;
+  p->offer_sent = TRUE;
+  g_object_get (p->webrtc, "local-description", &local, NULL);
+  if (local == NULL) {
+    fail (p, "no local description");
+    return G_SOURCE_REMOVE;
+  }
+  g_autofree char *text = gst_sdp_message_as_text (local->sdp);
+  gst_webrtc_session_description_free (local);
+  char *offer = opt_no_candidates ? strip_candidates (text) : g_strdup (text);
+
+  SoupMessage *msg = new_request (p, "POST", opt_url);
+  g_autoptr (GBytes) body = g_bytes_new_take (offer, strlen (offer));
+  soup_message_set_request_body_from_bytes (msg, "application/sdp", body);
+  p->post_us = g_get_monotonic_time ();
+  soup_session_send_and_read_async (p->session, msg, G_PRIORITY_DEFAULT, NULL, on_post_done, p);
+  g_object_unref (msg);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+on_gathering_state (GstElement *webrtc, GParamSpec *pspec, gpointer data)
+{
+  GstWebRTCICEGatheringState state;
+  g_object_get (webrtc, "ice-gathering-state", &state, NULL);
+  if (state == GST_WEBRTC_ICE_GATHERING_STATE_COMPLETE)
+    g_idle_add (post_offer, data);
+}
+
+static void
+on_offer_set (GstPromise *promise, gpointer data)
+{
+  gst_promise_unref (promise);
+  /* Without candidates the offer goes at once; else when gathering completes. */
+  if (opt_no_candidates)
+    g_idle_add (post_offer, data);
+}
+
+static void
+on_offer_created (GstPromise *promise, gpointer data)
+{
+  Publisher *p = data;
+  GstWebRTCSessionDescription *offer = NULL;
+  const GstStructure *reply = gst_promise_get_reply (promise);
+
+  if (reply != NULL)
+    gst_structure_get (reply, "offer", GST_TYPE_WEBRTC_SESSION_DESCRIPTION, &offer, NULL);
+  gst_promise_unref (promise);
+  if (offer == NULL) {
+    g_printerr ("create-offer failed\n");
+    return;
+  }
+  g_signal_emit_by_name (p->webrtc, "set-local-description", offer,
+                         gst_promise_new_with_change_func (on_offer_set, p, NULL));
+  gst_webrtc_session_description_free (offer);
+}
+
+static void
+on_negotiation_needed (GstElement *webrtc, gpointer data)
+{
+  Publisher *p = data;
+
+  if (p->offer_sent)
+    return;
+  /* A publisher only sends. */
+  g_autoptr (GArray) transceivers = NULL;
+  g_signal_emit_by_name (webrtc, "get-transceivers", &transceivers);
+  for (guint i = 0; transceivers != NULL && i < transceivers->len; i++)
+    g_object_set (g_array_index (transceivers, GstWebRTCRTPTransceiver *, i), "direction",
+                  GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_SENDONLY, NULL);
+  g_signal_emit_by_name (webrtc, "create-offer", NULL,
+                         gst_promise_new_with_change_func (on_offer_created, p, NULL));
+}
+
+static gboolean
+report_connected (gpointer data)
+{
+  g_print ("{\"state\":\"connected\"}\n");
+  return G_SOURCE_REMOVE;
+}
+
+static gboolean
+report_failed (gpointer data)
+{
+  fail (data, "peer connection failed");
+  return G_SOURCE_REMOVE;
+}
+
+static void
+on_connection_state (GstElement *webrtc, GParamSpec *pspec, gpointer data)
+{
+  Publisher *p = data;
+  GstWebRTCPeerConnectionState state;
+  g_object_get (webrtc, "connection-state", &state, NULL);
+  if (state == GST_WEBRTC_PEER_CONNECTION_STATE_CONNECTED && !p->connected) {
+    p->connected = TRUE;
+    g_idle_add (report_connected, p);
+  } else if (state == GST_WEBRTC_PEER_CONNECTION_STATE_FAILED) {
+    g_idle_add (report_failed, p);
+  }
+}
+
+static gboolean
+on_bus (GstBus *bus, GstMessage *message, gpointer data)
+{
+  Publisher *p = data;
+  if (GST_MESSAGE_TYPE (message) == GST_MESSAGE_ERROR) {
+    g_autoptr (GError) error = NULL;
+    gst_message_parse_error (message, &error, NULL);
+    fail (p, "pipeline error: %s", error->message);
+  }
+  return G_SOURCE_CONTINUE;
+}
+
+/* ------------------------------------------------------------------------------------- */
+
+static char *
+pipeline_description (void)
+{
+  GString *d = g_string_new ("webrtcbin name=webrtc bundle-policy=max-bundle ");
+  const char *video = opt_video ? opt_video : "h264";
+  const char *audio = opt_audio ? opt_audio : "opus";
+
+  if (g_strcmp0 (video, "none") != 0) {
+    g_string_append_printf (d,
+                            "videotestsrc is-live=true pattern=smpte ! "
+                            "video/x-raw,width=%d,height=%d,framerate=%d/1 ! timeoverlay ! "
+                            "videoconvert ! queue max-size-buffers=2 ! ",
+                            opt_width, opt_height, opt_fps);
+    if (g_strcmp0 (video, "vp8") == 0)
+      g_string_append_printf (d,
+                              "vp8enc deadline=1 cpu-used=8 keyframe-max-dist=%d "
+                              "target-bitrate=%d ! rtpvp8pay pt=97 ! "
+                              "application/x-rtp,media=video,encoding-name=VP8,payload=97 ! ",
+                              2 * opt_fps, opt_kbps * 1000);
+    else
+      g_string_append_printf (
+          d,
+          "x264enc tune=zerolatency speed-preset=ultrafast bframes=0 "
+          "key-int-max=%d bitrate=%d ! video/x-h264,profile=constrained-baseline ! "
+          "rtph264pay config-interval=-1 aggregate-mode=zero-latency pt=96 ! "
+          "application/x-rtp,media=video,encoding-name=H264,payload=96 ! ",
+          2 * opt_fps, opt_kbps);
+    g_string_append (d, "webrtc. ");
+  }
+  if (g_strcmp0 (audio, "none") != 0)
+    g_string_append (d, "audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! "
+                        "audio/x-raw,rate=48000,channels=2 ! opusenc ! rtpopuspay pt=111 ! "
+                        "application/x-rtp,media=audio,encoding-name=OPUS,payload=111 ! webrtc. ");
+  return g_string_free (d, FALSE);
+}
+
+int
+main (int argc, char **argv)
+{
+  Publisher p = { 0 };
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("- WHIP test publisher");
+
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_option_context_add_group (ctx, gst_init_get_option_group ());
+  if (!g_option_context_parse (ctx, &argc, &argv, &error) || opt_url == NULL) {
+    g_printerr ("%s\n", error != NULL ? error->message : "--url is required");
+    return 2;
+  }
+  if ((opt_video
+       && !g_strv_contains ((const char *const[]){ "h264", "vp8", "none", NULL }, opt_video))
+      || (opt_audio && !g_strv_contains ((const char *const[]){ "opus", "none", NULL }, opt_audio))
+      || (g_strcmp0 (opt_video, "none") == 0 && g_strcmp0 (opt_audio, "none") == 0)) {
+    g_printerr ("--video h264|vp8|none, --audio opus|none, not both none\n");
+    return 2;
+  }
+  p.url = g_uri_parse (opt_url, SOUP_HTTP_URI_FLAGS, &error);
+  if (p.url == NULL) {
+    g_printerr ("bad --url: %s\n", error->message);
+    return 2;
+  }
+
+  p.loop = g_main_loop_new (NULL, FALSE);
+  p.session = soup_session_new ();
+  g_autofree char *desc = pipeline_description ();
+  p.pipeline = gst_parse_launch (desc, &error);
+  if (p.pipeline == NULL) {
+    g_printerr ("cannot build the pipeline: %s\n", error->message);
+    return 1;
+  }
+  p.webrtc = gst_bin_get_by_name (GST_BIN (p.pipeline), "webrtc");
+  const char *loopback[] = { "127.0.0.1", NULL };
+  sk_webrtc_configure_ice (p.webrtc, opt_ice != NULL ? (const char *const *)opt_ice : loopback, 0,
+                           0);
+  g_signal_connect (p.webrtc, "on-negotiation-needed", G_CALLBACK (on_negotiation_needed), &p);
+  g_signal_connect (p.webrtc, "notify::ice-gathering-state", G_CALLBACK (on_gathering_state), &p);
+  g_signal_connect (p.webrtc, "notify::connection-state", G_CALLBACK (on_connection_state), &p);
+
+  g_autoptr (GstBus) bus = gst_pipeline_get_bus (GST_PIPELINE (p.pipeline));
+  gst_bus_add_watch (bus, on_bus, &p);
+  g_unix_signal_add (SIGINT, stop, &p);
+  g_unix_signal_add (SIGTERM, stop, &p);
+  if (opt_duration > 0)
+    g_timeout_add_seconds (opt_duration, stop, &p);
+
+  gst_element_set_state (p.pipeline, GST_STATE_PLAYING);
+  g_main_loop_run (p.loop);
+
+  gst_element_set_state (p.pipeline, GST_STATE_NULL);
+  gst_object_unref (p.webrtc);
+  gst_object_unref (p.pipeline);
+  g_object_unref (p.session);
+  g_uri_unref (p.url);
+  g_free (p.resource);
+  g_free (p.etag);
+  g_main_loop_unref (p.loop);
+  return p.exit_code;
+}
