@@ -265,10 +265,6 @@ main (int argc, char **argv)
   if (node.http)
     soup_server_disconnect (node.http);
   g_clear_object (&node.http);
-  /* Closing connections finish in idle callbacks (libsoup's, GStreamer's): run them so what
-   * they hold is freed before exit rather than reported as leaked. */
-  while (g_main_context_iteration (NULL, FALSE))
-    ;
   g_clear_pointer (&node.webhooks, sk_webhooks_free);
   g_clear_pointer (&node.store, sk_store_free);
   g_clear_pointer (&node.config, sk_config_free);

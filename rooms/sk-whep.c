@@ -27,7 +27,7 @@ GST_DEBUG_CATEGORY_STATIC (sk_whep_debug);
 #define SK_WHEP_MAX_OFFER_BYTES (64 * 1024)
 #define SK_WHEP_MAX_PATCH_BYTES (16 * 1024)
 #define SK_WHEP_MAX_PATCH_CANDS 64
-#define SK_WHEP_GATHER_TIMEOUT_MS 3000
+#define SK_WHEP_GATHER_TIMEOUT_MS 5000
 #define SK_WHEP_CONNECT_TIMEOUT_S 30
 #define SK_WHEP_RETRY_AFTER_S "5"
 #define SK_WHEP_OFFER_METHODS "POST, OPTIONS"
@@ -219,7 +219,12 @@ sub_call_on_main (SkWhepSubscriber *sub, SubFunc func)
   SubCall *call = g_new0 (SubCall, 1);
   call->sub = sub_ref (sub);
   call->func = func;
+  /* Not at idle priority: with a few busy publishers some default-priority source (an RTMP
+   * socket, a pipeline call) is ready at every iteration of the main loop, so an idle waited
+   * seconds and the answer's own timeout fired first. High, so signalling (cheap) also runs
+   * before media I/O and before that timeout when both are ready. */
   GSource *source = g_idle_source_new ();
+  g_source_set_priority (source, G_PRIORITY_HIGH);
   g_source_set_callback (source, sub_call_dispatch, call, sub_call_free);
   g_source_attach (source, sub->context);
   g_source_unref (source);

@@ -164,7 +164,7 @@ if [[ "${SK_SKIP_ASAN:-0}" != 1 && -x $BA/streamkeeper ]]; then
                 "tests/integration/test_rtmp_publishers.py::test_second_publish_replaces[obs]")
   # shellcheck disable=SC2206
   [[ -n ${SK_ASAN_PYTEST_TARGETS:-} ]] && asan_targets=(${SK_ASAN_PYTEST_TARGETS})
-  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
+  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:fast_unwind_on_malloc=0} \
   UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} \
   G_SLICE=always-malloc G_DEBUG=gc-friendly SK_PYTEST_TIMEOUT=240 \
     integration_tests "$BA" pytest-asan.xml "${asan_targets[@]}"

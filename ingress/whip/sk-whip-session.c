@@ -578,7 +578,6 @@ on_local_set (GstPromise *promise, gpointer user_data)
     session_call_on_main (ws, local_set_main, NULL, NULL);
   else
     session_fail (ws, message);
-  gst_promise_unref (promise);
 }
 
 static void
@@ -591,7 +590,6 @@ on_answer_created (GstPromise *promise, gpointer user_data)
   if (promise_ok (promise, "create-answer", ws, &message))
     gst_structure_get (gst_promise_get_reply (promise), "answer",
                        GST_TYPE_WEBRTC_SESSION_DESCRIPTION, &answer, NULL);
-  gst_promise_unref (promise);
   if (answer == NULL) {
     session_fail (ws, message != NULL ? message : "webrtcbin made no answer");
     return;
@@ -599,6 +597,7 @@ on_answer_created (GstPromise *promise, gpointer user_data)
   GstPromise *next = gst_promise_new_with_change_func (on_local_set, session_ref (ws),
                                                        (GDestroyNotify)session_unref);
   g_signal_emit_by_name (ws->webrtcbin, "set-local-description", answer, next);
+  gst_promise_unref (next);
   gst_webrtc_session_description_free (answer);
 }
 
@@ -609,7 +608,6 @@ on_remote_set (GstPromise *promise, gpointer user_data)
   g_autofree char *message = NULL;
   gboolean ok = promise_ok (promise, "set-remote-description", ws, &message);
 
-  gst_promise_unref (promise);
   if (!ok) {
     session_fail (ws, message);
     return;
@@ -617,6 +615,7 @@ on_remote_set (GstPromise *promise, gpointer user_data)
   GstPromise *next = gst_promise_new_with_change_func (on_answer_created, session_ref (ws),
                                                        (GDestroyNotify)session_unref);
   g_signal_emit_by_name (ws->webrtcbin, "create-answer", NULL, next);
+  gst_promise_unref (next);
 }
 
 static gboolean
@@ -647,6 +646,9 @@ set_remote (SkWhipSession *ws, const GstSDPMessage *sdp)
   GstPromise *promise = gst_promise_new_with_change_func (on_remote_set, session_ref (ws),
                                                           (GDestroyNotify)session_unref);
   g_signal_emit_by_name (ws->webrtcbin, "set-remote-description", desc, promise);
+  /* webrtcbin holds its own reference until it replies; if it never does (closed first),
+   * dropping ours lets the promise and the session ref in its destroy notify go. */
+  gst_promise_unref (promise);
   gst_webrtc_session_description_free (desc);
 }
 

@@ -31,6 +31,12 @@ if "suppressions=" not in os.environ.get("LSAN_OPTIONS", ""):
         x for x in (os.environ.get("LSAN_OPTIONS"), f"suppressions={LSAN_SUPP}",
                     "print_suppressions=0") if x)
 
+# Debian's GLib/GStreamer have no frame pointers: without the slow unwinder a leak's stack stops
+# at g_malloc and neither the suppressions nor a reader can tell whose it is.
+if "fast_unwind_on_malloc" not in os.environ.get("ASAN_OPTIONS", ""):
+    os.environ["ASAN_OPTIONS"] = ":".join(
+        x for x in (os.environ.get("ASAN_OPTIONS"), "fast_unwind_on_malloc=0") if x)
+
 # The first line of a sanitizer report (ASan, LSan, UBSan) in a log.
 SANITIZER_RE = re.compile(r"^.*(ERROR: (Address|Leak)Sanitizer|SUMMARY: \w+Sanitizer"
                           r"|runtime error: ).*$", re.M)
