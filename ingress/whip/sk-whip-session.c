@@ -158,6 +158,9 @@ session_call_on_main (SkWhipSession *ws, SessionFunc func, gpointer arg, GDestro
   call->arg = arg;
   call->arg_free = arg_free;
   GSource *source = g_idle_source_new ();
+  /* Not at idle priority: under load some default-priority source (an RTMP socket) is ready
+   * at every main-loop iteration and an idle would wait past the answer's own timeout. */
+  g_source_set_priority (source, G_PRIORITY_HIGH);
   g_source_set_callback (source, session_call_dispatch, call, session_call_free);
   g_source_attach (source, ws->context);
   g_source_unref (source);
