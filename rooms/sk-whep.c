@@ -860,6 +860,30 @@ rtpmap_is (const GstSDPMedia *media, guint pt, const char *encoding)
   return FALSE;
 }
 
+/* Whether @media offers generic NACK feedback (a=rtcp-fb:PT nack, or a=rtcp-fb:* nack) for @pt. */
+static gboolean
+media_has_nack (const GstSDPMedia *media, guint pt)
+{
+  g_autofree char *prefix = g_strdup_printf ("%u ", pt);
+  for (guint i = 0; i < gst_sdp_media_attributes_len (media); i++) {
+    const GstSDPAttribute *attr = gst_sdp_media_get_attribute (media, i);
+    if (g_strcmp0 (attr->key, "rtcp-fb") != 0 || attr->value == NULL)
+      continue;
+    const char *fb = NULL;
+    if (g_str_has_prefix (attr->value, prefix))
+      fb = attr->value + strlen (prefix);
+    else if (g_str_has_prefix (attr->value, "* "))
+      fb = attr->value + 2;
+    if (fb == NULL)
+      continue;
+    /* Plain "nack" only: "nack pli" is a keyframe request, not a retransmission request. */
+    g_autofree char *kind = g_strstrip (g_strdup (fb));
+    if (g_strcmp0 (kind, "nack") == 0)
+      return TRUE;
+  }
+  return FALSE;
+}
+
 /* An H.264 payload type with packetization-mode=1, preferring @profile_idc. -1 if none. */
 static int
 pick_h264_pt (const GstSDPMedia *media, guint profile_idc)
@@ -994,9 +1018,12 @@ sub_add_media (SkWhepSubscriber *sub, SkTrackKind kind, const GstSDPMedia *offer
   }
   g_autoptr (GstWebRTCRTPTransceiver) trans = NULL;
   g_object_get (sinkpad, "transceiver", &trans, NULL);
+  /* A viewer that offers NACK for our pt gets retransmissions: webrtcbin then answers the
+   * offer's rtx pt (apt=pt) and puts an rtprtxsend on our send path. */
+  gboolean nack = media_has_nack (offer_media, pt);
   if (trans != NULL)
     g_object_set (trans, "direction", GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_SENDONLY,
-                  "codec-preferences", rtp_caps, NULL);
+                  "codec-preferences", rtp_caps, "do-nack", nack, NULL);
 
   media->kind = kind;
   media->mline = mline;

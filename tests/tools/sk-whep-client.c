@@ -281,6 +281,61 @@ on_gathering_state (GstElement *webrtc, GParamSpec *pspec, gpointer data)
     g_idle_add (post_offer, data);
 }
 
+/* webrtcbin 1.22 offers an rtx pt for the first codec of an m-line only; a browser offers one
+ * for each. Add the missing ones, so that repair works whichever H.264 pt the server picks. */
+static void
+add_missing_rtx (GstSDPMessage *sdp)
+{
+  /* Unique across the bundle: a pt must mean one thing on the shared transport. */
+  gboolean used[128] = { FALSE };
+  for (guint i = 0; i < gst_sdp_message_medias_len (sdp); i++) {
+    const GstSDPMedia *media = gst_sdp_message_get_media (sdp, i);
+    for (guint j = 0; j < gst_sdp_media_formats_len (media); j++) {
+      guint64 pt = g_ascii_strtoull (gst_sdp_media_get_format (media, j), NULL, 10);
+      if (pt < 128)
+        used[pt] = TRUE;
+    }
+  }
+  for (guint i = 0; i < gst_sdp_message_medias_len (sdp); i++) {
+    GstSDPMedia *media = (GstSDPMedia *)gst_sdp_message_get_media (sdp, i);
+    if (g_strcmp0 (gst_sdp_media_get_media (media), "video") != 0)
+      continue;
+    gboolean has_rtx[128] = { FALSE };
+    for (guint j = 0; j < gst_sdp_media_attributes_len (media); j++) {
+      const GstSDPAttribute *attr = gst_sdp_media_get_attribute (media, j);
+      const char *apt = attr->value != NULL ? strstr (attr->value, " apt=") : NULL;
+      guint64 target = apt != NULL ? g_ascii_strtoull (apt + 5, NULL, 10) : 128;
+      if (g_strcmp0 (attr->key, "fmtp") == 0 && target < 128)
+        has_rtx[target] = TRUE;
+    }
+    guint n_formats = gst_sdp_media_formats_len (media);
+    for (guint j = 0; j < n_formats; j++) {
+      guint64 pt = g_ascii_strtoull (gst_sdp_media_get_format (media, j), NULL, 10);
+      g_autofree char *rtpmap_prefix = g_strdup_printf ("%u H264/", (guint)pt);
+      gboolean h264 = FALSE;
+      for (guint k = 0; k < gst_sdp_media_attributes_len (media); k++) {
+        const GstSDPAttribute *attr = gst_sdp_media_get_attribute (media, k);
+        h264 |= g_strcmp0 (attr->key, "rtpmap") == 0 && attr->value != NULL
+                && g_str_has_prefix (attr->value, rtpmap_prefix);
+      }
+      if (pt >= 128 || !h264 || has_rtx[pt])
+        continue;
+      guint rtx = 96;
+      while (rtx < 128 && used[rtx])
+        rtx++;
+      if (rtx == 128)
+        return;
+      used[rtx] = TRUE;
+      g_autofree char *fmt = g_strdup_printf ("%u", rtx);
+      g_autofree char *rtpmap = g_strdup_printf ("%u rtx/90000", rtx);
+      g_autofree char *fmtp = g_strdup_printf ("%u apt=%u", rtx, (guint)pt);
+      gst_sdp_media_add_format (media, fmt);
+      gst_sdp_media_add_attribute (media, "rtpmap", rtpmap);
+      gst_sdp_media_add_attribute (media, "fmtp", fmtp);
+    }
+  }
+}
+
 static void
 on_offer_created (GstPromise *promise, gpointer data)
 {
@@ -295,6 +350,7 @@ on_offer_created (GstPromise *promise, gpointer data)
     g_printerr ("create-offer failed\n");
     return;
   }
+  add_missing_rtx (offer->sdp);
   g_signal_emit_by_name (c->webrtc, "set-local-description", offer, NULL);
   gst_webrtc_session_description_free (offer);
 }
@@ -334,6 +390,9 @@ add_recvonly (GstElement *webrtc, const char *caps_str)
   GstWebRTCRTPTransceiver *trans = NULL;
   g_signal_emit_by_name (webrtc, "add-transceiver", GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_RECVONLY,
                          caps, &trans);
+  /* Like a browser: the jitter buffer asks for lost packets and the offer carries rtx pts. */
+  if (trans != NULL)
+    g_object_set (trans, "do-nack", TRUE, NULL);
   gst_clear_object (&trans);
 }
 
@@ -396,11 +455,13 @@ main (int argc, char **argv)
 
   g_autoptr (GstBus) bus = gst_pipeline_get_bus (GST_PIPELINE (c.pipeline));
   gst_bus_add_watch (bus, on_bus, &c);
-  g_timeout_add_seconds (1, on_tick, &c);
+  guint tick_id = g_timeout_add_seconds (1, on_tick, &c);
   g_timeout_add_seconds (opt_timeout, on_timeout, &c);
 
   gst_element_set_state (c.pipeline, GST_STATE_PLAYING);
   g_main_loop_run (c.loop);
+  /* The verdict must stay the last line: no tick while the DELETE below runs the loop. */
+  g_source_remove (tick_id);
 
   print_stats (&c);
   g_autofree char *escaped = c.error != NULL ? g_strescape (c.error, NULL) : NULL;
