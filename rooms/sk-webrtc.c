@@ -165,3 +165,101 @@ sk_webrtc_parse_sdp (const char *text, gsize len, GstSDPMessage **out, GError **
   *out = sdp;
   return TRUE;
 }
+
+gboolean
+sk_webrtc_media_rtpmap_is (const GstSDPMedia *media, guint pt, const char *encoding)
+{
+  g_autofree char *prefix = g_strdup_printf ("%u ", pt);
+  gsize len = strlen (encoding);
+
+  for (guint i = 0; i < gst_sdp_media_attributes_len (media); i++) {
+    const GstSDPAttribute *attr = gst_sdp_media_get_attribute (media, i);
+    if (g_strcmp0 (attr->key, "rtpmap") != 0 || attr->value == NULL
+        || !g_str_has_prefix (attr->value, prefix))
+      continue;
+    const char *name = attr->value + strlen (prefix);
+    return g_ascii_strncasecmp (name, encoding, len) == 0 && name[len] == '/';
+  }
+  return FALSE;
+}
+
+const char *
+sk_webrtc_media_fmtp_get (const GstSDPMedia *media, guint pt, const char *key, char *buf,
+                          gsize buf_len)
+{
+  gsize klen = strlen (key);
+
+  for (guint i = 0; i < gst_sdp_media_attributes_len (media); i++) {
+    const GstSDPAttribute *attr = gst_sdp_media_get_attribute (media, i);
+    if (g_strcmp0 (attr->key, "fmtp") != 0 || attr->value == NULL)
+      continue;
+    char *end = NULL;
+    guint64 fpt = g_ascii_strtoull (attr->value, &end, 10);
+    if (end == attr->value || fpt != pt || *end != ' ')
+      continue;
+    g_auto (GStrv) params = g_strsplit (end + 1, ";", 64);
+    for (guint j = 0; params[j] != NULL; j++) {
+      const char *p = params[j];
+      while (*p == ' ')
+        p++;
+      if (g_ascii_strncasecmp (p, key, klen) == 0 && p[klen] == '=') {
+        g_strlcpy (buf, p + klen + 1, buf_len);
+        g_strstrip (buf);
+        return buf;
+      }
+    }
+  }
+  return NULL;
+}
+
+gboolean
+sk_webrtc_parse_trickle_fragment (const char *data, gsize len, GHashTable *mid_to_mline,
+                                  guint max_candidates, SkTrickleFragment *out, GError **error)
+{
+  guint mline = 0;
+
+  memset (out, 0, sizeof *out);
+  out->candidates = g_ptr_array_new_with_free_func (g_free);
+  out->mlines = g_array_new (FALSE, FALSE, sizeof (guint));
+  if (len > 0 && (memchr (data, '\0', len) != NULL || !g_utf8_validate_len (data, len, NULL))) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INVALID, "the fragment is not text");
+    return FALSE;
+  }
+
+  g_autofree char *text = g_strndup (data, len);
+  g_auto (GStrv) lines = g_strsplit (text, "\n", 0);
+  for (guint i = 0; lines[i] != NULL; i++) {
+    char *line = g_strchomp (lines[i]);
+    if (g_str_has_prefix (line, "a=ice-ufrag:")) {
+      g_free (out->ufrag);
+      out->ufrag = g_strdup (line + 12);
+    } else if (g_str_has_prefix (line, "a=ice-pwd:")) {
+      g_free (out->pwd);
+      out->pwd = g_strdup (line + 10);
+    } else if (g_str_has_prefix (line, "a=mid:")) {
+      gpointer v = g_hash_table_lookup (mid_to_mline, line + 6);
+      if (v == NULL) {
+        out->stop = SK_TRICKLE_UNKNOWN_MID;
+        break;
+      }
+      mline = GPOINTER_TO_UINT (v) - 1;
+    } else if (g_str_has_prefix (line, "a=candidate:")) {
+      if (out->candidates->len >= max_candidates) {
+        out->stop = SK_TRICKLE_TOO_MANY_CANDIDATES;
+        break;
+      }
+      g_ptr_array_add (out->candidates, g_strdup (line + 2));
+      g_array_append_val (out->mlines, mline);
+    }
+  }
+  return TRUE;
+}
+
+void
+sk_trickle_fragment_clear (SkTrickleFragment *fragment)
+{
+  g_clear_pointer (&fragment->ufrag, g_free);
+  g_clear_pointer (&fragment->pwd, g_free);
+  g_clear_pointer (&fragment->candidates, g_ptr_array_unref);
+  g_clear_pointer (&fragment->mlines, g_array_unref);
+}

@@ -17,4 +17,38 @@ void sk_webrtc_configure_ice (GstElement *webrtcbin, const char *const *addresse
 /* Parses an SDP text; FALSE with SK_ERROR_INVALID and a message that says what is wrong. */
 gboolean sk_webrtc_parse_sdp (const char *text, gsize len, GstSDPMessage **out, GError **error);
 
+/* Whether @pt's a=rtpmap names @encoding ("H264/90000" matches "H264", case-insensitively). */
+gboolean sk_webrtc_media_rtpmap_is (const GstSDPMedia *media, guint pt, const char *encoding);
+
+/* The value of @key in @pt's a=fmtp line, copied into @buf (NULL if absent). */
+const char *sk_webrtc_media_fmtp_get (const GstSDPMedia *media, guint pt, const char *key,
+                                      char *buf, gsize buf_len);
+
+/* Where parsing a trickle fragment stopped early; what came before it is filled in. */
+typedef enum {
+  SK_TRICKLE_COMPLETE,
+  SK_TRICKLE_UNKNOWN_MID, /* a=mid: not in the session's offer */
+  SK_TRICKLE_TOO_MANY_CANDIDATES,
+} SkTrickleStop;
+
+/* An application/trickle-ice-sdpfrag body (RFC 8840) as WHIP/WHEP PATCH requests carry it. */
+typedef struct {
+  char *ufrag, *pwd;     /* a=ice-ufrag / a=ice-pwd, NULL if absent */
+  GPtrArray *candidates; /* "candidate:…" (char*) in order */
+  GArray *mlines;        /* guint: the m-line index of each candidate */
+  SkTrickleStop stop;
+} SkTrickleFragment;
+
+/*
+ * Parses @data (@len bytes). @mid_to_mline maps each mid of the session to its m-line index + 1.
+ * Parsing stops at the first unknown mid or at candidate number @max_candidates + 1, so callers
+ * can report the first problem in the order the lines came. FALSE with SK_ERROR_INVALID if the
+ * body is not text. Clear @out with sk_trickle_fragment_clear.
+ */
+gboolean sk_webrtc_parse_trickle_fragment (const char *data, gsize len, GHashTable *mid_to_mline,
+                                           guint max_candidates, SkTrickleFragment *out,
+                                           GError **error);
+void sk_trickle_fragment_clear (SkTrickleFragment *fragment);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (SkTrickleFragment, sk_trickle_fragment_clear)
+
 G_END_DECLS

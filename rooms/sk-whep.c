@@ -817,49 +817,6 @@ h264_profile_idc (const char *profile)
   return 0;
 }
 
-static const char *
-media_fmtp_get (const GstSDPMedia *media, guint pt, const char *key, char *buf, gsize buf_len)
-{
-  for (guint i = 0; i < gst_sdp_media_attributes_len (media); i++) {
-    const GstSDPAttribute *attr = gst_sdp_media_get_attribute (media, i);
-    if (g_strcmp0 (attr->key, "fmtp") != 0 || attr->value == NULL)
-      continue;
-    char *end = NULL;
-    guint64 apt = g_ascii_strtoull (attr->value, &end, 10);
-    if (end == attr->value || apt != pt || *end != ' ')
-      continue;
-    g_auto (GStrv) params = g_strsplit (end + 1, ";", 32);
-    for (guint j = 0; params[j] != NULL; j++) {
-      const char *p = params[j];
-      while (*p == ' ')
-        p++;
-      gsize klen = strlen (key);
-      if (g_ascii_strncasecmp (p, key, klen) == 0 && p[klen] == '=') {
-        g_strlcpy (buf, p + klen + 1, buf_len);
-        g_strstrip (buf);
-        return buf;
-      }
-    }
-  }
-  return NULL;
-}
-
-static gboolean
-rtpmap_is (const GstSDPMedia *media, guint pt, const char *encoding)
-{
-  g_autofree char *prefix = g_strdup_printf ("%u ", pt);
-  for (guint i = 0; i < gst_sdp_media_attributes_len (media); i++) {
-    const GstSDPAttribute *attr = gst_sdp_media_get_attribute (media, i);
-    if (g_strcmp0 (attr->key, "rtpmap") != 0 || attr->value == NULL
-        || !g_str_has_prefix (attr->value, prefix))
-      continue;
-    const char *name = attr->value + strlen (prefix);
-    gsize len = strlen (encoding);
-    return g_ascii_strncasecmp (name, encoding, len) == 0 && name[len] == '/';
-  }
-  return FALSE;
-}
-
 /* Whether @media offers generic NACK feedback (a=rtcp-fb:PT nack, or a=rtcp-fb:* nack) for @pt. */
 static gboolean
 media_has_nack (const GstSDPMedia *media, guint pt)
@@ -893,12 +850,12 @@ pick_h264_pt (const GstSDPMedia *media, guint profile_idc)
   for (guint i = 0; i < gst_sdp_media_formats_len (media); i++) {
     guint64 pt = g_ascii_strtoull (gst_sdp_media_get_format (media, i), NULL, 10);
     char buf[64];
-    if (pt > 127 || !rtpmap_is (media, pt, "H264"))
+    if (pt > 127 || !sk_webrtc_media_rtpmap_is (media, pt, "H264"))
       continue;
-    const char *pm = media_fmtp_get (media, pt, "packetization-mode", buf, sizeof buf);
+    const char *pm = sk_webrtc_media_fmtp_get (media, pt, "packetization-mode", buf, sizeof buf);
     if (pm == NULL || g_strcmp0 (pm, "1") != 0)
       continue;
-    const char *plid = media_fmtp_get (media, pt, "profile-level-id", buf, sizeof buf);
+    const char *plid = sk_webrtc_media_fmtp_get (media, pt, "profile-level-id", buf, sizeof buf);
     if (plid != NULL && strlen (plid) == 6
         && g_ascii_strtoull (plid, NULL, 16) >> 16 == profile_idc)
       return pt;
@@ -913,7 +870,7 @@ pick_opus_pt (const GstSDPMedia *media)
 {
   for (guint i = 0; i < gst_sdp_media_formats_len (media); i++) {
     guint64 pt = g_ascii_strtoull (gst_sdp_media_get_format (media, i), NULL, 10);
-    if (pt <= 127 && rtpmap_is (media, pt, "opus"))
+    if (pt <= 127 && sk_webrtc_media_rtpmap_is (media, pt, "opus"))
       return pt;
   }
   return -1;
@@ -1294,46 +1251,31 @@ sub_handle_patch (SkWhepSubscriber *sub, SoupServerMessage *msg)
     return;
   }
   g_autoptr (GBytes) bytes = soup_message_body_flatten (body);
-  gsize len = g_bytes_get_size (bytes);
-  const char *data = g_bytes_get_data (bytes, NULL);
-  if (len > 0 && (memchr (data, '\0', len) != NULL || !g_utf8_validate_len (data, len, NULL))) {
-    sk_http_reply_error (msg, SOUP_STATUS_BAD_REQUEST, "invalid", "the fragment is not text");
+  g_auto (SkTrickleFragment) frag = { 0 };
+  g_autoptr (GError) error = NULL;
+  if (!sk_webrtc_parse_trickle_fragment (g_bytes_get_data (bytes, NULL), g_bytes_get_size (bytes),
+                                         sub->mid_to_mline, SK_WHEP_MAX_PATCH_CANDS, &frag,
+                                         &error)) {
+    sk_http_reply_error (msg, SOUP_STATUS_BAD_REQUEST, "invalid", "%s", error->message);
     return;
   }
-
-  g_autofree char *text = g_strndup (data, len);
-  g_auto (GStrv) lines = g_strsplit (text, "\n", 0);
-  g_autoptr (GPtrArray) cands = g_ptr_array_new_with_free_func (g_free);
-  g_autoptr (GArray) mlines = g_array_new (FALSE, FALSE, sizeof (guint));
-  guint mline = 0;
-
-  for (guint i = 0; lines[i] != NULL; i++) {
-    char *line = g_strchomp (lines[i]);
-    if (g_str_has_prefix (line, "a=ice-ufrag:")) {
-      if (g_strcmp0 (line + 12, sub->offer_ufrag) != 0) {
-        sk_http_reply_error (msg, 422, "ice_restart_unsupported",
-                             "ICE restart is not supported: start a new session");
-        return;
-      }
-    } else if (g_str_has_prefix (line, "a=mid:")) {
-      gpointer v = g_hash_table_lookup (sub->mid_to_mline, line + 6);
-      if (v == NULL) {
-        sk_http_reply_error (msg, SOUP_STATUS_BAD_REQUEST, "invalid", "unknown mid");
-        return;
-      }
-      mline = GPOINTER_TO_UINT (v) - 1;
-    } else if (g_str_has_prefix (line, "a=candidate:")) {
-      if (cands->len >= SK_WHEP_MAX_PATCH_CANDS) {
-        sk_http_reply_error (msg, SOUP_STATUS_BAD_REQUEST, "invalid", "too many candidates");
-        return;
-      }
-      g_ptr_array_add (cands, g_strdup (line + 2));
-      g_array_append_val (mlines, mline);
-    }
+  if (frag.ufrag != NULL && g_strcmp0 (frag.ufrag, sub->offer_ufrag) != 0) {
+    sk_http_reply_error (msg, 422, "ice_restart_unsupported",
+                         "ICE restart is not supported: start a new session");
+    return;
   }
-  for (guint i = 0; i < cands->len; i++)
-    g_signal_emit_by_name (sub->webrtcbin, "add-ice-candidate", g_array_index (mlines, guint, i),
-                           (const char *)g_ptr_array_index (cands, i));
+  if (frag.stop == SK_TRICKLE_UNKNOWN_MID) {
+    sk_http_reply_error (msg, SOUP_STATUS_BAD_REQUEST, "invalid", "unknown mid");
+    return;
+  }
+  if (frag.stop == SK_TRICKLE_TOO_MANY_CANDIDATES) {
+    sk_http_reply_error (msg, SOUP_STATUS_BAD_REQUEST, "invalid", "too many candidates");
+    return;
+  }
+  for (guint i = 0; i < frag.candidates->len; i++)
+    g_signal_emit_by_name (sub->webrtcbin, "add-ice-candidate",
+                           g_array_index (frag.mlines, guint, i),
+                           (const char *)g_ptr_array_index (frag.candidates, i));
   soup_server_message_set_status (msg, SOUP_STATUS_NO_CONTENT, NULL);
 }
 

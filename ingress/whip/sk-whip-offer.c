@@ -36,53 +36,6 @@ sk_whip_offer_free (SkWhipOffer *offer)
   g_free (offer);
 }
 
-/* The encoding name of @pt's rtpmap ("H264/90000" → "H264" compared case-insensitively). */
-static gboolean
-rtpmap_is (const GstSDPMedia *media, guint pt, const char *encoding)
-{
-  g_autofree char *prefix = g_strdup_printf ("%u ", pt);
-  gsize len = strlen (encoding);
-
-  for (guint i = 0; i < gst_sdp_media_attributes_len (media); i++) {
-    const GstSDPAttribute *attr = gst_sdp_media_get_attribute (media, i);
-    if (g_strcmp0 (attr->key, "rtpmap") != 0 || attr->value == NULL
-        || !g_str_has_prefix (attr->value, prefix))
-      continue;
-    const char *name = attr->value + strlen (prefix);
-    return g_ascii_strncasecmp (name, encoding, len) == 0 && name[len] == '/';
-  }
-  return FALSE;
-}
-
-/* The value of @key in @pt's a=fmtp line, copied into @buf (NULL if absent). */
-static const char *
-fmtp_get (const GstSDPMedia *media, guint pt, const char *key, char *buf, gsize buf_len)
-{
-  gsize klen = strlen (key);
-
-  for (guint i = 0; i < gst_sdp_media_attributes_len (media); i++) {
-    const GstSDPAttribute *attr = gst_sdp_media_get_attribute (media, i);
-    if (g_strcmp0 (attr->key, "fmtp") != 0 || attr->value == NULL)
-      continue;
-    char *end = NULL;
-    guint64 fpt = g_ascii_strtoull (attr->value, &end, 10);
-    if (end == attr->value || fpt != pt || *end != ' ')
-      continue;
-    g_auto (GStrv) params = g_strsplit (end + 1, ";", 64);
-    for (guint j = 0; params[j] != NULL; j++) {
-      const char *p = params[j];
-      while (*p == ' ')
-        p++;
-      if (g_ascii_strncasecmp (p, key, klen) == 0 && p[klen] == '=') {
-        g_strlcpy (buf, p + klen + 1, buf_len);
-        g_strstrip (buf);
-        return buf;
-      }
-    }
-  }
-  return NULL;
-}
-
 static gboolean
 parse_pt (const char *fmt, guint *pt)
 {
@@ -111,16 +64,16 @@ pick_video (const GstSDPMedia *m, guint *out_pt)
 
     if (!parse_pt (gst_sdp_media_get_format (m, i), &pt))
       continue;
-    if (rtpmap_is (m, pt, "H264")) {
-      const char *pm = fmtp_get (m, pt, "packetization-mode", buf, sizeof buf);
+    if (sk_webrtc_media_rtpmap_is (m, pt, "H264")) {
+      const char *pm = sk_webrtc_media_fmtp_get (m, pt, "packetization-mode", buf, sizeof buf);
       if (pm == NULL || strcmp (pm, "1") != 0)
         continue;
-      const char *plid = fmtp_get (m, pt, "profile-level-id", buf, sizeof buf);
+      const char *plid = sk_webrtc_media_fmtp_get (m, pt, "profile-level-id", buf, sizeof buf);
       if (best_h264 < 0 && plid != NULL && g_ascii_strncasecmp (plid, "42e0", 4) == 0)
         best_h264 = pt;
       if (any_h264 < 0)
         any_h264 = pt;
-    } else if (vp8 < 0 && rtpmap_is (m, pt, "VP8")) {
+    } else if (vp8 < 0 && sk_webrtc_media_rtpmap_is (m, pt, "VP8")) {
       vp8 = pt;
     }
   }
@@ -140,7 +93,8 @@ pick_audio (const GstSDPMedia *m, guint *out_pt)
 {
   for (guint i = 0; i < gst_sdp_media_formats_len (m); i++) {
     guint pt;
-    if (parse_pt (gst_sdp_media_get_format (m, i), &pt) && rtpmap_is (m, pt, "opus")) {
+    if (parse_pt (gst_sdp_media_get_format (m, i), &pt)
+        && sk_webrtc_media_rtpmap_is (m, pt, "opus")) {
       *out_pt = pt;
       return SK_WHIP_CODEC_OPUS;
     }

@@ -17,6 +17,7 @@
 #include "common/sk-http.h"
 #include "ingress/whip/sk-whip-offer.h"
 #include "ingress/whip/sk-whip-session.h"
+#include "rooms/sk-webrtc.h"
 
 #define SK_WHIP_PREFIX "/whip"
 #define SK_WHIP_RESOURCE_PREFIX "/whip/session/"
@@ -454,43 +455,25 @@ handle_patch (SkWhipResource *res, SoupServerMessage *msg)
     return;
   }
   g_autoptr (GBytes) bytes = soup_message_body_flatten (body);
-  gsize len = g_bytes_get_size (bytes);
-  const char *data = g_bytes_get_data (bytes, NULL);
-  if (len > 0 && (memchr (data, '\0', len) != NULL || !g_utf8_validate_len (data, len, NULL))) {
-    reply_problem (msg, SOUP_STATUS_BAD_REQUEST, "invalid", "the fragment is not text");
+  g_auto (SkTrickleFragment) frag = { 0 };
+  g_autoptr (GError) error = NULL;
+  if (!sk_webrtc_parse_trickle_fragment (g_bytes_get_data (bytes, NULL), g_bytes_get_size (bytes),
+                                         res->mid_to_mline, SK_WHIP_MAX_PATCH_CANDS, &frag,
+                                         &error)) {
+    reply_problem (msg, SOUP_STATUS_BAD_REQUEST, "invalid", "%s", error->message);
     return;
   }
-
-  g_autofree char *text = g_strndup (data, len);
-  g_auto (GStrv) lines = g_strsplit (text, "\n", 0);
-  g_autoptr (GPtrArray) cands = g_ptr_array_new_with_free_func (g_free);
-  g_autoptr (GArray) mlines = g_array_new (FALSE, FALSE, sizeof (guint));
-  const char *ufrag = NULL, *pwd = NULL;
-  guint mline = 0;
-
-  for (guint i = 0; lines[i] != NULL; i++) {
-    char *line = g_strchomp (lines[i]);
-    if (g_str_has_prefix (line, "a=ice-ufrag:")) {
-      ufrag = line + 12;
-    } else if (g_str_has_prefix (line, "a=ice-pwd:")) {
-      pwd = line + 10;
-    } else if (g_str_has_prefix (line, "a=mid:")) {
-      gpointer v = g_hash_table_lookup (res->mid_to_mline, line + 6);
-      if (v == NULL) {
-        reply_problem (msg, SOUP_STATUS_UNPROCESSABLE_ENTITY, "unknown_mid",
-                       "the fragment names a mid that is not in the offer");
-        return;
-      }
-      mline = GPOINTER_TO_UINT (v) - 1;
-    } else if (g_str_has_prefix (line, "a=candidate:")) {
-      if (cands->len >= SK_WHIP_MAX_PATCH_CANDS) {
-        reply_problem (msg, SOUP_STATUS_BAD_REQUEST, "invalid", "too many candidates");
-        return;
-      }
-      g_ptr_array_add (cands, g_strdup (line + 2));
-      g_array_append_val (mlines, mline);
-    }
+  if (frag.stop == SK_TRICKLE_UNKNOWN_MID) {
+    reply_problem (msg, SOUP_STATUS_UNPROCESSABLE_ENTITY, "unknown_mid",
+                   "the fragment names a mid that is not in the offer");
+    return;
   }
+  if (frag.stop == SK_TRICKLE_TOO_MANY_CANDIDATES) {
+    reply_problem (msg, SOUP_STATUS_BAD_REQUEST, "invalid", "too many candidates");
+    return;
+  }
+  const char *ufrag = frag.ufrag, *pwd = frag.pwd;
+  GPtrArray *cands = frag.candidates;
 
   /* New credentials = an ICE restart (RFC 9725 §4.4.2), which must come with If-Match: "*". */
   gboolean restart = ufrag != NULL && g_strcmp0 (ufrag, res->ice_ufrag) != 0;
@@ -519,7 +502,7 @@ handle_patch (SkWhipResource *res, SoupServerMessage *msg)
     return;
   }
   for (guint i = 0; i < cands->len; i++)
-    sk_whip_session_add_candidate (res->media, g_array_index (mlines, guint, i),
+    sk_whip_session_add_candidate (res->media, g_array_index (frag.mlines, guint, i),
                                    g_ptr_array_index (cands, i));
   soup_server_message_set_status (msg, SOUP_STATUS_NO_CONTENT, NULL);
 }
