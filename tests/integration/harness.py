@@ -550,8 +550,14 @@ def whep_play(node, room, frames=30, timeout=20, expect_audio=False, participant
         argv.append("--expect-audio")
     if delete:
         argv.append("--delete")
+    # Under ASan the viewer keeps memory-error checks but not leak checks: at exit it
+    # intermittently reports elements that webrtcbin 1.22 creates for its own RTP session
+    # (no frame of ours on the stack), which failed unrelated tests. The daemon's leaks are
+    # still checked by the node fixture.
+    env = dict(os.environ, ASAN_OPTIONS=":".join(
+        x for x in (os.environ.get("ASAN_OPTIONS"), "detect_leaks=0") if x))
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         start_new_session=True)
+                         start_new_session=True, env=env)
     try:
         out, err = p.communicate(timeout=timeout + 15)
     except subprocess.TimeoutExpired:
