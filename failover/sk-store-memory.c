@@ -22,8 +22,16 @@ typedef struct {
   guint head;     /* index of the oldest event once the ring is full */
   guint64 last_seq;
   char *node; /* placement; NULL while unplaced */
+  guint64 incarnation;
   guint64 epoch;
 } MemoryRoom;
+
+/* A node id's membership: the incarnation counter outlives the leases. */
+typedef struct {
+  guint64 incarnation;
+  gint64 expires_us; /* monotonic; 0 = no lease */
+  char *info;
+} MemoryNode;
 
 typedef struct {
   guint id;
@@ -42,6 +50,8 @@ typedef struct {
   GHashTable *room_watches; /* room → GArray of watch ids */
   guint next_watch_id;
 
+  GHashTable *nodes; /* id → MemoryNode */
+
   GHashTable *dirty_rooms; /* rooms whose watchers are owed a notification */
   GSource *notify_source;
 } SkStoreMemory;
@@ -54,6 +64,15 @@ memory_room_free (gpointer data)
   g_ptr_array_unref (room->log);
   g_free (room->node);
   g_free (room);
+}
+
+static void
+memory_node_free (gpointer data)
+{
+  MemoryNode *node = data;
+
+  g_free (node->info);
+  g_free (node);
 }
 
 static void
@@ -320,8 +339,8 @@ memory_list (SkStore *store, const char *ns, GTask *task)
 }
 
 static void
-memory_claim_room (SkStore *store, const char *name, const char *node, guint64 expected_epoch,
-                   GTask *task)
+memory_claim_room (SkStore *store, const char *name, const char *node, guint64 incarnation,
+                   guint64 expected_epoch, GTask *task)
 {
   MemoryRoom *room = memory_lookup_room ((SkStoreMemory *)store, name, TRUE);
 
@@ -333,6 +352,7 @@ memory_claim_room (SkStore *store, const char *name, const char *node, guint64 e
     room->epoch = expected_epoch + 1;
     g_free (room->node);
     room->node = g_strdup (node);
+    room->incarnation = incarnation;
     sk_store_task_return_u64 (task, room->epoch);
   }
   g_object_unref (task);
@@ -351,6 +371,132 @@ memory_get_placement (SkStore *store, const char *name, GTask *task)
 }
 
 static void
+memory_release_room (SkStore *store, const char *name, guint64 epoch, GTask *task)
+{
+  MemoryRoom *room = memory_lookup_room ((SkStoreMemory *)store, name, FALSE);
+
+  if (room == NULL || room->epoch != epoch) {
+    g_task_return_new_error (task, SK_ERROR, SK_ERROR_CONFLICT,
+                             "room %s: epoch is %" G_GUINT64_FORMAT ", not %" G_GUINT64_FORMAT,
+                             name, room != NULL ? room->epoch : 0, epoch);
+  } else {
+    g_clear_pointer (&room->node, g_free);
+    room->incarnation = 0;
+    g_task_return_boolean (task, TRUE);
+  }
+  g_object_unref (task);
+}
+
+static void
+memory_list_placements (SkStore *store, GTask *task)
+{
+  SkStoreMemory *self = (SkStoreMemory *)store;
+  GPtrArray *placements = g_ptr_array_new_with_free_func ((GDestroyNotify)sk_store_placement_free);
+  g_autoptr (GList) names
+      = g_list_sort (g_hash_table_get_keys (self->rooms), (GCompareFunc)g_strcmp0);
+
+  for (GList *l = names; l != NULL; l = l->next) {
+    MemoryRoom *room = g_hash_table_lookup (self->rooms, l->data);
+
+    if (room->node != NULL)
+      g_ptr_array_add (
+          placements, sk_store_placement_new (l->data, room->node, room->incarnation, room->epoch));
+  }
+  g_task_return_pointer (task, placements, (GDestroyNotify)g_ptr_array_unref);
+  g_object_unref (task);
+}
+
+/* ---- membership ------------------------------------------------------------------------- */
+
+static MemoryNode *
+memory_lookup_node (SkStoreMemory *self, const char *id, gboolean create)
+{
+  MemoryNode *node = g_hash_table_lookup (self->nodes, id);
+
+  if (node == NULL && create) {
+    node = g_new0 (MemoryNode, 1);
+    g_hash_table_insert (self->nodes, g_strdup (id), node);
+  }
+  if (node != NULL && node->expires_us != 0 && node->expires_us <= g_get_monotonic_time ())
+    node->expires_us = 0;
+  return node;
+}
+
+static void
+memory_set_lease (MemoryNode *node, const char *info, guint ttl_ms)
+{
+  g_free (node->info);
+  node->info = g_strdup (info);
+  node->expires_us = g_get_monotonic_time () + (gint64)ttl_ms * 1000;
+}
+
+static void
+memory_join_node (SkStore *store, const char *id, const char *info, guint ttl_ms, GTask *task)
+{
+  MemoryNode *node = memory_lookup_node ((SkStoreMemory *)store, id, TRUE);
+
+  node->incarnation++;
+  memory_set_lease (node, info, ttl_ms);
+  sk_store_task_return_u64 (task, node->incarnation);
+  g_object_unref (task);
+}
+
+static void
+memory_renew_node (SkStore *store, const char *id, guint64 incarnation, const char *info,
+                   guint ttl_ms, GTask *task)
+{
+  MemoryNode *node = memory_lookup_node ((SkStoreMemory *)store, id, FALSE);
+
+  if (node == NULL || node->incarnation != incarnation) {
+    g_task_return_new_error (task, SK_ERROR, SK_ERROR_STALE_EPOCH,
+                             "node %s: incarnation %" G_GUINT64_FORMAT " was retired", id,
+                             incarnation);
+  } else {
+    memory_set_lease (node, info, ttl_ms);
+    g_task_return_boolean (task, TRUE);
+  }
+  g_object_unref (task);
+}
+
+static void
+memory_retire_node (SkStore *store, const char *id, guint64 incarnation, gboolean force,
+                    GTask *task)
+{
+  MemoryNode *node = memory_lookup_node ((SkStoreMemory *)store, id, FALSE);
+
+  if (node == NULL || node->incarnation > incarnation) {
+    g_task_return_boolean (task, TRUE);
+  } else if (node->expires_us != 0 && !force) {
+    g_task_return_new_error (task, SK_ERROR, SK_ERROR_CONFLICT,
+                             "node %s: incarnation %" G_GUINT64_FORMAT " still holds its lease", id,
+                             incarnation);
+  } else {
+    node->incarnation = MAX (node->incarnation, incarnation) + 1;
+    node->expires_us = 0;
+    g_task_return_boolean (task, TRUE);
+  }
+  g_object_unref (task);
+}
+
+static void
+memory_list_nodes (SkStore *store, GTask *task)
+{
+  SkStoreMemory *self = (SkStoreMemory *)store;
+  GPtrArray *nodes = g_ptr_array_new_with_free_func ((GDestroyNotify)sk_store_node_free);
+  g_autoptr (GList) ids
+      = g_list_sort (g_hash_table_get_keys (self->nodes), (GCompareFunc)g_strcmp0);
+
+  for (GList *l = ids; l != NULL; l = l->next) {
+    MemoryNode *node = memory_lookup_node (self, l->data, FALSE);
+
+    if (node->expires_us != 0)
+      g_ptr_array_add (nodes, sk_store_node_new (l->data, node->incarnation, node->info));
+  }
+  g_task_return_pointer (task, nodes, (GDestroyNotify)g_ptr_array_unref);
+  g_object_unref (task);
+}
+
+static void
 memory_free (SkStore *store)
 {
   SkStoreMemory *self = (SkStoreMemory *)store;
@@ -360,6 +506,7 @@ memory_free (SkStore *store)
     g_source_unref (self->notify_source);
   }
   g_hash_table_unref (self->dirty_rooms);
+  g_hash_table_unref (self->nodes);
   g_hash_table_unref (self->room_watches);
   g_hash_table_unref (self->watches);
   g_hash_table_unref (self->namespaces);
@@ -380,6 +527,12 @@ static const SkStoreVTable memory_vtable = {
   .list = memory_list,
   .claim_room = memory_claim_room,
   .get_placement = memory_get_placement,
+  .release_room = memory_release_room,
+  .list_placements = memory_list_placements,
+  .join_node = memory_join_node,
+  .renew_node = memory_renew_node,
+  .retire_node = memory_retire_node,
+  .list_nodes = memory_list_nodes,
 };
 
 SkStore *
@@ -396,5 +549,6 @@ sk_store_memory_new (void)
   self->room_watches
       = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify)g_array_unref);
   self->dirty_rooms = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  self->nodes = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, memory_node_free);
   return &self->parent;
 }

@@ -205,13 +205,13 @@ sk_store_list_finish (SkStore *store, GAsyncResult *result, GError **error)
 }
 
 void
-sk_store_claim_room_async (SkStore *store, const char *room, const char *node,
+sk_store_claim_room_async (SkStore *store, const char *room, const char *node, guint64 incarnation,
                            guint64 expected_epoch, GCancellable *cancellable,
                            GAsyncReadyCallback callback, gpointer user_data)
 {
   GTask *task = store_task_new (cancellable, callback, user_data, sk_store_claim_room_async);
 
-  store->vtable->claim_room (store, room, node, expected_epoch, task);
+  store->vtable->claim_room (store, room, node, incarnation, expected_epoch, task);
 }
 
 gboolean
@@ -222,17 +222,24 @@ sk_store_claim_room_finish (SkStore *store, GAsyncResult *result, guint64 *out_e
   return store_propagate_u64 (result, out_epoch, error);
 }
 
-/* The placement result: node may be NULL (never placed). */
-typedef struct {
-  char *node;
-  guint64 epoch;
-} SkStorePlacement;
-
-static void
-store_placement_free (gpointer data)
+SkStorePlacement *
+sk_store_placement_new (const char *room, const char *node, guint64 incarnation, guint64 epoch)
 {
-  SkStorePlacement *placement = data;
+  SkStorePlacement *placement = g_new0 (SkStorePlacement, 1);
 
+  placement->room = g_strdup (room);
+  placement->node = g_strdup (node);
+  placement->incarnation = incarnation;
+  placement->epoch = epoch;
+  return placement;
+}
+
+void
+sk_store_placement_free (SkStorePlacement *placement)
+{
+  if (placement == NULL)
+    return;
+  g_free (placement->room);
   g_free (placement->node);
   g_free (placement);
 }
@@ -250,17 +257,15 @@ gboolean
 sk_store_get_placement_finish (SkStore *store, GAsyncResult *result, char **out_node,
                                guint64 *out_epoch, GError **error)
 {
-  SkStorePlacement *placement;
-
   g_return_val_if_fail (store_result_is_valid (result, sk_store_get_placement_async), FALSE);
-  placement = g_task_propagate_pointer (G_TASK (result), error);
+
+  g_autoptr (SkStorePlacement) placement = g_task_propagate_pointer (G_TASK (result), error);
   if (placement == NULL)
     return FALSE;
   if (out_node != NULL)
     *out_node = g_steal_pointer (&placement->node);
   if (out_epoch != NULL)
     *out_epoch = placement->epoch;
-  store_placement_free (placement);
   return TRUE;
 }
 
@@ -273,9 +278,130 @@ sk_store_task_return_u64 (GTask *task, guint64 value)
 void
 sk_store_task_return_placement (GTask *task, const char *node, guint64 epoch)
 {
-  SkStorePlacement *placement = g_new0 (SkStorePlacement, 1);
+  g_task_return_pointer (task, sk_store_placement_new (NULL, node, 0, epoch),
+                         (GDestroyNotify)sk_store_placement_free);
+}
 
-  placement->node = g_strdup (node);
-  placement->epoch = epoch;
-  g_task_return_pointer (task, placement, store_placement_free);
+void
+sk_store_release_room_async (SkStore *store, const char *room, guint64 epoch,
+                             GCancellable *cancellable, GAsyncReadyCallback callback,
+                             gpointer user_data)
+{
+  GTask *task = store_task_new (cancellable, callback, user_data, sk_store_release_room_async);
+
+  store->vtable->release_room (store, room, epoch, task);
+}
+
+gboolean
+sk_store_release_room_finish (SkStore *store, GAsyncResult *result, GError **error)
+{
+  g_return_val_if_fail (store_result_is_valid (result, sk_store_release_room_async), FALSE);
+  return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+void
+sk_store_list_placements_async (SkStore *store, GCancellable *cancellable,
+                                GAsyncReadyCallback callback, gpointer user_data)
+{
+  GTask *task = store_task_new (cancellable, callback, user_data, sk_store_list_placements_async);
+
+  store->vtable->list_placements (store, task);
+}
+
+GPtrArray *
+sk_store_list_placements_finish (SkStore *store, GAsyncResult *result, GError **error)
+{
+  g_return_val_if_fail (store_result_is_valid (result, sk_store_list_placements_async), NULL);
+  return g_task_propagate_pointer (G_TASK (result), error);
+}
+
+/* ---- membership ------------------------------------------------------------------------- */
+
+SkStoreNode *
+sk_store_node_new (const char *node, guint64 incarnation, const char *info)
+{
+  SkStoreNode *n = g_new0 (SkStoreNode, 1);
+
+  n->node = g_strdup (node);
+  n->incarnation = incarnation;
+  n->info = g_strdup (info);
+  return n;
+}
+
+void
+sk_store_node_free (SkStoreNode *node)
+{
+  if (node == NULL)
+    return;
+  g_free (node->node);
+  g_free (node->info);
+  g_free (node);
+}
+
+void
+sk_store_join_node_async (SkStore *store, const char *node, const char *info, guint ttl_ms,
+                          GCancellable *cancellable, GAsyncReadyCallback callback,
+                          gpointer user_data)
+{
+  GTask *task = store_task_new (cancellable, callback, user_data, sk_store_join_node_async);
+
+  store->vtable->join_node (store, node, info, ttl_ms, task);
+}
+
+gboolean
+sk_store_join_node_finish (SkStore *store, GAsyncResult *result, guint64 *out_incarnation,
+                           GError **error)
+{
+  g_return_val_if_fail (store_result_is_valid (result, sk_store_join_node_async), FALSE);
+  return store_propagate_u64 (result, out_incarnation, error);
+}
+
+void
+sk_store_renew_node_async (SkStore *store, const char *node, guint64 incarnation, const char *info,
+                           guint ttl_ms, GCancellable *cancellable, GAsyncReadyCallback callback,
+                           gpointer user_data)
+{
+  GTask *task = store_task_new (cancellable, callback, user_data, sk_store_renew_node_async);
+
+  store->vtable->renew_node (store, node, incarnation, info, ttl_ms, task);
+}
+
+gboolean
+sk_store_renew_node_finish (SkStore *store, GAsyncResult *result, GError **error)
+{
+  g_return_val_if_fail (store_result_is_valid (result, sk_store_renew_node_async), FALSE);
+  return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+void
+sk_store_retire_node_async (SkStore *store, const char *node, guint64 incarnation, gboolean force,
+                            GCancellable *cancellable, GAsyncReadyCallback callback,
+                            gpointer user_data)
+{
+  GTask *task = store_task_new (cancellable, callback, user_data, sk_store_retire_node_async);
+
+  store->vtable->retire_node (store, node, incarnation, force, task);
+}
+
+gboolean
+sk_store_retire_node_finish (SkStore *store, GAsyncResult *result, GError **error)
+{
+  g_return_val_if_fail (store_result_is_valid (result, sk_store_retire_node_async), FALSE);
+  return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+void
+sk_store_list_nodes_async (SkStore *store, GCancellable *cancellable, GAsyncReadyCallback callback,
+                           gpointer user_data)
+{
+  GTask *task = store_task_new (cancellable, callback, user_data, sk_store_list_nodes_async);
+
+  store->vtable->list_nodes (store, task);
+}
+
+GPtrArray *
+sk_store_list_nodes_finish (SkStore *store, GAsyncResult *result, GError **error)
+{
+  g_return_val_if_fail (store_result_is_valid (result, sk_store_list_nodes_async), NULL);
+  return g_task_propagate_pointer (G_TASK (result), error);
 }

@@ -47,10 +47,20 @@ typedef struct {
   void (*remove) (SkStore *store, const char *ns, const char *key, GTask *task);
   void (*list) (SkStore *store, const char *ns, GTask *task);
 
-  /* Room placement: room → (node, epoch), changed only by compare-and-set. */
-  void (*claim_room) (SkStore *store, const char *room, const char *node, guint64 expected_epoch,
-                      GTask *task);
+  /* Room placement: room → (node, node incarnation, epoch), changed only by compare-and-set. */
+  void (*claim_room) (SkStore *store, const char *room, const char *node, guint64 incarnation,
+                      guint64 expected_epoch, GTask *task);
   void (*get_placement) (SkStore *store, const char *room, GTask *task);
+  void (*release_room) (SkStore *store, const char *room, guint64 epoch, GTask *task);
+  void (*list_placements) (SkStore *store, GTask *task);
+
+  /* Membership: node leases with a per-incarnation number. */
+  void (*join_node) (SkStore *store, const char *node, const char *info, guint ttl_ms, GTask *task);
+  void (*renew_node) (SkStore *store, const char *node, guint64 incarnation, const char *info,
+                      guint ttl_ms, GTask *task);
+  void (*retire_node) (SkStore *store, const char *node, guint64 incarnation, gboolean force,
+                       GTask *task);
+  void (*list_nodes) (SkStore *store, GTask *task);
 } SkStoreVTable;
 
 struct _SkStore {
@@ -107,19 +117,87 @@ void sk_store_list_async (SkStore *store, const char *ns, GCancellable *cancella
                           GAsyncReadyCallback callback, gpointer user_data);
 GPtrArray *sk_store_list_finish (SkStore *store, GAsyncResult *result, GError **error);
 
-/* Sets room → (node, expected_epoch + 1) if the room's epoch is still @expected_epoch
- * (0 = unplaced); returns the new epoch, or SK_ERROR_CONFLICT. */
+/* Sets room → (node, incarnation, expected_epoch + 1) if the room's epoch is still
+ * @expected_epoch (0 = never placed); returns the new epoch, or SK_ERROR_CONFLICT.
+ * @incarnation is the claiming node's lease incarnation (0 for a node without leases). */
 void sk_store_claim_room_async (SkStore *store, const char *room, const char *node,
-                                guint64 expected_epoch, GCancellable *cancellable,
-                                GAsyncReadyCallback callback, gpointer user_data);
+                                guint64 incarnation, guint64 expected_epoch,
+                                GCancellable *cancellable, GAsyncReadyCallback callback,
+                                gpointer user_data);
 gboolean sk_store_claim_room_finish (SkStore *store, GAsyncResult *result, guint64 *out_epoch,
                                      GError **error);
 
-/* Current placement of a room: its node (NULL if never placed) and epoch (0 if never placed).
- * A room start reads it to know which epoch to claim from. */
+/* Current placement of a room: its node (NULL if never placed or released) and epoch (0 if
+ * never placed). A room start reads it to know which epoch to claim from. */
 void sk_store_get_placement_async (SkStore *store, const char *room, GCancellable *cancellable,
                                    GAsyncReadyCallback callback, gpointer user_data);
 gboolean sk_store_get_placement_finish (SkStore *store, GAsyncResult *result, char **out_node,
                                         guint64 *out_epoch, GError **error);
+
+/* A finished room gives its placement up: the node is cleared if the epoch is still @epoch
+ * (the epoch itself stays, so the next claim continues from it). SK_ERROR_CONFLICT if the
+ * room was claimed since. */
+void sk_store_release_room_async (SkStore *store, const char *room, guint64 epoch,
+                                  GCancellable *cancellable, GAsyncReadyCallback callback,
+                                  gpointer user_data);
+gboolean sk_store_release_room_finish (SkStore *store, GAsyncResult *result, GError **error);
+
+typedef struct {
+  char *room;
+  char *node;
+  guint64 incarnation; /* of the node, when it claimed the room */
+  guint64 epoch;
+} SkStorePlacement;
+
+void sk_store_placement_free (SkStorePlacement *placement);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkStorePlacement, sk_store_placement_free)
+
+/* Every placed (not released) room: a GPtrArray of SkStorePlacement, by room name. */
+void sk_store_list_placements_async (SkStore *store, GCancellable *cancellable,
+                                     GAsyncReadyCallback callback, gpointer user_data);
+GPtrArray *sk_store_list_placements_finish (SkStore *store, GAsyncResult *result, GError **error);
+
+/*
+ * Membership. Each node id has an incarnation counter that only grows. A node joins as a new
+ * incarnation (counter + 1) with a lease of @ttl_ms, and renews the lease while the counter
+ * still names it. A survivor that sees a lease gone retires that incarnation (counter + 1),
+ * so the stale node's next renewal fails and it fences itself; a lease lost only because the
+ * store itself failed over is re-created by the next renewal (the counter did not move).
+ */
+typedef struct {
+  char *node;
+  guint64 incarnation;
+  char *info; /* JSON the node publishes with its lease: URLs, load, readiness */
+} SkStoreNode;
+
+void sk_store_node_free (SkStoreNode *node);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkStoreNode, sk_store_node_free)
+
+/* Returns the new incarnation. */
+void sk_store_join_node_async (SkStore *store, const char *node, const char *info, guint ttl_ms,
+                               GCancellable *cancellable, GAsyncReadyCallback callback,
+                               gpointer user_data);
+gboolean sk_store_join_node_finish (SkStore *store, GAsyncResult *result, guint64 *out_incarnation,
+                                    GError **error);
+
+/* Sets the lease (again) for @ttl_ms with @info; SK_ERROR_STALE_EPOCH if @incarnation was
+ * retired or superseded. */
+void sk_store_renew_node_async (SkStore *store, const char *node, guint64 incarnation,
+                                const char *info, guint ttl_ms, GCancellable *cancellable,
+                                GAsyncReadyCallback callback, gpointer user_data);
+gboolean sk_store_renew_node_finish (SkStore *store, GAsyncResult *result, GError **error);
+
+/* Makes sure @incarnation of @node is dead: TRUE if it is retired now or was already;
+ * SK_ERROR_CONFLICT if its lease is still alive, unless @force (a node leaving cleanly
+ * retires itself and drops its lease). */
+void sk_store_retire_node_async (SkStore *store, const char *node, guint64 incarnation,
+                                 gboolean force, GCancellable *cancellable,
+                                 GAsyncReadyCallback callback, gpointer user_data);
+gboolean sk_store_retire_node_finish (SkStore *store, GAsyncResult *result, GError **error);
+
+/* Nodes with a live lease: a GPtrArray of SkStoreNode, by node id. */
+void sk_store_list_nodes_async (SkStore *store, GCancellable *cancellable,
+                                GAsyncReadyCallback callback, gpointer user_data);
+GPtrArray *sk_store_list_nodes_finish (SkStore *store, GAsyncResult *result, GError **error);
 
 G_END_DECLS

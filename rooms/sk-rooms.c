@@ -519,7 +519,7 @@ on_placement (GObject *source, GAsyncResult *result, gpointer user_data)
   }
   /* One node: the room is ours whoever had it before. Choosing another node's live room is
    * failover's business (placement by lease), not the join path's. */
-  sk_store_claim_room_async (room->manager->store, room->name, room->manager->config->node_id,
+  sk_store_claim_room_async (room->manager->store, room->name, room->manager->config->node_id, 0,
                              epoch, room->manager->cancellable, on_claimed, room);
 }
 

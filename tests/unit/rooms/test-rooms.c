@@ -339,7 +339,7 @@ test_fenced (Fixture *f, gconstpointer data)
   g_clear_pointer (&log, g_ptr_array_unref);
   log = wait_log (f->store, "r", 2);
 
-  sk_store_claim_room_async (f->store, "r", "n2", 1, NULL, rt_async_cb, &a);
+  sk_store_claim_room_async (f->store, "r", "n2", 0, 1, NULL, rt_async_cb, &a);
   g_assert_true (sk_store_claim_room_finish (f->store, rt_async_wait (&a), &epoch, NULL));
   g_assert_cmpuint (epoch, ==, 2);
   rt_async_clear (&a);

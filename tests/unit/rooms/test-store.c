@@ -20,7 +20,7 @@ store_claim (SkStore *store, const char *room, const char *node, guint64 expecte
   RtAsync a = { 0 };
   guint64 epoch = 0;
 
-  sk_store_claim_room_async (store, room, node, expected, NULL, rt_async_cb, &a);
+  sk_store_claim_room_async (store, room, node, 0, expected, NULL, rt_async_cb, &a);
   if (!sk_store_claim_room_finish (store, rt_async_wait (&a), &epoch, error))
     epoch = 0;
   rt_async_clear (&a);
@@ -111,8 +111,8 @@ test_store_claim_cas (void)
   rt_async_clear (&a);
 
   /* Two claimants with the same expectation: exactly one wins. */
-  sk_store_claim_room_async (store, "r", "n1", 0, NULL, rt_async_cb, &a);
-  sk_store_claim_room_async (store, "r", "n2", 0, NULL, rt_async_cb, &b);
+  sk_store_claim_room_async (store, "r", "n1", 0, 0, NULL, rt_async_cb, &a);
+  sk_store_claim_room_async (store, "r", "n2", 0, 0, NULL, rt_async_cb, &b);
   ok1 = sk_store_claim_room_finish (store, rt_async_wait (&a), &e1, NULL);
   ok2 = sk_store_claim_room_finish (store, rt_async_wait (&b), &e2, &error);
   g_assert_true (ok1);
@@ -320,6 +320,150 @@ test_store_log_cap (void)
   rt_async_clear (&a);
 }
 
+static guint64
+store_join (SkStore *store, const char *node, guint ttl_ms)
+{
+  RtAsync a = { 0 };
+  g_autoptr (GError) error = NULL;
+  guint64 incarnation = 0;
+
+  sk_store_join_node_async (store, node, "{}", ttl_ms, NULL, rt_async_cb, &a);
+  g_assert_true (sk_store_join_node_finish (store, rt_async_wait (&a), &incarnation, &error));
+  g_assert_no_error (error);
+  rt_async_clear (&a);
+  return incarnation;
+}
+
+static gboolean
+store_renew (SkStore *store, const char *node, guint64 incarnation, guint ttl_ms, GError **error)
+{
+  RtAsync a = { 0 };
+  gboolean ok;
+
+  sk_store_renew_node_async (store, node, incarnation, "{\"load\":1}", ttl_ms, NULL, rt_async_cb,
+                             &a);
+  ok = sk_store_renew_node_finish (store, rt_async_wait (&a), error);
+  rt_async_clear (&a);
+  return ok;
+}
+
+static gboolean
+store_retire (SkStore *store, const char *node, guint64 incarnation, gboolean force, GError **error)
+{
+  RtAsync a = { 0 };
+  gboolean ok;
+
+  sk_store_retire_node_async (store, node, incarnation, force, NULL, rt_async_cb, &a);
+  ok = sk_store_retire_node_finish (store, rt_async_wait (&a), error);
+  rt_async_clear (&a);
+  return ok;
+}
+
+static GPtrArray *
+store_nodes (SkStore *store)
+{
+  RtAsync a = { 0 };
+  g_autoptr (GError) error = NULL;
+  GPtrArray *nodes;
+
+  sk_store_list_nodes_async (store, NULL, rt_async_cb, &a);
+  nodes = sk_store_list_nodes_finish (store, rt_async_wait (&a), &error);
+  g_assert_no_error (error);
+  rt_async_clear (&a);
+  return nodes;
+}
+
+/* Leases expire, a retired incarnation cannot renew, a lease lost without retirement (a store
+ * that failed over) comes back on renewal, and a rejoin is a new incarnation. */
+static void
+test_store_membership (void)
+{
+  g_autoptr (SkStore) store = sk_store_memory_new ();
+  g_autoptr (GError) error = NULL;
+  guint64 n1 = store_join (store, "n1", 100000);
+  guint64 n2 = store_join (store, "n2", 50);
+
+  g_assert_cmpuint (n1, ==, 1);
+  g_assert_cmpuint (n2, ==, 1);
+  {
+    g_autoptr (GPtrArray) nodes = store_nodes (store);
+    g_assert_cmpuint (nodes->len, ==, 2);
+    SkStoreNode *first = g_ptr_array_index (nodes, 0);
+    g_assert_cmpstr (first->node, ==, "n1");
+    g_assert_cmpstr (first->info, ==, "{}");
+  }
+
+  /* A live lease cannot be retired by a survivor. */
+  g_assert_false (store_retire (store, "n1", n1, FALSE, &error));
+  g_assert_error (error, SK_ERROR, SK_ERROR_CONFLICT);
+  g_clear_error (&error);
+
+  g_usleep (80 * 1000);
+  {
+    g_autoptr (GPtrArray) nodes = store_nodes (store);
+    g_assert_cmpuint (nodes->len, ==, 1);
+  }
+  /* Expired but not retired: renewal re-creates the lease. */
+  g_assert_true (store_renew (store, "n2", n2, 100000, &error));
+  g_assert_no_error (error);
+  {
+    g_autoptr (GPtrArray) nodes = store_nodes (store);
+    g_assert_cmpuint (nodes->len, ==, 2);
+    g_assert_cmpstr (((SkStoreNode *)g_ptr_array_index (nodes, 1))->info, ==, "{\"load\":1}");
+  }
+
+  /* Forced retirement (clean leave), then the stale incarnation is refused. */
+  g_assert_true (store_retire (store, "n2", n2, TRUE, &error));
+  g_assert_true (store_retire (store, "n2", n2, FALSE, &error)); /* already dead: fine */
+  g_assert_false (store_renew (store, "n2", n2, 100000, &error));
+  g_assert_error (error, SK_ERROR, SK_ERROR_STALE_EPOCH);
+  g_clear_error (&error);
+  g_assert_cmpuint (store_join (store, "n2", 100000), >, n2 + 0);
+}
+
+static void
+test_store_placements (void)
+{
+  g_autoptr (SkStore) store = sk_store_memory_new ();
+  g_autoptr (GError) error = NULL;
+  RtAsync a = { 0 };
+  g_autoptr (GPtrArray) placements = NULL;
+  guint64 e;
+
+  RtAsync c = { 0 };
+  sk_store_claim_room_async (store, "b", "n2", 7, 0, NULL, rt_async_cb, &c);
+  g_assert_true (sk_store_claim_room_finish (store, rt_async_wait (&c), &e, &error));
+  rt_async_clear (&c);
+  g_assert_cmpuint (store_claim (store, "a", "n1", 0, &error), ==, 1);
+  g_assert_cmpuint (store_claim (store, "c", "n1", 0, &error), ==, 1);
+
+  /* Released rooms are not listed and keep their epoch. */
+  sk_store_release_room_async (store, "c", 1, NULL, rt_async_cb, &a);
+  g_assert_true (sk_store_release_room_finish (store, rt_async_wait (&a), &error));
+  rt_async_clear (&a);
+  sk_store_release_room_async (store, "a", 5, NULL, rt_async_cb, &a);
+  g_assert_false (sk_store_release_room_finish (store, rt_async_wait (&a), &error));
+  g_assert_error (error, SK_ERROR, SK_ERROR_CONFLICT);
+  g_clear_error (&error);
+  rt_async_clear (&a);
+  g_assert_cmpuint (store_claim (store, "c", "n3", 1, &error), ==, 2);
+  g_assert_no_error (error);
+
+  sk_store_list_placements_async (store, NULL, rt_async_cb, &a);
+  placements = sk_store_list_placements_finish (store, rt_async_wait (&a), &error);
+  rt_async_clear (&a);
+  g_assert_no_error (error);
+  g_assert_cmpuint (placements->len, ==, 3);
+  SkStorePlacement *b = g_ptr_array_index (placements, 1);
+  g_assert_cmpstr (b->room, ==, "b");
+  g_assert_cmpstr (b->node, ==, "n2");
+  g_assert_cmpuint (b->incarnation, ==, 7);
+  g_assert_cmpuint (b->epoch, ==, 1);
+  SkStorePlacement *pc = g_ptr_array_index (placements, 2);
+  g_assert_cmpstr (pc->node, ==, "n3");
+  g_assert_cmpuint (pc->epoch, ==, 2);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -332,5 +476,7 @@ main (int argc, char **argv)
   g_test_add_func ("/store/watch", test_store_watch);
   g_test_add_func ("/store/namespaces", test_store_namespaces);
   g_test_add_func ("/store/log-cap", test_store_log_cap);
+  g_test_add_func ("/store/membership", test_store_membership);
+  g_test_add_func ("/store/placements", test_store_placements);
   return g_test_run ();
 }
