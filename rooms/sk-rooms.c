@@ -41,7 +41,8 @@ struct _SkParticipant {
   char *identity;
   char *name;
   char *kind;
-  GPtrArray *tracks; /* SkTrack*, owned, in publish order */
+  char *ingress_node; /* where its media comes from (this node, or a remote publisher's) */
+  GPtrArray *tracks;  /* SkTrack*, owned, in publish order */
   SkParticipantEvictedFunc evicted;
   gpointer user_data;
   gboolean departed; /* left the room; only the evicted callback still sees it */
@@ -126,6 +127,7 @@ participant_to_json (SkParticipant *p)
   json_object_set_string_member (o, "identity", p->identity);
   json_object_set_string_member (o, "name", p->name);
   json_object_set_string_member (o, "kind", p->kind);
+  json_object_set_string_member (o, "ingress_node", p->ingress_node);
   return o;
 }
 
@@ -598,6 +600,7 @@ participant_free (SkParticipant *p)
   g_free (p->identity);
   g_free (p->name);
   g_free (p->kind);
+  g_free (p->ingress_node);
   g_free (p);
 }
 
@@ -661,10 +664,11 @@ participant_evict (SkParticipant *p, const char *reason)
   participant_free (p);
 }
 
-SkParticipant *
-sk_room_manager_join (SkRoomManager *self, const char *room_name, const char *identity,
-                      const char *name, const char *kind, SkParticipantEvictedFunc evicted,
-                      gpointer user_data, GError **error)
+static SkParticipant *
+room_manager_join (SkRoomManager *self, const char *room_name, const char *sid,
+                   const char *identity, const char *name, const char *kind,
+                   const char *ingress_node, SkParticipantEvictedFunc evicted, gpointer user_data,
+                   GError **error)
 {
   SkParticipant *p;
   SkRoom *room;
@@ -714,10 +718,11 @@ sk_room_manager_join (SkRoomManager *self, const char *room_name, const char *id
 
   p = g_new0 (SkParticipant, 1);
   p->room = room;
-  p->sid = sk_id_new ("PA_");
+  p->sid = sid != NULL ? g_strdup (sid) : sk_id_new ("PA_");
   p->identity = g_strdup (identity);
   p->name = g_strdup (name != NULL ? name : "");
   p->kind = g_strdup (kind != NULL ? kind : "standard");
+  p->ingress_node = g_strdup (ingress_node != NULL ? ingress_node : self->config->node_id);
   p->tracks = g_ptr_array_new_with_free_func ((GDestroyNotify)sk_track_unref);
   p->evicted = evicted;
   p->user_data = user_data;
@@ -725,6 +730,77 @@ sk_room_manager_join (SkRoomManager *self, const char *room_name, const char *id
 
   room_enqueue (room, participant_event_new (p, "ParticipantConnected"), "participant_joined");
   return p;
+}
+
+SkParticipant *
+sk_room_manager_join (SkRoomManager *self, const char *room_name, const char *identity,
+                      const char *name, const char *kind, SkParticipantEvictedFunc evicted,
+                      gpointer user_data, GError **error)
+{
+  return room_manager_join (self, room_name, NULL, identity, name, kind, NULL, evicted, user_data,
+                            error);
+}
+
+static gboolean
+sid_is_valid (const char *sid, const char *prefix)
+{
+  gsize len = sid != NULL ? strlen (sid) : 0;
+
+  if (len <= strlen (prefix) || len > 64 || !g_str_has_prefix (sid, prefix))
+    return FALSE;
+  for (gsize i = 0; i < len; i++) {
+    if (!g_ascii_isalnum (sid[i]) && sid[i] != '_')
+      return FALSE;
+  }
+  return TRUE;
+}
+
+static SkParticipant *
+room_find_participant (SkRoom *room, const char *sid)
+{
+  for (guint i = 0; i < room->participants->len; i++) {
+    SkParticipant *p = g_ptr_array_index (room->participants, i);
+
+    if (strcmp (p->sid, sid) == 0)
+      return p;
+  }
+  return NULL;
+}
+
+SkParticipant *
+sk_room_manager_join_remote (SkRoomManager *self, const char *room_name, const char *sid,
+                             const char *identity, const char *name, const char *kind,
+                             const char *ingress_node, SkParticipantEvictedFunc evicted,
+                             gpointer user_data, GError **error)
+{
+  SkRoom *room;
+  SkParticipant *p;
+
+  g_return_val_if_fail (self != NULL, NULL);
+
+  if (!sid_is_valid (sid, "PA_") || ingress_node == NULL || ingress_node[0] == '\0'
+      || strlen (ingress_node) > PARTICIPANT_FIELD_MAX) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INVALID,
+                 "a remote participant needs a PA_ sid and its ingress node");
+    return NULL;
+  }
+  /* Rebuilt here after a move: the participant is already in the room, only its media and
+   * its owner are new. */
+  room = g_hash_table_lookup (self->rooms, room_name);
+  p = room != NULL && !room->finished ? room_find_participant (room, sid) : NULL;
+  if (p != NULL) {
+    if (strcmp (p->identity, identity != NULL ? identity : "") != 0) {
+      g_set_error (error, SK_ERROR, SK_ERROR_CONFLICT, "participant %s has another identity", sid);
+      return NULL;
+    }
+    p->evicted = evicted;
+    p->user_data = user_data;
+    g_free (p->ingress_node);
+    p->ingress_node = g_strdup (ingress_node);
+    return p;
+  }
+  return room_manager_join (self, room_name, sid, identity, name, kind, ingress_node, evicted,
+                            user_data, error);
 }
 
 const char *
@@ -745,17 +821,12 @@ sk_participant_get_identity (SkParticipant *participant)
   return participant->identity;
 }
 
-SkTrack *
-sk_participant_publish_track (SkParticipant *p, SkTrackKind kind, GstCaps *caps)
+static SkTrack *
+participant_publish_track (SkParticipant *p, const char *sid, SkTrackKind kind, GstCaps *caps)
 {
-  g_autofree char *sid = NULL;
   JsonObject *event;
   SkTrack *track;
 
-  g_return_val_if_fail (p != NULL && caps != NULL, NULL);
-  g_return_val_if_fail (!p->departed, NULL);
-
-  sid = sk_id_new ("TR_");
   track = sk_track_new (kind, sid, caps);
   g_ptr_array_add (p->tracks, track);
 
@@ -764,6 +835,41 @@ sk_participant_publish_track (SkParticipant *p, SkTrackKind kind, GstCaps *caps)
   room_enqueue (p->room, event, "track_published");
   notify_track (p->room, p, track, TRUE);
   return track;
+}
+
+SkTrack *
+sk_participant_publish_track (SkParticipant *p, SkTrackKind kind, GstCaps *caps)
+{
+  g_autofree char *sid = NULL;
+
+  g_return_val_if_fail (p != NULL && caps != NULL, NULL);
+  g_return_val_if_fail (!p->departed, NULL);
+
+  sid = sk_id_new ("TR_");
+  return participant_publish_track (p, sid, kind, caps);
+}
+
+SkTrack *
+sk_participant_publish_track_with_sid (SkParticipant *p, const char *sid, SkTrackKind kind,
+                                       GstCaps *caps)
+{
+  g_return_val_if_fail (p != NULL && caps != NULL, NULL);
+  g_return_val_if_fail (!p->departed, NULL);
+
+  if (!sid_is_valid (sid, "TR_"))
+    return NULL;
+  for (guint i = 0; i < p->tracks->len; i++) {
+    SkTrack *track = g_ptr_array_index (p->tracks, i);
+
+    if (strcmp (sk_track_get_sid (track), sid) != 0)
+      continue;
+    if (sk_track_get_kind (track) != kind)
+      return NULL;
+    /* Re-bound after a move: subscribers already follow this track object. */
+    sk_track_set_caps (track, caps);
+    return track;
+  }
+  return participant_publish_track (p, sid, kind, caps);
 }
 
 void

@@ -92,4 +92,23 @@ void sk_room_manager_unwatch_tracks (SkRoomManager *self, guint watch_id);
 
 const SkConfig *sk_room_manager_get_config (SkRoomManager *self);
 
+/*
+ * Cluster: participants whose ingress runs on another node. That node publishes their tracks
+ * to this one (the room's host) over WebRTC and keeps their sids across hosts, so a room rebuilt
+ * here after its host died finds them again. A @sid the room already knows (it was rebuilt
+ * here from the store) is re-attached without events; a new one is joined like
+ * sk_room_manager_join (ParticipantConnected, identity replacement). Fails with
+ * SK_ERROR_UNAVAILABLE if this node does not host @room (the caller should look up the host).
+ */
+SkParticipant *sk_room_manager_join_remote (SkRoomManager *self, const char *room, const char *sid,
+                                            const char *identity, const char *name,
+                                            const char *kind, const char *ingress_node,
+                                            SkParticipantEvictedFunc evicted, gpointer user_data,
+                                            GError **error);
+
+/* Like sk_participant_publish_track with the sid chosen by the ingress node; a sid the
+ * participant already had (re-attached after a move) is re-bound without TrackPublished. */
+SkTrack *sk_participant_publish_track_with_sid (SkParticipant *participant, const char *sid,
+                                                SkTrackKind kind, GstCaps *caps);
+
 G_END_DECLS
