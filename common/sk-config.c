@@ -76,6 +76,12 @@ static const KeyDef keys[] = {
   { "webhooks", "secret", KEY_STRING, F (webhook_secret) },
   { "webhooks", "max_retries", KEY_UINT, F (webhook_max_retries), 0, 1000 },
   { "webhooks", "queue_max", KEY_UINT, F (webhook_queue_max), 1, 10000000 },
+
+  { "cluster", "heartbeat_ms", KEY_UINT, F (cluster_heartbeat_ms), 20, 60000 },
+  { "cluster", "lease_ttl_ms", KEY_UINT, F (cluster_lease_ttl_ms), 100, 600000 },
+  { "cluster", "secret", KEY_STRING, F (cluster_secret) },
+  { "cluster", "advertise_url", KEY_STRING, F (cluster_advertise_url) },
+  { "cluster", "max_rooms", KEY_UINT, F (cluster_max_rooms), 0, 1000000 },
 };
 
 #undef F
@@ -116,6 +122,9 @@ sk_config_new (void)
   c->webhook_urls = g_new0 (char *, 1);
   c->webhook_max_retries = 8;
   c->webhook_queue_max = 10000;
+
+  c->cluster_heartbeat_ms = 200;
+  c->cluster_lease_ttl_ms = 1000;
   return c;
 }
 
@@ -507,6 +516,18 @@ sk_config_finalize (SkConfig *c, GError **error)
     /* A node bound to one address is reached there; a wildcard bind by its host name. */
     gboolean wildcard = strcmp (c->bind, "0.0.0.0") == 0 || strcmp (c->bind, "::") == 0;
     c->public_host = g_strdup (wildcard ? g_get_host_name () : c->bind);
+  }
+
+  if (c->cluster_advertise_url == NULL) {
+    gboolean v6 = strchr (c->public_host, ':') != NULL;
+    c->cluster_advertise_url
+        = g_strdup_printf (v6 ? "http://[%s]:%u" : "http://%s:%u", c->public_host, c->http_port);
+  }
+  if (c->cluster_heartbeat_ms * 2 > c->cluster_lease_ttl_ms) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INVALID,
+                 "[cluster] lease_ttl_ms (%u) must be at least twice heartbeat_ms (%u)",
+                 c->cluster_lease_ttl_ms, c->cluster_heartbeat_ms);
+    return FALSE;
   }
 
   if (strcmp (c->store, "memory") != 0 && !g_str_has_prefix (c->store, "redis://")

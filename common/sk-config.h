@@ -61,6 +61,14 @@ typedef struct {
   char *webhook_secret;      /* secret; HMAC-SHA256 key, defaults to the API token */
   guint webhook_max_retries; /* max_retries; 8 */
   guint webhook_queue_max;   /* queue_max; 10000 events per URL before the oldest are dropped */
+
+  /* [cluster] (used with a shared store: redis:// or sentinel://) */
+  guint cluster_heartbeat_ms;  /* heartbeat_ms; 200: lease renewal and failure-detection tick */
+  guint cluster_lease_ttl_ms;  /* lease_ttl_ms; 1000: a node silent this long is dead */
+  char *cluster_secret;        /* secret; authenticates node-to-node requests; unset = refused */
+  char *cluster_advertise_url; /* advertise_url; this node's HTTP base URL for other nodes and
+                                * redirects; default http://public_host:http_port */
+  guint cluster_max_rooms;     /* max_rooms; rooms this node accepts to host; 0 = unlimited */
 } SkConfig;
 
 SkConfig *sk_config_new (void);
