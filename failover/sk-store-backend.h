@@ -12,7 +12,8 @@ G_BEGIN_DECLS
 void sk_store_task_return_u64 (GTask *task, guint64 value);
 
 /* For get_placement: @node NULL and @epoch 0 for a room never placed. */
-void sk_store_task_return_placement (GTask *task, const char *node, guint64 epoch);
+void sk_store_task_return_placement (GTask *task, const char *node, guint64 incarnation,
+                                     guint64 epoch);
 
 SkStorePlacement *sk_store_placement_new (const char *room, const char *node, guint64 incarnation,
                                           guint64 epoch);

@@ -364,9 +364,9 @@ memory_get_placement (SkStore *store, const char *name, GTask *task)
   MemoryRoom *room = memory_lookup_room ((SkStoreMemory *)store, name, FALSE);
 
   if (room != NULL)
-    sk_store_task_return_placement (task, room->node, room->epoch);
+    sk_store_task_return_placement (task, room->node, room->incarnation, room->epoch);
   else
-    sk_store_task_return_placement (task, NULL, 0);
+    sk_store_task_return_placement (task, NULL, 0, 0);
   g_object_unref (task);
 }
 

@@ -255,7 +255,7 @@ sk_store_get_placement_async (SkStore *store, const char *room, GCancellable *ca
 
 gboolean
 sk_store_get_placement_finish (SkStore *store, GAsyncResult *result, char **out_node,
-                               guint64 *out_epoch, GError **error)
+                               guint64 *out_incarnation, guint64 *out_epoch, GError **error)
 {
   g_return_val_if_fail (store_result_is_valid (result, sk_store_get_placement_async), FALSE);
 
@@ -264,6 +264,8 @@ sk_store_get_placement_finish (SkStore *store, GAsyncResult *result, char **out_
     return FALSE;
   if (out_node != NULL)
     *out_node = g_steal_pointer (&placement->node);
+  if (out_incarnation != NULL)
+    *out_incarnation = placement->incarnation;
   if (out_epoch != NULL)
     *out_epoch = placement->epoch;
   return TRUE;
@@ -276,9 +278,9 @@ sk_store_task_return_u64 (GTask *task, guint64 value)
 }
 
 void
-sk_store_task_return_placement (GTask *task, const char *node, guint64 epoch)
+sk_store_task_return_placement (GTask *task, const char *node, guint64 incarnation, guint64 epoch)
 {
-  g_task_return_pointer (task, sk_store_placement_new (NULL, node, 0, epoch),
+  g_task_return_pointer (task, sk_store_placement_new (NULL, node, incarnation, epoch),
                          (GDestroyNotify)sk_store_placement_free);
 }
 

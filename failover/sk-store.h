@@ -132,7 +132,8 @@ gboolean sk_store_claim_room_finish (SkStore *store, GAsyncResult *result, guint
 void sk_store_get_placement_async (SkStore *store, const char *room, GCancellable *cancellable,
                                    GAsyncReadyCallback callback, gpointer user_data);
 gboolean sk_store_get_placement_finish (SkStore *store, GAsyncResult *result, char **out_node,
-                                        guint64 *out_epoch, GError **error);
+                                        guint64 *out_incarnation, guint64 *out_epoch,
+                                        GError **error);
 
 /* A finished room gives its placement up: the node is cleared if the epoch is still @epoch
  * (the epoch itself stays, so the next claim continues from it). SK_ERROR_CONFLICT if the

@@ -15,6 +15,7 @@
 
 #include "common/sk-common.h"
 #include "common/sk-http.h"
+#include "failover/sk-cluster.h"
 #include "rooms/sk-events-http.h"
 #include "rooms/sk-whep.h"
 
@@ -24,6 +25,9 @@
 #define STORE_RETRY_MS 500
 #define APPEND_MAX_RETRIES 10
 #define SK_SSE_DRAIN_TIMEOUT_MS 2000 /* SSE clients get this long to take the end of the log */
+#define REBUILD_READ_LIMIT 1000
+#define ORPHAN_PATIENCE_VIEWS 5 /* views before any survivor, not only the chosen one, claims */
+#define SK_ROOMS_NS "rooms"
 
 typedef struct _SkRoom SkRoom;
 
@@ -41,8 +45,9 @@ struct _SkParticipant {
   char *identity;
   char *name;
   char *kind;
-  char *ingress_node; /* where its media comes from (this node, or a remote publisher's) */
-  GPtrArray *tracks;  /* SkTrack*, owned, in publish order */
+  char *ingress_node;          /* where its media comes from (this node, or a remote publisher's) */
+  guint64 ingress_incarnation; /* of that node when the participant joined; 0 = unknown */
+  GPtrArray *tracks;           /* SkTrack*, owned, in publish order */
   SkParticipantEvictedFunc evicted;
   gpointer user_data;
   gboolean departed; /* left the room; only the evicted callback still sees it */
@@ -51,12 +56,22 @@ struct _SkParticipant {
 struct _SkRoom {
   SkRoomManager *manager;
   char *name;
-  GPtrArray *participants; /* SkParticipant*, owned, in join order */
-  gboolean finished;       /* RoomFinished queued: lingers until its appends are done */
+  GCancellable *cancellable; /* every store call of this room: cancelled when it is freed */
+  GPtrArray *participants;   /* SkParticipant*, owned, in join order */
+  gboolean finished;         /* RoomFinished queued: lingers until its appends are done */
   guint empty_timeout_id;
 
   /* Log writing. */
+  gboolean fresh;  /* not started yet: RoomStarted goes first once placed */
   gboolean placed; /* epoch claimed and last_seq known: appends may go */
+  char *prev_node; /* placement found before our claim: a dead host's room is rebuilt */
+  guint64 prev_incarnation;
+  guint64 prev_epoch;
+  gboolean rebuilding; /* takeover: appends wait until the state is rebuilt */
+  gboolean lost;       /* another node holds it now: nothing more is written */
+  gboolean adopted;    /* claimed from a dead node by this one, with no participant here */
+  gboolean snapshot_in_flight;
+  gboolean snapshot_dirty;
   guint place_attempts;
   guint64 epoch;
   guint64 last_seq; /* of the newest event the store acknowledged */
@@ -85,10 +100,15 @@ struct _SkRoomManager {
   SkEventsHttp *events;
   GTask *shutdown_task;
   gboolean shutting_down;
+
+  SkCluster *cluster;      /* NULL: a node on its own */
+  GHashTable *orphan_seen; /* room → views it has been seen orphaned */
 };
 
 static void room_pump (SkRoom *room);
 static void room_place (SkRoom *room);
+static void room_write_snapshot (SkRoom *room);
+static SkParticipant *room_find_participant (SkRoom *room, const char *sid);
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
@@ -116,6 +136,23 @@ store_op_cancelled (GAsyncResult *result)
   GCancellable *cancellable = g_task_get_cancellable (G_TASK (result));
 
   return cancellable != NULL && g_cancellable_is_cancelled (cancellable);
+}
+
+/* json-glib 1.6 has no _with_default getters for containers. */
+static JsonObject *
+json_get_object (JsonObject *o, const char *member, JsonObject *fallback)
+{
+  JsonNode *node = json_object_get_member (o, member);
+
+  return node != NULL && JSON_NODE_HOLDS_OBJECT (node) ? json_node_get_object (node) : fallback;
+}
+
+static JsonArray *
+json_get_array (JsonObject *o, const char *member, JsonArray *fallback)
+{
+  JsonNode *node = json_object_get_member (o, member);
+
+  return node != NULL && JSON_NODE_HOLDS_ARRAY (node) ? json_node_get_array (node) : fallback;
 }
 
 static JsonObject *
@@ -312,6 +349,12 @@ room_dispose (SkRoom *room)
 {
   SkRoomManager *self = room->manager;
 
+  /* Finished and written: the name is free for whichever node starts it next. */
+  if (room->placed && !room->lost) {
+    sk_store_remove_async (self->store, SK_ROOMS_NS, room->name, NULL, NULL, NULL);
+    sk_store_release_room_async (self->store, room->name, room->epoch, NULL, NULL, NULL);
+  }
+
   g_hash_table_remove (self->rooms, room->name);
   if (self->shutdown_task != NULL && g_hash_table_size (self->rooms) == 0)
     shutdown_complete (self);
@@ -322,7 +365,7 @@ static void
 room_check_done (SkRoom *room)
 {
   if (room->finished && room->participants->len == 0 && g_queue_is_empty (&room->pending)
-      && room->in_flight == NULL && room->retry_id == 0)
+      && room->in_flight == NULL && room->retry_id == 0 && !room->snapshot_in_flight)
     room_dispose (room);
 }
 
@@ -347,6 +390,44 @@ room_retry_later (SkRoom *room)
 }
 
 static void participant_free (SkParticipant *p);
+static JsonNode *room_to_json (SkRoom *room, gboolean snapshot);
+
+static void
+on_snapshot_written (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  SkRoom *room = user_data;
+  g_autoptr (GError) error = NULL;
+
+  if (store_op_cancelled (result))
+    return;
+  room->snapshot_in_flight = FALSE;
+  if (!sk_store_put_finish (room->manager->store, result, &error))
+    g_debug ("room %s: snapshot: %s", room->name, error->message);
+  room_write_snapshot (room);
+  room_check_done (room);
+}
+
+/*
+ * The room's state as of last_seq, for a node that has to rebuild it (and for API reads on
+ * other nodes). Written when the queue is idle, one at a time: a rebuild replays the log after
+ * the snapshot's seq, so a snapshot that lags is only slower, never wrong.
+ */
+static void
+room_write_snapshot (SkRoom *room)
+{
+  g_autoptr (JsonNode) node = NULL;
+  g_autofree char *json = NULL;
+
+  if (!room->snapshot_dirty || room->snapshot_in_flight || room->in_flight != NULL
+      || !g_queue_is_empty (&room->pending) || room->finished)
+    return;
+  room->snapshot_dirty = FALSE;
+  room->snapshot_in_flight = TRUE;
+  node = room_to_json (room, TRUE);
+  json = json_to_string (node, FALSE);
+  sk_store_put_async (room->manager->store, SK_ROOMS_NS, room->name, json, room->cancellable,
+                      on_snapshot_written, room);
+}
 
 /*
  * The room cannot be written any more (another node holds a newer epoch, or the store never
@@ -377,6 +458,7 @@ room_lost (SkRoom *room, const GError *error)
     participant_free (p);
   }
   room->finished = TRUE;
+  room->lost = TRUE;
   room_dispose (room);
 }
 
@@ -421,7 +503,9 @@ on_appended (GObject *source, GAsyncResult *result, gpointer user_data)
   room->last_seq = pe->seq;
   room_send_webhook (room, pe);
   pending_event_free (pe);
+  room->snapshot_dirty = TRUE;
   room_pump (room);
+  room_write_snapshot (room);
   room_check_done (room);
 }
 
@@ -431,7 +515,7 @@ room_pump (SkRoom *room)
   g_autofree char *json = NULL;
   PendingEvent *pe;
 
-  if (!room->placed || room->in_flight != NULL || room->retry_id != 0)
+  if (!room->placed || room->rebuilding || room->in_flight != NULL || room->retry_id != 0)
     return;
   pe = g_queue_pop_head (&room->pending);
   if (pe == NULL)
@@ -446,7 +530,7 @@ room_pump (SkRoom *room)
   }
   room->in_flight = pe;
   sk_store_append_event_async (room->manager->store, room->name, room->epoch, pe->seq, json,
-                               room->manager->cancellable, on_appended, room);
+                               room->cancellable, on_appended, room);
 }
 
 /* ---- placement: claim the room, then learn where its log stands ------------------------- */
@@ -467,6 +551,42 @@ room_place_failed (SkRoom *room, const GError *error)
     room_retry_later (room);
 }
 
+static gboolean
+room_is_takeover (SkRoom *room)
+{
+  /* The log was someone else's (or an earlier incarnation's) until our claim. */
+  return room->prev_node != NULL && room->prev_epoch + 1 == room->epoch && room->fresh;
+}
+
+static void room_rebuild (SkRoom *room);
+
+static void
+room_placed (SkRoom *room)
+{
+  room->placed = TRUE;
+  room->place_attempts = 0;
+  if (room->adopted && !room_is_takeover (room)) {
+    /* Released or rebuilt elsewhere meanwhile: nothing to adopt, give the claim back. */
+    room->finished = TRUE;
+    room_dispose (room);
+    return;
+  }
+  if (room_is_takeover (room)) {
+    room->rebuilding = TRUE;
+    room_rebuild (room);
+    return;
+  }
+  if (room->fresh) {
+    PendingEvent *pe = g_new0 (PendingEvent, 1);
+
+    room->fresh = FALSE;
+    pe->event = room_event_new (room, "RoomStarted");
+    pe->webhook = "room_started";
+    g_queue_push_head (&room->pending, pe);
+  }
+  room_pump (room);
+}
+
 static void
 on_last_seq (GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -481,9 +601,7 @@ on_last_seq (GObject *source, GAsyncResult *result, gpointer user_data)
     return;
   }
   room->last_seq = seq;
-  room->placed = TRUE;
-  room->place_attempts = 0;
-  room_pump (room);
+  room_placed (room);
 }
 
 static void
@@ -501,35 +619,366 @@ on_claimed (GObject *source, GAsyncResult *result, gpointer user_data)
   }
   room->epoch = epoch;
   /* Read after the claim: from now on no older writer can add to the log. */
-  sk_store_last_seq_async (room->manager->store, room->name, room->manager->cancellable,
-                           on_last_seq, room);
+  sk_store_last_seq_async (room->manager->store, room->name, room->cancellable, on_last_seq, room);
+}
+
+static guint64
+manager_incarnation (SkRoomManager *self)
+{
+  return self->cluster != NULL ? sk_cluster_get_incarnation (self->cluster) : 0;
 }
 
 static void
 on_placement (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   SkRoom *room = user_data;
+  SkRoomManager *self = room->manager;
   g_autoptr (GError) error = NULL;
   g_autofree char *node = NULL;
-  guint64 epoch = 0;
+  guint64 epoch = 0, incarnation = 0;
 
   if (store_op_cancelled (result))
     return;
-  if (!sk_store_get_placement_finish (room->manager->store, result, &node, &epoch, &error)) {
+  if (!sk_store_get_placement_finish (self->store, result, &node, &incarnation, &epoch, &error)) {
     room_place_failed (room, error);
     return;
   }
-  /* One node: the room is ours whoever had it before. Choosing another node's live room is
-   * failover's business (placement by lease), not the join path's. */
-  sk_store_claim_room_async (room->manager->store, room->name, room->manager->config->node_id, 0,
-                             epoch, room->manager->cancellable, on_claimed, room);
+
+  if (self->cluster != NULL && node != NULL && epoch != room->epoch) {
+    SkNodeLiveness liveness = sk_cluster_get_liveness (self->cluster, node, incarnation);
+
+    if (liveness == SK_NODE_UNKNOWN || manager_incarnation (self) == 0) {
+      /* Its lease is gone but it is not declared dead yet: wait for the verdict rather
+       * than race a node that may only be slow. */
+      room_retry_later (room);
+      return;
+    }
+    if (liveness == SK_NODE_ALIVE && strcmp (node, self->config->node_id) != 0)
+      g_warning ("room %s is hosted on live node %s; taking it over here (publishing into a "
+                 "room on another node is not supported yet)",
+                 room->name, node);
+  }
+  g_free (room->prev_node);
+  room->prev_node = g_steal_pointer (&node);
+  room->prev_incarnation = incarnation;
+  room->prev_epoch = epoch;
+  sk_store_claim_room_async (self->store, room->name, self->config->node_id,
+                             manager_incarnation (self), epoch, room->cancellable, on_claimed,
+                             room);
 }
 
 static void
 room_place (SkRoom *room)
 {
-  sk_store_get_placement_async (room->manager->store, room->name, room->manager->cancellable,
-                                on_placement, room);
+  sk_store_get_placement_async (room->manager->store, room->name, room->cancellable, on_placement,
+                                room);
+}
+
+/* ---- takeover: a dead host's room is rebuilt from the store ------------------------------ */
+
+typedef struct {
+  SkRoom *room;
+  JsonObject *participants; /* sid → participant object with "tracks" (object sid → track) */
+  GPtrArray *order;         /* sids in join order */
+  guint64 seq;              /* state as of this seq */
+} Rebuild;
+
+static void
+rebuild_free (Rebuild *rb)
+{
+  json_object_unref (rb->participants);
+  g_ptr_array_unref (rb->order);
+  g_free (rb);
+}
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (Rebuild, rebuild_free)
+
+static void
+rebuild_add_participant (Rebuild *rb, JsonObject *participant)
+{
+  const char *sid = json_object_get_string_member_with_default (participant, "sid", NULL);
+  JsonObject *copy;
+
+  if (sid == NULL)
+    return;
+  copy = json_object_new ();
+  static const char *const fields[] = { "sid", "identity", "name", "kind", "ingress_node" };
+  for (guint i = 0; i < G_N_ELEMENTS (fields); i++)
+    json_object_set_string_member (
+        copy, fields[i], json_object_get_string_member_with_default (participant, fields[i], ""));
+  json_object_set_int_member (
+      copy, "ingress_incarnation",
+      json_object_get_int_member_with_default (participant, "ingress_incarnation", 0));
+  json_object_set_object_member (copy, "tracks", json_object_new ());
+  if (!json_object_has_member (rb->participants, sid))
+    g_ptr_array_add (rb->order, g_strdup (sid));
+  json_object_set_object_member (rb->participants, sid, copy);
+}
+
+static void
+rebuild_remove_participant (Rebuild *rb, const char *sid)
+{
+  guint index;
+
+  json_object_remove_member (rb->participants, sid);
+  if (g_ptr_array_find_with_equal_func (rb->order, sid, g_str_equal, &index))
+    g_ptr_array_remove_index (rb->order, index);
+}
+
+static void
+rebuild_clear (Rebuild *rb)
+{
+  json_object_unref (rb->participants);
+  rb->participants = json_object_new ();
+  g_ptr_array_set_size (rb->order, 0);
+}
+
+/* Folds one logged event into the state. */
+static void
+rebuild_apply (Rebuild *rb, JsonObject *event)
+{
+  const char *type = json_object_get_string_member_with_default (event, "event", "");
+  JsonObject *p = json_get_object (event, "participant", NULL);
+  JsonObject *t = json_get_object (event, "track", NULL);
+  const char *sid = p != NULL ? json_object_get_string_member_with_default (p, "sid", "") : "";
+  JsonObject *known = sid[0] != '\0' && json_object_has_member (rb->participants, sid)
+                          ? json_object_get_object_member (rb->participants, sid)
+                          : NULL;
+
+  if (strcmp (type, "RoomStarted") == 0 || strcmp (type, "RoomFinished") == 0) {
+    rebuild_clear (rb);
+  } else if (strcmp (type, "ParticipantConnected") == 0 && p != NULL) {
+    rebuild_add_participant (rb, p);
+  } else if (strcmp (type, "ParticipantDisconnected") == 0) {
+    rebuild_remove_participant (rb, sid);
+  } else if (strcmp (type, "TrackPublished") == 0 && known != NULL && t != NULL) {
+    const char *track_sid = json_object_get_string_member_with_default (t, "sid", NULL);
+
+    if (track_sid != NULL)
+      json_object_set_object_member (json_object_get_object_member (known, "tracks"), track_sid,
+                                     json_object_ref (t));
+  } else if (strcmp (type, "TrackUnpublished") == 0 && known != NULL && t != NULL) {
+    const char *track_sid = json_object_get_string_member_with_default (t, "sid", NULL);
+
+    if (track_sid != NULL)
+      json_object_remove_member (json_object_get_object_member (known, "tracks"), track_sid);
+  }
+}
+
+static GstCaps *
+caps_for_codec (const char *kind, const char *codec)
+{
+  if (g_strcmp0 (kind, "audio") == 0)
+    return gst_caps_new_empty_simple ("audio/x-opus");
+  if (g_ascii_strcasecmp (codec, "VP8") == 0)
+    return gst_caps_new_empty_simple ("video/x-vp8");
+  return gst_caps_new_simple ("video/x-h264", "stream-format", G_TYPE_STRING, "byte-stream",
+                              "alignment", G_TYPE_STRING, "au", NULL);
+}
+
+static gboolean
+participant_ingress_is_dead (SkRoom *room, SkParticipant *p)
+{
+  SkRoomManager *self = room->manager;
+  guint64 incarnation = p->ingress_incarnation;
+
+  if (self->cluster == NULL)
+    return FALSE;
+  /* Joined on the dead host itself: its incarnation is the placement's. */
+  if (incarnation == 0 && g_strcmp0 (p->ingress_node, room->prev_node) == 0)
+    incarnation = room->prev_incarnation;
+  if (incarnation == 0)
+    return FALSE;
+  return sk_cluster_get_liveness (self->cluster, p->ingress_node, incarnation) == SK_NODE_DEAD;
+}
+
+static SkParticipant *participant_new (SkRoom *room, const char *sid, const char *identity,
+                                       const char *name, const char *kind,
+                                       const char *ingress_node);
+static void participant_depart (SkParticipant *p, const char *reason);
+static void participant_evict (SkParticipant *p, const char *reason);
+
+/*
+ * The state is known: the participants the dead host had are back in the room (without
+ * events: they never left), RoomMoved goes first, then the departures owed for participants
+ * whose ingress died with it (node_failure), then what was queued here while placing.
+ */
+static void
+rebuild_finish (Rebuild *rb)
+{
+  SkRoom *room = rb->room;
+  GQueue queued = room->pending;
+  JsonObject *moved;
+  guint n_local = room->participants->len;
+
+  g_queue_init (&room->pending);
+  room->fresh = FALSE;
+  room->rebuilding = FALSE;
+
+  for (guint i = 0; i < rb->order->len; i++) {
+    const char *sid = g_ptr_array_index (rb->order, i);
+    JsonObject *po = json_object_get_object_member (rb->participants, sid);
+    JsonObject *tracks = json_object_get_object_member (po, "tracks");
+    g_autoptr (GList) track_sids = json_object_get_members (tracks);
+    SkParticipant *p;
+
+    if (room_find_participant (room, sid) != NULL)
+      continue;
+    p = participant_new (room, sid, json_object_get_string_member (po, "identity"),
+                         json_object_get_string_member (po, "name"),
+                         json_object_get_string_member (po, "kind"),
+                         json_object_get_string_member (po, "ingress_node"));
+    p->ingress_incarnation = (guint64)json_object_get_int_member (po, "ingress_incarnation");
+    /* Rebuilt ones go before the ones that joined here meanwhile: that was the join order. */
+    g_ptr_array_insert (room->participants, (gint)(room->participants->len - n_local), p);
+    for (GList *l = track_sids; l != NULL; l = l->next) {
+      JsonObject *to = json_object_get_object_member (tracks, l->data);
+      const char *kind = json_object_get_string_member_with_default (to, "kind", "video");
+      g_autoptr (GstCaps) caps
+          = caps_for_codec (kind, json_object_get_string_member_with_default (to, "codec", "H264"));
+
+      g_ptr_array_add (
+          p->tracks,
+          sk_track_new (g_strcmp0 (kind, "audio") == 0 ? SK_TRACK_KIND_AUDIO : SK_TRACK_KIND_VIDEO,
+                        l->data, caps));
+    }
+  }
+
+  moved = room_event_new (room, "RoomMoved");
+  json_object_set_string_member (moved, "from_node", room->prev_node);
+  json_object_set_int_member (moved, "epoch", (gint64)room->epoch);
+  json_object_set_string_member (moved, "reason", SK_REASON_NODE_FAILURE);
+  g_message ("room %s: rebuilt here from node %s (epoch %" G_GUINT64_FORMAT ", %u participants)",
+             room->name, room->prev_node, room->epoch, rb->order->len);
+  room_enqueue (room, moved, NULL);
+
+  for (guint i = 0; i < room->participants->len;) {
+    SkParticipant *p = g_ptr_array_index (room->participants, i);
+
+    if (i < room->participants->len - n_local && participant_ingress_is_dead (room, p)) {
+      g_message ("room %s: participant %s (%s) ran on dead node %s", room->name, p->sid,
+                 p->identity, p->ingress_node);
+      participant_evict (p, SK_REASON_NODE_FAILURE);
+      continue;
+    }
+    i++;
+  }
+  /* Invariant 4 across the move: a newcomer here replaces a rebuilt one of its identity. */
+  for (guint i = 0; i + n_local < room->participants->len;) {
+    SkParticipant *p = g_ptr_array_index (room->participants, i);
+    gboolean replaced = FALSE;
+
+    for (guint j = room->participants->len - n_local; j < room->participants->len; j++) {
+      if (strcmp (((SkParticipant *)g_ptr_array_index (room->participants, j))->identity,
+                  p->identity)
+          == 0) {
+        participant_evict (p, SK_REASON_REPLACED);
+        replaced = TRUE;
+        break;
+      }
+    }
+    if (!replaced)
+      i++;
+  }
+  if (room->participants->len > 0)
+    g_clear_handle_id (&room->empty_timeout_id, g_source_remove);
+
+  while (!g_queue_is_empty (&queued))
+    g_queue_push_tail (&room->pending, g_queue_pop_head (&queued));
+  rebuild_free (rb);
+  room_pump (room);
+}
+
+static void
+on_rebuild_events (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  Rebuild *rb = user_data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) events = NULL;
+
+  if (store_op_cancelled (result)) {
+    rebuild_free (rb);
+    return;
+  }
+  events = sk_store_read_events_finish (rb->room->manager->store, result, &error);
+  if (events == NULL) {
+    g_autoptr (Rebuild) owned = rb;
+
+    room_lost (rb->room, error);
+    return;
+  }
+  for (guint i = 0; i < events->len; i++) {
+    SkStoreEvent *ev = g_ptr_array_index (events, i);
+    g_autoptr (JsonNode) node = json_from_string (ev->json, NULL);
+
+    if (node != NULL && JSON_NODE_HOLDS_OBJECT (node))
+      rebuild_apply (rb, json_node_get_object (node));
+    rb->seq = ev->seq;
+  }
+  if (events->len == REBUILD_READ_LIMIT && rb->seq < rb->room->last_seq) {
+    sk_store_read_events_async (rb->room->manager->store, rb->room->name, rb->seq,
+                                REBUILD_READ_LIMIT, rb->room->cancellable, on_rebuild_events, rb);
+    return;
+  }
+  rebuild_finish (rb);
+}
+
+static void
+on_rebuild_snapshot (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  Rebuild *rb = user_data;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *json = NULL;
+
+  if (store_op_cancelled (result)) {
+    rebuild_free (rb);
+    return;
+  }
+  json = sk_store_get_finish (rb->room->manager->store, result, &error);
+  if (json != NULL) {
+    g_autoptr (JsonNode) node = json_from_string (json, NULL);
+    JsonObject *o
+        = node != NULL && JSON_NODE_HOLDS_OBJECT (node) ? json_node_get_object (node) : NULL;
+    JsonArray *ps = o != NULL ? json_get_array (o, "participants", NULL) : NULL;
+
+    if (ps != NULL
+        && (guint64)json_object_get_int_member_with_default (o, "seq", 0) <= rb->room->last_seq) {
+      rb->seq = (guint64)json_object_get_int_member_with_default (o, "seq", 0);
+      for (guint i = 0; i < json_array_get_length (ps); i++) {
+        JsonObject *po = json_array_get_object_element (ps, i);
+        JsonArray *tracks = json_get_array (po, "tracks", NULL);
+        JsonObject *known;
+
+        rebuild_add_participant (rb, po);
+        known = json_object_get_object_member (
+            json_object_get_object_member (rb->participants,
+                                           json_object_get_string_member (po, "sid")),
+            "tracks");
+        for (guint j = 0; tracks != NULL && j < json_array_get_length (tracks); j++) {
+          JsonObject *to = json_array_get_object_element (tracks, j);
+          const char *track_sid = json_object_get_string_member_with_default (to, "sid", NULL);
+
+          if (track_sid != NULL)
+            json_object_set_object_member (known, track_sid, json_object_ref (to));
+        }
+      }
+    }
+  }
+  /* No snapshot (or an unreadable one): the log from its start tells the same story. */
+  sk_store_read_events_async (rb->room->manager->store, rb->room->name, rb->seq, REBUILD_READ_LIMIT,
+                              rb->room->cancellable, on_rebuild_events, rb);
+}
+
+static void
+room_rebuild (SkRoom *room)
+{
+  Rebuild *rb = g_new0 (Rebuild, 1);
+
+  rb->room = room;
+  rb->participants = json_object_new ();
+  rb->order = g_ptr_array_new_with_free_func (g_free);
+  sk_store_get_async (room->manager->store, SK_ROOMS_NS, room->name, room->cancellable,
+                      on_rebuild_snapshot, rb);
 }
 
 /* ---- rooms ------------------------------------------------------------------------------ */
@@ -544,12 +993,16 @@ room_free (gpointer data)
   g_queue_clear_full (&room->pending, (GDestroyNotify)pending_event_free);
   g_clear_pointer (&room->in_flight, pending_event_free);
   g_ptr_array_unref (room->participants);
+  g_free (room->prev_node);
+  g_cancellable_cancel (room->cancellable);
+  g_object_unref (room->cancellable);
   g_free (room->name);
   g_free (room);
 }
 
+/* A finished room that gets a participant again before its RoomFinished was written. */
 static void
-room_start (SkRoom *room)
+room_restart (SkRoom *room)
 {
   room->finished = FALSE;
   room_enqueue (room, room_event_new (room, "RoomStarted"), "room_started");
@@ -564,8 +1017,9 @@ room_new (SkRoomManager *self, const char *name)
   room->name = g_strdup (name);
   room->participants = g_ptr_array_new_with_free_func ((GDestroyNotify)participant_free);
   g_queue_init (&room->pending);
+  room->fresh = TRUE; /* RoomStarted (or RoomMoved) once the placement is known */
+  room->cancellable = g_cancellable_new ();
   g_hash_table_insert (self->rooms, room->name, room);
-  room_start (room);
   room_place (room);
   return room;
 }
@@ -602,6 +1056,22 @@ participant_free (SkParticipant *p)
   g_free (p->kind);
   g_free (p->ingress_node);
   g_free (p);
+}
+
+static SkParticipant *
+participant_new (SkRoom *room, const char *sid, const char *identity, const char *name,
+                 const char *kind, const char *ingress_node)
+{
+  SkParticipant *p = g_new0 (SkParticipant, 1);
+
+  p->room = room;
+  p->sid = sid != NULL ? g_strdup (sid) : sk_id_new ("PA_");
+  p->identity = g_strdup (identity);
+  p->name = g_strdup (name != NULL ? name : "");
+  p->kind = g_strdup (kind != NULL ? kind : "standard");
+  p->ingress_node = g_strdup (ingress_node != NULL ? ingress_node : room->manager->config->node_id);
+  p->tracks = g_ptr_array_new_with_free_func ((GDestroyNotify)sk_track_unref);
+  return p;
 }
 
 static JsonObject *
@@ -701,7 +1171,7 @@ room_manager_join (SkRoomManager *self, const char *room_name, const char *sid,
   if (room == NULL)
     room = room_new (self, room_name);
   else if (room->finished)
-    room_start (room); /* RoomFinished is still being written: the same room object restarts */
+    room_restart (room); /* RoomFinished is still being written: the same object restarts */
   g_clear_handle_id (&room->empty_timeout_id, g_source_remove);
 
   /* Invariant 4: one connected participant per identity, the newest wins. */
@@ -716,14 +1186,9 @@ room_manager_join (SkRoomManager *self, const char *room_name, const char *sid,
   /* The eviction may have armed the empty timer; the room is not empty. */
   g_clear_handle_id (&room->empty_timeout_id, g_source_remove);
 
-  p = g_new0 (SkParticipant, 1);
-  p->room = room;
-  p->sid = sid != NULL ? g_strdup (sid) : sk_id_new ("PA_");
-  p->identity = g_strdup (identity);
-  p->name = g_strdup (name != NULL ? name : "");
-  p->kind = g_strdup (kind != NULL ? kind : "standard");
-  p->ingress_node = g_strdup (ingress_node != NULL ? ingress_node : self->config->node_id);
-  p->tracks = g_ptr_array_new_with_free_func ((GDestroyNotify)sk_track_unref);
+  p = participant_new (room, sid, identity, name, kind, ingress_node);
+  if (ingress_node == NULL || strcmp (ingress_node, self->config->node_id) == 0)
+    p->ingress_incarnation = manager_incarnation (self);
   p->evicted = evicted;
   p->user_data = user_data;
   g_ptr_array_add (room->participants, p);
@@ -898,7 +1363,7 @@ sk_participant_leave (SkParticipant *p, const char *reason)
 /* ---- HTTP: /v1/rooms… -------------------------------------------------------------------- */
 
 static JsonNode *
-room_to_json (SkRoom *room)
+room_to_json (SkRoom *room, gboolean snapshot)
 {
   JsonObject *o = json_object_new ();
   JsonArray *participants = json_array_new ();
@@ -911,12 +1376,16 @@ room_to_json (SkRoom *room)
     JsonObject *po = participant_to_json (p);
     JsonArray *tracks = json_array_new ();
 
+    if (snapshot)
+      json_object_set_int_member (po, "ingress_incarnation", (gint64)p->ingress_incarnation);
     for (guint j = 0; j < p->tracks->len; j++)
       json_array_add_object_element (tracks, track_to_json (g_ptr_array_index (p->tracks, j)));
     json_object_set_array_member (po, "tracks", tracks);
     json_array_add_object_element (participants, po);
   }
   json_object_set_array_member (o, "participants", participants);
+  if (snapshot)
+    json_object_set_int_member (o, "seq", (gint64)room->last_seq);
   {
     JsonNode *node = json_node_new (JSON_NODE_OBJECT);
 
@@ -948,7 +1417,7 @@ rooms_http_list (SkRoomManager *self, SoupServerMessage *msg)
   }
   g_ptr_array_sort (rooms, compare_room_names);
   for (guint i = 0; i < rooms->len; i++)
-    json_array_add_element (array, room_to_json (g_ptr_array_index (rooms, i)));
+    json_array_add_element (array, room_to_json (g_ptr_array_index (rooms, i), FALSE));
   json_object_set_array_member (o, "rooms", array);
   root = json_node_init_object (json_node_alloc (), o);
   json_object_unref (o);
@@ -1019,7 +1488,7 @@ rooms_http_handler (SoupServer *server, SoupServerMessage *msg, const char *path
       return;
     }
     {
-      g_autoptr (JsonNode) root = room_to_json (room);
+      g_autoptr (JsonNode) root = room_to_json (room, FALSE);
 
       sk_http_reply_json (msg, SOUP_STATUS_OK, root);
     }
@@ -1033,6 +1502,124 @@ sk_room_manager_attach_http (SkRoomManager *self, SoupServer *server)
 {
   soup_server_add_handler (server, "/v1/rooms", rooms_http_handler, self, NULL);
   sk_whep_server_attach_http (self->whep, server);
+}
+
+/* ---- cluster: failure handling --------------------------------------------------------- */
+
+static GPtrArray *
+manager_rooms (SkRoomManager *self)
+{
+  GPtrArray *rooms = g_ptr_array_new ();
+  GHashTableIter iter;
+  SkRoom *room;
+
+  g_hash_table_iter_init (&iter, self->rooms);
+  while (g_hash_table_iter_next (&iter, NULL, (gpointer *)&room))
+    g_ptr_array_add (rooms, room);
+  return rooms;
+}
+
+/* Participants published from another node that died leave with node_failure. */
+static void
+room_check_remote_participants (SkRoom *room)
+{
+  const char *me = room->manager->config->node_id;
+
+  for (guint i = 0; i < room->participants->len;) {
+    SkParticipant *p = g_ptr_array_index (room->participants, i);
+
+    if (strcmp (p->ingress_node, me) != 0 && participant_ingress_is_dead (room, p)) {
+      g_message ("room %s: participant %s (%s): its ingress node %s died", room->name, p->sid,
+                 p->identity, p->ingress_node);
+      participant_evict (p, SK_REASON_NODE_FAILURE);
+      continue;
+    }
+    i++;
+  }
+}
+
+static gint
+compare_strings (gconstpointer a, gconstpointer b)
+{
+  return strcmp (*(const char *const *)a, *(const char *const *)b);
+}
+
+/* One survivor is the first choice for each orphaned room (spreading them by name); the
+ * others step in only if it does not. The placement's compare-and-set settles any race. */
+static gboolean
+manager_is_first_choice (SkRoomManager *self, const char *room)
+{
+  g_autoptr (GPtrArray) live = sk_cluster_get_live_nodes (self->cluster);
+
+  g_ptr_array_add (live, (gpointer)self->config->node_id);
+  g_ptr_array_sort (live, compare_strings);
+  return strcmp (g_ptr_array_index (live, g_str_hash (room) % live->len), self->config->node_id)
+         == 0;
+}
+
+static void
+on_cluster_view (SkCluster *cluster, GPtrArray *placements, gpointer user_data)
+{
+  SkRoomManager *self = user_data;
+  g_autoptr (GPtrArray) rooms = NULL;
+
+  if (self->shutting_down || sk_cluster_get_state (cluster) != SK_CLUSTER_MEMBER)
+    return;
+
+  rooms = manager_rooms (self);
+  for (guint i = 0; i < rooms->len; i++) {
+    SkRoom *room = g_ptr_array_index (rooms, i);
+
+    if (room->placed && !room->rebuilding && !room->lost)
+      room_check_remote_participants (room);
+  }
+
+  for (guint i = 0; i < placements->len; i++) {
+    SkStorePlacement *pl = g_ptr_array_index (placements, i);
+    guint views;
+
+    if (g_hash_table_contains (self->rooms, pl->room)
+        || sk_cluster_get_liveness (cluster, pl->node, pl->incarnation) != SK_NODE_DEAD) {
+      g_hash_table_remove (self->orphan_seen, pl->room);
+      continue;
+    }
+    views = GPOINTER_TO_UINT (g_hash_table_lookup (self->orphan_seen, pl->room)) + 1;
+    g_hash_table_insert (self->orphan_seen, g_strdup (pl->room), GUINT_TO_POINTER (views));
+    if (views > ORPHAN_PATIENCE_VIEWS || manager_is_first_choice (self, pl->room)) {
+      SkRoom *room;
+
+      g_message ("room %s: host %s (incarnation %" G_GUINT64_FORMAT ") is dead; claiming it",
+                 pl->room, pl->node, pl->incarnation);
+      g_hash_table_remove (self->orphan_seen, pl->room);
+      room = room_new (self, pl->room);
+      room->adopted = TRUE;
+    }
+  }
+}
+
+static void
+on_cluster_fenced (SkCluster *cluster, gpointer user_data)
+{
+  SkRoomManager *self = user_data;
+  g_autoptr (GPtrArray) rooms = manager_rooms (self);
+  g_autoptr (GError) error
+      = g_error_new (SK_ERROR, SK_ERROR_STALE_EPOCH, "this node was declared dead (fenced)");
+
+  /* Survivors own these rooms and their logs now: drop them without a word. */
+  for (guint i = 0; i < rooms->len; i++)
+    room_lost (g_ptr_array_index (rooms, i), error);
+}
+
+void
+sk_room_manager_set_cluster (SkRoomManager *self, SkCluster *cluster)
+{
+  static const SkClusterCallbacks callbacks = {
+    .fenced = on_cluster_fenced,
+    .view = on_cluster_view,
+  };
+
+  self->cluster = cluster;
+  sk_cluster_add_callbacks (cluster, &callbacks, self);
 }
 
 /* ---- the manager ------------------------------------------------------------------------ */
@@ -1055,6 +1642,7 @@ sk_room_manager_new (const SkConfig *config, SkStore *store, SkWebhooks *webhook
   self->cancellable = g_cancellable_new ();
   self->rooms = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, room_free);
   self->track_watches = g_hash_table_new_full (NULL, NULL, NULL, track_watch_free);
+  self->orphan_seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   self->events = sk_events_http_new (store, config);
   self->whep = sk_whep_server_new (self, config);
   return self;
@@ -1071,6 +1659,7 @@ sk_room_manager_free (SkRoomManager *self)
   g_clear_pointer (&self->events, sk_events_http_free);
   g_hash_table_remove_all (self->rooms);
   g_hash_table_unref (self->track_watches);
+  g_hash_table_unref (self->orphan_seen);
   g_hash_table_unref (self->rooms);
   if (self->shutdown_task != NULL) {
     g_task_return_new_error (self->shutdown_task, G_IO_ERROR, G_IO_ERROR_CANCELLED,

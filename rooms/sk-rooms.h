@@ -12,6 +12,7 @@
 #include <json-glib/json-glib.h>
 
 #include "common/sk-config.h"
+#include "failover/sk-cluster.h"
 #include "failover/sk-store.h"
 #include "rooms/sk-track.h"
 #include "rooms/sk-webhooks.h"
@@ -33,6 +34,10 @@ SkRoomManager *sk_room_manager_new (const SkConfig *config, SkStore *store, SkWe
                                     GError **error);
 void sk_room_manager_free (SkRoomManager *self);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkRoomManager, sk_room_manager_free)
+
+/* Cluster mode: rooms of dead nodes are claimed and rebuilt here, participants whose ingress
+ * node died leave with node_failure, and a fenced node drops its rooms without events. */
+void sk_room_manager_set_cluster (SkRoomManager *self, SkCluster *cluster);
 
 /* Registers /v1/rooms, /v1/rooms/{room}, /v1/rooms/{room}/events (SSE) and
  * /v1/rooms/{room}/whep (+ the WHEP resources) on @server. */

@@ -1,0 +1,624 @@
+/*
+ * streamkeeper: cluster membership (see sk-cluster.h).
+ *
+ * One timer drives everything: every heartbeat the lease is renewed and the view (live nodes,
+ * placements) refreshed, each as one store call at a time so a slow store is never flooded.
+ * Renewals are timed from when they were sent, so a node's own idea of "my lease is valid"
+ * never outlives what the store granted.
+ */
+#include "failover/sk-cluster.h"
+
+#include <string.h>
+
+#include "common/sk-common.h"
+
+typedef struct {
+  SkClusterCallbacks callbacks;
+  gpointer user_data;
+} Listener;
+
+struct _SkCluster {
+  const SkConfig *config;
+  SkStore *store;
+  GCancellable *cancellable;
+  GArray *listeners; /* Listener */
+  SkClusterInfoFunc info_func;
+  gpointer info_data;
+
+  SkClusterState state;
+  guint64 incarnation;
+  guint tick_id;
+  gboolean renew_in_flight;
+  gboolean view_in_flight;
+  gboolean join_in_flight;
+  gint64 last_renew_ok_us; /* send time of the last acknowledged renewal */
+  gint64 grace_until_us;
+
+  GHashTable *live;    /* node id → SkStoreNode*, as of the last view */
+  GHashTable *dead;    /* node id → highest retired incarnation (guint64*) */
+  GHashTable *watched; /* "node\nincarnation" → NULL: incarnations to retire once gone */
+  GHashTable *retiring;
+  GTask *leave_task;
+};
+
+static void cluster_join (SkCluster *self);
+
+static gint64
+ms_to_us (guint ms)
+{
+  return (gint64)ms * 1000;
+}
+
+static char *
+watch_key (const char *node, guint64 incarnation)
+{
+  return g_strdup_printf ("%s\n%" G_GUINT64_FORMAT, node, incarnation);
+}
+
+static void
+cluster_set_state (SkCluster *self, SkClusterState state)
+{
+  if (self->state == state)
+    return;
+  g_message ("cluster: node %s incarnation %" G_GUINT64_FORMAT ": %s → %s", self->config->node_id,
+             self->incarnation, sk_cluster_state_to_string (self->state),
+             sk_cluster_state_to_string (state));
+  self->state = state;
+}
+
+static void
+cluster_start_grace (SkCluster *self)
+{
+  /* Long enough for every node to renew at least once against the (new) store. */
+  self->grace_until_us = g_get_monotonic_time () + ms_to_us (self->config->cluster_lease_ttl_ms)
+                         + ms_to_us (self->config->cluster_heartbeat_ms);
+}
+
+static char *
+cluster_info (SkCluster *self)
+{
+  g_autoptr (JsonNode) node = NULL;
+  JsonObject *o;
+
+  if (self->info_func != NULL)
+    node = self->info_func (self->info_data);
+  if (node == NULL || !JSON_NODE_HOLDS_OBJECT (node)) {
+    g_clear_pointer (&node, json_node_unref);
+    node = json_node_init_object (json_node_alloc (), json_object_new ());
+    json_object_unref (json_node_get_object (node));
+  }
+  o = json_node_get_object (node);
+  json_object_set_string_member (o, "url", self->config->cluster_advertise_url);
+  return json_to_string (node, FALSE);
+}
+
+/* ---- fencing and rejoining -------------------------------------------------------------- */
+
+static gboolean
+rejoin_cb (gpointer user_data)
+{
+  SkCluster *self = user_data;
+
+  cluster_join (self);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+cluster_fence (SkCluster *self, const GError *error)
+{
+  g_warning ("cluster: node %s incarnation %" G_GUINT64_FORMAT
+             " was declared dead (%s): fencing — rooms and ingress sessions here are dropped, "
+             "then the node rejoins",
+             self->config->node_id, self->incarnation, error->message);
+  cluster_set_state (self, SK_CLUSTER_FENCED);
+  for (guint i = 0; i < self->listeners->len; i++) {
+    Listener *l = &g_array_index (self->listeners, Listener, i);
+
+    if (l->callbacks.fenced != NULL)
+      l->callbacks.fenced (self, l->user_data);
+  }
+  self->incarnation = 0;
+  g_timeout_add (self->config->cluster_heartbeat_ms, rejoin_cb, self);
+}
+
+/* ---- the lease -------------------------------------------------------------------------- */
+
+typedef struct {
+  SkCluster *self;
+  gint64 sent_us;
+} RenewCall;
+
+static gboolean
+op_cancelled (GAsyncResult *result)
+{
+  GCancellable *cancellable = g_task_get_cancellable (G_TASK (result));
+
+  return cancellable != NULL && g_cancellable_is_cancelled (cancellable);
+}
+
+static void
+on_renewed (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autofree RenewCall *call = user_data;
+  SkCluster *self = call->self;
+  g_autoptr (GError) error = NULL;
+
+  if (op_cancelled (result))
+    return;
+  self->renew_in_flight = FALSE;
+  if (self->state == SK_CLUSTER_LEFT || self->state == SK_CLUSTER_FENCED)
+    return;
+
+  if (sk_store_renew_node_finish (self->store, result, &error)) {
+    if (self->state == SK_CLUSTER_STORE_UNREACHABLE) {
+      g_message ("cluster: the store answers again; nobody is declared dead for %u ms",
+                 self->config->cluster_lease_ttl_ms + self->config->cluster_heartbeat_ms);
+      cluster_start_grace (self);
+    }
+    self->last_renew_ok_us = call->sent_us;
+    cluster_set_state (self, SK_CLUSTER_MEMBER);
+    return;
+  }
+  if (g_error_matches (error, SK_ERROR, SK_ERROR_STALE_EPOCH)) {
+    cluster_fence (self, error);
+    return;
+  }
+  if (self->state == SK_CLUSTER_MEMBER
+      && g_get_monotonic_time () - self->last_renew_ok_us
+             > ms_to_us (self->config->cluster_lease_ttl_ms)) {
+    g_warning ("cluster: lease not renewed for %u ms (%s); streams continue, new ones are "
+               "refused until the store answers",
+               self->config->cluster_lease_ttl_ms, error->message);
+    cluster_set_state (self, SK_CLUSTER_STORE_UNREACHABLE);
+  }
+}
+
+static void
+cluster_renew (SkCluster *self)
+{
+  g_autofree char *info = NULL;
+  RenewCall *call;
+
+  if (self->renew_in_flight || self->incarnation == 0)
+    return;
+  call = g_new0 (RenewCall, 1);
+  call->self = self;
+  call->sent_us = g_get_monotonic_time ();
+  info = cluster_info (self);
+  self->renew_in_flight = TRUE;
+  sk_store_renew_node_async (self->store, self->config->node_id, self->incarnation, info,
+                             self->config->cluster_lease_ttl_ms, self->cancellable, on_renewed,
+                             call);
+}
+
+/* ---- the view: who is alive, who must be retired ----------------------------------------- */
+
+typedef struct {
+  SkCluster *self;
+  char *key;
+} RetireCall;
+
+static void
+on_retired (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  RetireCall *call = user_data;
+  g_autofree char *key = call->key;
+  SkCluster *self = call->self;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *node = NULL;
+  const char *nl;
+  guint64 incarnation, *known;
+
+  g_free (call);
+  if (op_cancelled (result))
+    return;
+  g_hash_table_remove (self->retiring, key);
+  if (!sk_store_retire_node_finish (self->store, result, &error)) {
+    g_debug ("cluster: retiring %s: %s", key, error->message);
+    return;
+  }
+  nl = strchr (key, '\n');
+  node = g_strndup (key, nl - key);
+  incarnation = g_ascii_strtoull (nl + 1, NULL, 10);
+  known = g_hash_table_lookup (self->dead, node);
+  if (known == NULL || *known < incarnation) {
+    g_message ("cluster: node %s incarnation %" G_GUINT64_FORMAT " is dead (lease expired)", node,
+               incarnation);
+    g_hash_table_replace (self->dead, g_strdup (node),
+                          g_memdup2 (&incarnation, sizeof incarnation));
+  }
+  g_hash_table_remove (self->watched, key);
+}
+
+static void
+cluster_retire (SkCluster *self, const char *key)
+{
+  const char *nl = strchr (key, '\n');
+  g_autofree char *node = g_strndup (key, nl - key);
+  RetireCall *call;
+
+  if (g_hash_table_contains (self->retiring, key))
+    return;
+  g_hash_table_add (self->retiring, g_strdup (key));
+  call = g_new0 (RetireCall, 1);
+  call->self = self;
+  call->key = g_strdup (key);
+  sk_store_retire_node_async (self->store, node, g_ascii_strtoull (nl + 1, NULL, 10), FALSE,
+                              self->cancellable, on_retired, call);
+}
+
+static void
+cluster_emit_view (SkCluster *self, GPtrArray *placements)
+{
+  for (guint i = 0; i < self->listeners->len; i++) {
+    Listener *l = &g_array_index (self->listeners, Listener, i);
+
+    if (l->callbacks.view != NULL)
+      l->callbacks.view (self, placements, l->user_data);
+  }
+}
+
+static void
+cluster_process_view (SkCluster *self, GPtrArray *placements)
+{
+  GHashTableIter iter;
+  gpointer key;
+
+  /* Every incarnation we have seen alive, or that holds a room, is watched until dead. */
+  g_hash_table_iter_init (&iter, self->live);
+  while (g_hash_table_iter_next (&iter, NULL, &key)) {
+    SkStoreNode *n = key;
+
+    if (g_strcmp0 (n->node, self->config->node_id) != 0)
+      g_hash_table_add (self->watched, watch_key (n->node, n->incarnation));
+  }
+  for (guint i = 0; i < placements->len; i++) {
+    SkStorePlacement *p = g_ptr_array_index (placements, i);
+
+    if (p->incarnation != 0)
+      sk_cluster_get_liveness (self, p->node, p->incarnation); /* watches it if unknown */
+  }
+
+  if (!sk_cluster_in_grace (self) && self->state == SK_CLUSTER_MEMBER) {
+    g_autoptr (GPtrArray) gone = g_ptr_array_new_with_free_func (g_free);
+
+    g_hash_table_iter_init (&iter, self->watched);
+    while (g_hash_table_iter_next (&iter, &key, NULL)) {
+      const char *nl = strchr (key, '\n');
+      g_autofree char *node = g_strndup (key, nl - (const char *)key);
+      SkStoreNode *n = g_hash_table_lookup (self->live, node);
+
+      if (n == NULL || n->incarnation != g_ascii_strtoull (nl + 1, NULL, 10))
+        g_ptr_array_add (gone, g_strdup (key));
+    }
+    for (guint i = 0; i < gone->len; i++)
+      cluster_retire (self, g_ptr_array_index (gone, i));
+  }
+  cluster_emit_view (self, placements);
+}
+
+static void
+on_placements (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  SkCluster *self = user_data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) placements = NULL;
+
+  if (op_cancelled (result))
+    return;
+  self->view_in_flight = FALSE;
+  placements = sk_store_list_placements_finish (self->store, result, &error);
+  if (placements == NULL) {
+    g_debug ("cluster: listing placements: %s", error->message);
+    return;
+  }
+  if (self->state != SK_CLUSTER_LEFT)
+    cluster_process_view (self, placements);
+}
+
+static void
+on_nodes (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  SkCluster *self = user_data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) nodes = NULL;
+
+  if (op_cancelled (result))
+    return;
+  nodes = sk_store_list_nodes_finish (self->store, result, &error);
+  if (nodes == NULL) {
+    self->view_in_flight = FALSE;
+    g_debug ("cluster: listing nodes: %s", error->message);
+    return;
+  }
+  g_hash_table_remove_all (self->live);
+  for (guint i = 0; i < nodes->len; i++) {
+    SkStoreNode *n = g_ptr_array_steal_index (nodes, i--);
+
+    g_hash_table_replace (self->live, n->node, n);
+  }
+  sk_store_list_placements_async (self->store, self->cancellable, on_placements, self);
+}
+
+static void
+cluster_refresh_view (SkCluster *self)
+{
+  if (self->view_in_flight)
+    return;
+  self->view_in_flight = TRUE;
+  sk_store_list_nodes_async (self->store, self->cancellable, on_nodes, self);
+}
+
+static gboolean
+tick_cb (gpointer user_data)
+{
+  SkCluster *self = user_data;
+
+  if (self->state == SK_CLUSTER_MEMBER || self->state == SK_CLUSTER_STORE_UNREACHABLE) {
+    cluster_renew (self);
+    cluster_refresh_view (self);
+  }
+  return G_SOURCE_CONTINUE;
+}
+
+/* ---- joining ---------------------------------------------------------------------------- */
+
+static void
+on_joined (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  SkCluster *self = user_data;
+  g_autoptr (GError) error = NULL;
+  guint64 incarnation = 0;
+
+  if (op_cancelled (result))
+    return;
+  self->join_in_flight = FALSE;
+  if (self->state == SK_CLUSTER_LEFT)
+    return;
+  if (!sk_store_join_node_finish (self->store, result, &incarnation, &error)) {
+    g_warning ("cluster: node %s cannot join yet: %s; retrying", self->config->node_id,
+               error->message);
+    g_timeout_add (self->config->cluster_heartbeat_ms, rejoin_cb, self);
+    return;
+  }
+  self->incarnation = incarnation;
+  self->last_renew_ok_us = g_get_monotonic_time ();
+  cluster_start_grace (self);
+  cluster_set_state (self, SK_CLUSTER_MEMBER);
+  for (guint i = 0; i < self->listeners->len; i++) {
+    Listener *l = &g_array_index (self->listeners, Listener, i);
+
+    if (l->callbacks.joined != NULL)
+      l->callbacks.joined (self, incarnation, l->user_data);
+  }
+  cluster_refresh_view (self);
+}
+
+static void
+cluster_join (SkCluster *self)
+{
+  g_autofree char *info = NULL;
+
+  if (self->join_in_flight || self->state == SK_CLUSTER_LEFT)
+    return;
+  cluster_set_state (self, SK_CLUSTER_JOINING);
+  info = cluster_info (self);
+  self->join_in_flight = TRUE;
+  sk_store_join_node_async (self->store, self->config->node_id, info,
+                            self->config->cluster_lease_ttl_ms, self->cancellable, on_joined, self);
+}
+
+/* ---- public ----------------------------------------------------------------------------- */
+
+SkCluster *
+sk_cluster_new (const SkConfig *config, SkStore *store)
+{
+  SkCluster *self = g_new0 (SkCluster, 1);
+
+  self->config = config;
+  self->store = store;
+  self->cancellable = g_cancellable_new ();
+  self->listeners = g_array_new (FALSE, TRUE, sizeof (Listener));
+  self->state = SK_CLUSTER_JOINING;
+  self->live
+      = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, (GDestroyNotify)sk_store_node_free);
+  self->dead = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  self->watched = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  self->retiring = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  return self;
+}
+
+void
+sk_cluster_free (SkCluster *self)
+{
+  if (self == NULL)
+    return;
+  g_cancellable_cancel (self->cancellable);
+  g_clear_handle_id (&self->tick_id, g_source_remove);
+  g_source_remove_by_user_data (self); /* a pending rejoin */
+  if (self->leave_task != NULL) {
+    g_task_return_new_error (self->leave_task, G_IO_ERROR, G_IO_ERROR_CANCELLED, "freed");
+    g_clear_object (&self->leave_task);
+  }
+  g_hash_table_unref (self->retiring);
+  g_hash_table_unref (self->watched);
+  g_hash_table_unref (self->dead);
+  g_hash_table_unref (self->live);
+  g_array_unref (self->listeners);
+  g_object_unref (self->cancellable);
+  g_free (self);
+}
+
+void
+sk_cluster_add_callbacks (SkCluster *self, const SkClusterCallbacks *callbacks, gpointer user_data)
+{
+  Listener l = { *callbacks, user_data };
+
+  g_array_append_val (self->listeners, l);
+}
+
+void
+sk_cluster_set_info_func (SkCluster *self, SkClusterInfoFunc func, gpointer user_data)
+{
+  self->info_func = func;
+  self->info_data = user_data;
+}
+
+void
+sk_cluster_start (SkCluster *self)
+{
+  g_return_if_fail (self->tick_id == 0);
+  cluster_join (self);
+  self->tick_id = g_timeout_add (self->config->cluster_heartbeat_ms, tick_cb, self);
+  /* A late renewal is a false death elsewhere: heartbeats outrank media housekeeping. */
+  g_source_set_priority (g_main_context_find_source_by_id (NULL, self->tick_id), G_PRIORITY_HIGH);
+}
+
+static void
+on_left (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  SkCluster *self = user_data;
+  g_autoptr (GError) error = NULL;
+  GTask *task;
+
+  if (op_cancelled (result))
+    return;
+  task = g_steal_pointer (&self->leave_task);
+  if (sk_store_retire_node_finish (self->store, result, &error))
+    g_task_return_boolean (task, TRUE);
+  else
+    g_task_return_error (task, g_steal_pointer (&error));
+  g_object_unref (task);
+}
+
+void
+sk_cluster_leave_async (SkCluster *self, GAsyncReadyCallback callback, gpointer user_data)
+{
+  GTask *task = g_task_new (NULL, NULL, callback, user_data);
+  guint64 incarnation = self->incarnation;
+
+  g_task_set_source_tag (task, sk_cluster_leave_async);
+  g_clear_handle_id (&self->tick_id, g_source_remove);
+  cluster_set_state (self, SK_CLUSTER_LEFT);
+  if (incarnation == 0 || self->leave_task != NULL) {
+    g_task_return_boolean (task, TRUE);
+    g_object_unref (task);
+    return;
+  }
+  self->leave_task = task;
+  sk_store_retire_node_async (self->store, self->config->node_id, incarnation, TRUE,
+                              self->cancellable, on_left, self);
+}
+
+gboolean
+sk_cluster_leave_finish (SkCluster *self, GAsyncResult *result, GError **error)
+{
+  g_return_val_if_fail (g_async_result_is_tagged (result, sk_cluster_leave_async), FALSE);
+  return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+SkClusterState
+sk_cluster_get_state (SkCluster *self)
+{
+  return self->state;
+}
+
+const char *
+sk_cluster_state_to_string (SkClusterState state)
+{
+  switch (state) {
+    case SK_CLUSTER_JOINING:
+      return "joining";
+    case SK_CLUSTER_MEMBER:
+      return "member";
+    case SK_CLUSTER_STORE_UNREACHABLE:
+      return "store_unreachable";
+    case SK_CLUSTER_FENCED:
+      return "fenced";
+    case SK_CLUSTER_LEFT:
+      return "left";
+  }
+  return "unknown";
+}
+
+const char *
+sk_cluster_get_node_id (SkCluster *self)
+{
+  return self->config->node_id;
+}
+
+guint64
+sk_cluster_get_incarnation (SkCluster *self)
+{
+  return self->incarnation;
+}
+
+gboolean
+sk_cluster_in_grace (SkCluster *self)
+{
+  return g_get_monotonic_time () < self->grace_until_us;
+}
+
+SkNodeLiveness
+sk_cluster_get_liveness (SkCluster *self, const char *node, guint64 incarnation)
+{
+  SkStoreNode *n;
+  guint64 *dead;
+
+  if (g_strcmp0 (node, self->config->node_id) == 0) {
+    if (incarnation == self->incarnation && self->incarnation != 0)
+      return SK_NODE_ALIVE;
+    return incarnation < self->incarnation || self->incarnation == 0 ? SK_NODE_DEAD
+                                                                     : SK_NODE_UNKNOWN;
+  }
+  n = g_hash_table_lookup (self->live, node);
+  if (n != NULL && n->incarnation == incarnation)
+    return SK_NODE_ALIVE;
+  dead = g_hash_table_lookup (self->dead, node);
+  if ((dead != NULL && *dead >= incarnation) || (n != NULL && n->incarnation > incarnation))
+    return SK_NODE_DEAD;
+  /* Not alive, not known dead: the next view retires it unless it shows up. */
+  g_hash_table_add (self->watched, watch_key (node, incarnation));
+  return SK_NODE_UNKNOWN;
+}
+
+const char *
+sk_cluster_get_node_url (SkCluster *self, const char *node)
+{
+  SkStoreNode *n;
+  g_autoptr (JsonNode) info = NULL;
+
+  if (g_strcmp0 (node, self->config->node_id) == 0)
+    return self->config->cluster_advertise_url;
+  n = g_hash_table_lookup (self->live, node);
+  if (n == NULL || n->info == NULL)
+    return NULL;
+  info = json_from_string (n->info, NULL);
+  if (info == NULL || !JSON_NODE_HOLDS_OBJECT (info))
+    return NULL;
+  /* Interned: the view is rebuilt every heartbeat, callers keep the URL a little longer. */
+  return g_intern_string (
+      json_object_get_string_member_with_default (json_node_get_object (info), "url", ""));
+}
+
+static gint
+compare_strings (gconstpointer a, gconstpointer b)
+{
+  return strcmp (*(const char *const *)a, *(const char *const *)b);
+}
+
+GPtrArray *
+sk_cluster_get_live_nodes (SkCluster *self)
+{
+  GPtrArray *nodes = g_ptr_array_new ();
+  GHashTableIter iter;
+  gpointer key;
+
+  g_hash_table_iter_init (&iter, self->live);
+  while (g_hash_table_iter_next (&iter, &key, NULL)) {
+    if (g_strcmp0 (key, self->config->node_id) != 0)
+      g_ptr_array_add (nodes, key);
+  }
+  g_ptr_array_sort (nodes, compare_strings);
+  return nodes;
+}
