@@ -11,6 +11,7 @@
 #include "common/sk-common.h"
 #include "common/sk-config.h"
 #include "common/sk-http.h"
+#include "failover/sk-cluster.h"
 #include "failover/sk-store.h"
 #include "ingress/rtmp/sk-rtmp-server.h"
 #include "ingress/sk-ingress.h"
@@ -37,6 +38,7 @@ typedef enum {
 typedef struct {
   SkConfig *config;
   SkStore *store;
+  SkCluster *cluster;
   SkWebhooks *webhooks;
   SkRoomManager *rooms;
   SkIngressRegistry *registry;
@@ -75,6 +77,8 @@ handle_readyz (SoupServer *server, SoupServerMessage *msg, const char *path, GHa
     status = "starting";
   else if (n->state == NODE_DRAINING)
     status = "draining";
+  else if (sk_cluster_get_state (n->cluster) != SK_CLUSTER_MEMBER)
+    status = sk_cluster_state_to_string (sk_cluster_get_state (n->cluster));
   else if (!sk_ingress_registry_is_ready (n->registry))
     status = "not_accepting"; /* full (max_streams) or fenced */
 
@@ -89,6 +93,23 @@ handle_readyz (SoupServer *server, SoupServerMessage *msg, const char *path, GHa
     soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Retry-After",
                                   "2");
   sk_http_reply_json (msg, ready ? SOUP_STATUS_OK : SOUP_STATUS_SERVICE_UNAVAILABLE, node);
+}
+
+/* Published with the lease: what other nodes and operators may want to know about us. */
+static JsonNode *
+node_info (gpointer user_data)
+{
+  Node *n = user_data;
+  JsonObject *o = json_object_new ();
+  JsonNode *node;
+
+  json_object_set_int_member (o, "sessions", sk_ingress_registry_get_n_sessions (n->registry));
+  json_object_set_boolean_member (
+      o, "accepting", n->state == NODE_RUNNING && sk_ingress_registry_is_ready (n->registry));
+  json_object_set_int_member (o, "rtmp_port", n->config->rtmp_port);
+  node = json_node_init_object (json_node_alloc (), o);
+  json_object_unref (o);
+  return node;
 }
 
 static gboolean
@@ -125,6 +146,18 @@ on_shutdown_timeout (gpointer user_data)
 }
 
 static void
+on_cluster_left (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  Node *n = user_data;
+  g_autoptr (GError) error = NULL;
+
+  if (!sk_cluster_leave_finish (n->cluster, res, &error))
+    g_warning ("shutdown: leaving the cluster: %s", error->message);
+  g_clear_handle_id (&n->shutdown_timeout_id, g_source_remove);
+  g_main_loop_quit (n->loop);
+}
+
+static void
 on_rooms_shut_down (GObject *source, GAsyncResult *res, gpointer user_data)
 {
   Node *n = user_data;
@@ -134,8 +167,9 @@ on_rooms_shut_down (GObject *source, GAsyncResult *res, gpointer user_data)
     g_warning ("shutdown: %s", error->message);
   if (n->webhooks)
     sk_webhooks_flush (n->webhooks, SHUTDOWN_WEBHOOKS_TIMEOUT_MS);
-  g_clear_handle_id (&n->shutdown_timeout_id, g_source_remove);
-  g_main_loop_quit (n->loop);
+  /* Our rooms are finished and released: retire at once rather than make others wait for
+   * the lease to run out. */
+  sk_cluster_leave_async (n->cluster, on_cluster_left, n);
 }
 
 /* Runs after the registry's close funcs (idles queued before this one): no encoder is left
@@ -210,6 +244,10 @@ run (Node *n, int argc, char **argv)
     g_printerr ("streamkeeper: rooms: %s\n", error->message);
     return 1;
   }
+  /* With the memory store this is a cluster of one; the code path is the same. */
+  n->cluster = sk_cluster_new (n->config, n->store);
+  sk_cluster_set_info_func (n->cluster, node_info, n);
+  sk_room_manager_set_cluster (n->rooms, n->cluster);
   n->registry = sk_ingress_registry_new (n->config, n->store, n->rooms, n->webhooks);
 
   if (!listen_http (n, &error)) {
@@ -233,6 +271,7 @@ run (Node *n, int argc, char **argv)
              n->config->http_port);
   g_message ("RTMP on %s:%u: publish to rtmp://%s:%u/live with an ingress stream key",
              n->config->bind, n->config->rtmp_port, n->config->public_host, n->config->rtmp_port);
+  sk_cluster_start (n->cluster);
   n->state = NODE_RUNNING;
   notify ("READY=1");
   start_watchdog ();
@@ -262,6 +301,7 @@ main (int argc, char **argv)
   g_clear_pointer (&node.whip, sk_whip_server_free);
   g_clear_pointer (&node.registry, sk_ingress_registry_free);
   g_clear_pointer (&node.rooms, sk_room_manager_free);
+  g_clear_pointer (&node.cluster, sk_cluster_free);
   if (node.http)
     soup_server_disconnect (node.http);
   g_clear_object (&node.http);
