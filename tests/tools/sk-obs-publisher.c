@@ -34,10 +34,13 @@
 #define OBS_FLASH_VER "FMLE/3.0 (compatible; FMSc/1.0)"
 #define OBS_ENCODER_NAME "obs-output module (libobs version 29.0.2)"
 #define OBS_CHUNK_SIZE 4096
+/* OBS 29's defaults (Settings → Advanced → Automatically Reconnect): RetryDelay 2 s,
+ * MaxRetries 25; libobs multiplies the delay by 1.5 from the second retry on, keeping it in
+ * whole milliseconds, up to 15 minutes. */
 #define OBS_RETRY_FIRST_MS 2000
 #define OBS_RETRY_EXP 1.5
 #define OBS_RETRY_MAX_MS (15 * 60 * 1000)
-#define OBS_RETRY_MAX_COUNT 20
+#define OBS_RETRY_MAX_COUNT 25
 
 /* The file is ours, but it is still input: refuse absurd sizes before allocating. */
 #define FLV_MAX_FILE_SIZE (512u * 1024u * 1024u)
@@ -618,7 +621,7 @@ static int
 publisher_run (Publisher *pub)
 {
   guint retries = 0;
-  double retry_ms = OBS_RETRY_FIRST_MS;
+  guint32 retry_ms = OBS_RETRY_FIRST_MS;
 
   for (;;) {
     RTMP *r = RTMP_Alloc ();
@@ -659,12 +662,12 @@ publisher_run (Publisher *pub)
       emit ("gave_up", "\"retries\": %u", retries - 1);
       return 2;
     }
-    emit ("reconnect_wait", "\"ms\": %u", (guint)retry_ms);
-    if (!sleep_interruptible (pub, (guint)retry_ms)) {
+    emit ("reconnect_wait", "\"ms\": %u", retry_ms);
+    if (!sleep_interruptible (pub, retry_ms)) {
       emit ("stopped", "\"clean\": false");
       return 0;
     }
-    retry_ms = MIN (retry_ms * OBS_RETRY_EXP, OBS_RETRY_MAX_MS);
+    retry_ms = (guint32)MIN (retry_ms * OBS_RETRY_EXP, OBS_RETRY_MAX_MS);
   }
 }
 
