@@ -1425,6 +1425,32 @@ rooms_http_list (SkRoomManager *self, SoupServerMessage *msg)
 }
 
 static void
+on_room_snapshot_for_http (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr (SoupServerMessage) msg = user_data;
+  g_autoptr (GError) error = NULL;
+  SkRoomManager *self;
+  g_autofree char *json = NULL;
+  g_autoptr (JsonNode) node = NULL;
+
+  if (store_op_cancelled (result))
+    return; /* the node is shutting down; the server drops the connection */
+  self = g_object_get_data (G_OBJECT (msg), "sk-room-manager");
+  json = sk_store_get_finish (self->store, result, &error);
+  node = json != NULL ? json_from_string (json, NULL) : NULL;
+
+  if (node != NULL && JSON_NODE_HOLDS_OBJECT (node)) {
+    json_object_remove_member (json_node_get_object (node), "seq");
+    sk_http_reply_json (msg, SOUP_STATUS_OK, node);
+  } else if (error != NULL && !g_error_matches (error, SK_ERROR, SK_ERROR_NOT_FOUND)) {
+    sk_http_reply_error (msg, SOUP_STATUS_SERVICE_UNAVAILABLE, "unavailable", "%s", error->message);
+  } else {
+    sk_http_reply_error (msg, SOUP_STATUS_NOT_FOUND, "not_found", "room is not active");
+  }
+  soup_server_message_unpause (msg);
+}
+
+static void
 rooms_http_handler (SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
                     gpointer user_data)
 {
@@ -1482,9 +1508,12 @@ rooms_http_handler (SoupServer *server, SoupServerMessage *msg, const char *path
     if (!sk_http_require_token (msg, self->config->api_token))
       return;
     room = g_hash_table_lookup (self->rooms, room_name);
-    if (room == NULL || room->finished) {
-      sk_http_reply_error (msg, SOUP_STATUS_NOT_FOUND, "not_found", "room %s is not active",
-                           room_name);
+    if (room == NULL || room->finished || room->lost) {
+      /* Hosted elsewhere in the cluster (or nowhere): the host's snapshot in the store. */
+      soup_server_message_pause (msg);
+      g_object_set_data (G_OBJECT (msg), "sk-room-manager", self);
+      sk_store_get_async (self->store, SK_ROOMS_NS, room_name, self->cancellable,
+                          on_room_snapshot_for_http, g_object_ref (msg));
       return;
     }
     {
