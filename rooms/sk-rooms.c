@@ -102,6 +102,7 @@ struct _SkRoomManager {
   gboolean shutting_down;
 
   SkCluster *cluster;      /* NULL: a node on its own */
+  GHashTable *hosts;       /* room → host node id, as of the cluster's last view */
   GHashTable *orphan_seen; /* room → views it has been seen orphaned */
 };
 
@@ -1424,6 +1425,34 @@ rooms_http_list (SkRoomManager *self, SoupServerMessage *msg)
   sk_http_reply_json (msg, SOUP_STATUS_OK, root);
 }
 
+/* WHEP for a room hosted on another live node: 307 there (DESIGN.md, data path 4). A room
+ * placed nowhere is waited for here, as on a single node. */
+static gboolean
+manager_redirect_to_host (SkRoomManager *self, SoupServerMessage *msg, const char *room_name)
+{
+  SkRoom *room = g_hash_table_lookup (self->rooms, room_name);
+  const char *host, *url;
+  g_autofree char *location = NULL;
+  GUri *uri;
+
+  if (self->cluster == NULL || (room != NULL && !room->lost))
+    return FALSE;
+  host = g_hash_table_lookup (self->hosts, room_name);
+  if (host == NULL || strcmp (host, self->config->node_id) == 0)
+    return FALSE;
+  url = sk_cluster_get_node_url (self->cluster, host);
+  if (url == NULL || url[0] == '\0')
+    return FALSE;
+  uri = soup_server_message_get_uri (msg);
+  location = g_strdup_printf ("%s%s%s%s", url, g_uri_get_path (uri),
+                              g_uri_get_query (uri) != NULL ? "?" : "",
+                              g_uri_get_query (uri) != NULL ? g_uri_get_query (uri) : "");
+  soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Location",
+                                location);
+  soup_server_message_set_status (msg, SOUP_STATUS_TEMPORARY_REDIRECT, NULL);
+  return TRUE;
+}
+
 static void
 on_room_snapshot_for_http (GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -1499,6 +1528,8 @@ rooms_http_handler (SoupServer *server, SoupServerMessage *msg, const char *path
                            "use POST (WHEP offer) or OPTIONS");
       return;
     }
+    if (method == SOUP_METHOD_POST && manager_redirect_to_host (self, msg, room_name))
+      return;
     sk_whep_server_handle_offer (self->whep, msg, room_name);
   } else if (*rest == '\0') {
     if (method != SOUP_METHOD_GET) {
@@ -1595,6 +1626,13 @@ on_cluster_view (SkCluster *cluster, GPtrArray *placements, gpointer user_data)
   if (self->shutting_down || sk_cluster_get_state (cluster) != SK_CLUSTER_MEMBER)
     return;
 
+  g_hash_table_remove_all (self->hosts);
+  for (guint i = 0; i < placements->len; i++) {
+    SkStorePlacement *pl = g_ptr_array_index (placements, i);
+
+    g_hash_table_insert (self->hosts, g_strdup (pl->room), g_strdup (pl->node));
+  }
+
   rooms = manager_rooms (self);
   for (guint i = 0; i < rooms->len; i++) {
     SkRoom *room = g_ptr_array_index (rooms, i);
@@ -1672,6 +1710,7 @@ sk_room_manager_new (const SkConfig *config, SkStore *store, SkWebhooks *webhook
   self->rooms = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, room_free);
   self->track_watches = g_hash_table_new_full (NULL, NULL, NULL, track_watch_free);
   self->orphan_seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  self->hosts = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   self->events = sk_events_http_new (store, config);
   self->whep = sk_whep_server_new (self, config);
   return self;
@@ -1689,6 +1728,7 @@ sk_room_manager_free (SkRoomManager *self)
   g_hash_table_remove_all (self->rooms);
   g_hash_table_unref (self->track_watches);
   g_hash_table_unref (self->orphan_seen);
+  g_hash_table_unref (self->hosts);
   g_hash_table_unref (self->rooms);
   if (self->shutdown_task != NULL) {
     g_task_return_new_error (self->shutdown_task, G_IO_ERROR, G_IO_ERROR_CANCELLED,
