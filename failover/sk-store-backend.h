@@ -19,4 +19,8 @@ SkStorePlacement *sk_store_placement_new (const char *room, const char *node, gu
                                           guint64 epoch);
 SkStoreNode *sk_store_node_new (const char *node, guint64 incarnation, const char *info);
 
+/* "redis://HOST:PORT[/DB]" or "sentinel://HOST:PORT[,HOST:PORT…]/MASTER"; connects in the
+ * background (see sk-store-redis.c). SK_ERROR_INVALID for a malformed URI. */
+SkStore *sk_store_redis_new (const char *uri, GError **error);
+
 G_END_DECLS

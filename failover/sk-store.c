@@ -24,14 +24,12 @@ sk_store_new (const char *uri, GError **error)
   if (g_strcmp0 (uri, "memory") == 0)
     return sk_store_memory_new ();
 
-  if (g_str_has_prefix (uri, "redis://") || g_str_has_prefix (uri, "sentinel://")) {
-    g_set_error (error, SK_ERROR, SK_ERROR_INVALID, "store backend \"%s\": not built yet", uri);
-    return NULL;
-  }
+  if (g_str_has_prefix (uri, "redis://") || g_str_has_prefix (uri, "sentinel://"))
+    return sk_store_redis_new (uri, error);
 
   g_set_error (error, SK_ERROR, SK_ERROR_INVALID,
                "unknown store \"%s\" (expected memory, redis://HOST:PORT or "
-               "sentinel://HOST:PORT/MASTER)",
+               "sentinel://HOST:PORT[,HOST:PORT…]/MASTER)",
                uri);
   return NULL;
 }
