@@ -54,6 +54,8 @@ struct _SkIngressRegistry {
   gboolean accepting;
   GList *closing; /* sessions ended by the registry whose close func has not run yet */
   GCancellable *cancellable;
+  guint refresh_id; /* periodic re-read of the records other nodes wrote */
+  gboolean refresh_in_flight;
 };
 
 const char *sk_input_type_to_string (SkInputType type);

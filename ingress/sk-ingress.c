@@ -18,6 +18,7 @@
 #define SK_INGRESS_NS "ingress"
 /* Stream keys are base62 secrets; anything longer is not one of ours, so it is not hashed. */
 #define SK_STREAM_KEY_MAX 256
+#define REGISTRY_REFRESH_MS 1000
 
 struct _SkIngressSession {
   SkIngressRegistry *registry;
@@ -323,10 +324,15 @@ load_done (GObject *source, GAsyncResult *res, gpointer user_data)
   g_autoptr (GPtrArray) values = sk_store_list_finish (self->store, res, &error);
 
   if (values == NULL) {
-    if (!g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
-      g_warning ("cannot read ingress records from the store: %s", error->message);
+    if (!g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED)) {
+      self->refresh_in_flight = FALSE;
+      g_debug ("cannot read ingress records from the store: %s", error->message);
+    }
     return;
   }
+  guint added = 0;
+
+  self->refresh_in_flight = FALSE;
   for (guint i = 0; i < values->len; i++) {
     SkIngressRecord *rec = record_from_json (values->pdata[i]);
 
@@ -339,9 +345,24 @@ load_done (GObject *source, GAsyncResult *res, gpointer user_data)
       continue;
     }
     registry_add (self, rec);
+    added++;
   }
-  if (values->len)
-    g_message ("loaded %u ingress records from the store", values->len);
+  if (added)
+    g_message ("loaded %u ingress records from the store", added);
+}
+
+/* Records created through another node's API: a publisher may land here next (the store is
+ * the truth; this cache follows it within a second). */
+static gboolean
+registry_refresh_cb (gpointer user_data)
+{
+  SkIngressRegistry *self = user_data;
+
+  if (!self->refresh_in_flight) {
+    self->refresh_in_flight = TRUE;
+    sk_store_list_async (self->store, SK_INGRESS_NS, self->cancellable, load_done, self);
+  }
+  return G_SOURCE_CONTINUE;
 }
 
 /* ---- registry ---- */
@@ -361,7 +382,9 @@ sk_ingress_registry_new (const SkConfig *config, SkStore *store, SkRoomManager *
   self->by_key = g_hash_table_new (g_str_hash, g_str_equal);
   self->accepting = TRUE;
   self->cancellable = g_cancellable_new ();
+  self->refresh_in_flight = TRUE;
   sk_store_list_async (store, SK_INGRESS_NS, self->cancellable, load_done, self);
+  self->refresh_id = g_timeout_add (REGISTRY_REFRESH_MS, registry_refresh_cb, self);
   return self;
 }
 
@@ -377,6 +400,7 @@ sk_ingress_registry_free (SkIngressRegistry *self)
   g_list_free_full (g_steal_pointer (&self->closing), (GDestroyNotify)session_free);
   if (self->n_live)
     g_warning ("registry freed with %u live sessions", self->n_live);
+  g_clear_handle_id (&self->refresh_id, g_source_remove);
   g_cancellable_cancel (self->cancellable);
   g_clear_object (&self->cancellable);
   g_hash_table_destroy (self->by_key);

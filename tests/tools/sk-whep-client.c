@@ -28,6 +28,7 @@ typedef struct {
   GstElement *webrtc;
   GUri *url;
   char *resource; /* absolute URL of the session (Location) */
+  guint redirects;
   gboolean offer_sent;
   gboolean done;
   const char *result;
@@ -199,6 +200,8 @@ on_answer_set (GstPromise *promise, gpointer data)
   gst_promise_unref (promise);
 }
 
+static gboolean post_offer (gpointer data);
+
 static void
 on_post_done (GObject *source, GAsyncResult *res, gpointer data)
 {
@@ -212,6 +215,21 @@ on_post_done (GObject *source, GAsyncResult *res, gpointer data)
     return;
   }
   guint status = soup_message_get_status (msg);
+  const char *redirect
+      = soup_message_headers_get_one (soup_message_get_response_headers (msg), "Location");
+  if ((status == SOUP_STATUS_TEMPORARY_REDIRECT || status == SOUP_STATUS_PERMANENT_REDIRECT)
+      && redirect != NULL && c->redirects++ < 3) {
+    /* A cluster node that does not host the room sends us to its host; keep the offer. */
+    g_autoptr (GUri) next = g_uri_parse_relative (c->url, redirect, SOUP_HTTP_URI_FLAGS, NULL);
+    if (next != NULL) {
+      g_print ("{\"redirect\":\"%s\"}\n", redirect);
+      g_uri_unref (c->url);
+      c->url = g_steal_pointer (&next);
+      c->offer_sent = FALSE;
+      post_offer (c);
+      return;
+    }
+  }
   if (status != SOUP_STATUS_CREATED) {
     g_autofree char *text = g_strndup (g_bytes_get_data (body, NULL), g_bytes_get_size (body));
     g_autofree char *why = g_strdup_printf ("POST answered %u: %s", status, text);
