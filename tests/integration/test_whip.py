@@ -14,10 +14,12 @@ import harness
 WHIP_PUBLISHER = harness.BUILD / "tests" / "tools" / "sk-whip-publisher"
 
 
-def create_whip_ingress(node, room, identity="whip-1"):
-    r = node.api.request("POST", "/v1/ingress", dict(
-        input_type="whip", name=f"{room}-{identity}", room_name=room,
-        participant_identity=identity, participant_name=identity.upper()))
+def create_whip_ingress(node, room, identity="whip-1", transcode=None):
+    body = dict(input_type="whip", name=f"{room}-{identity}", room_name=room,
+                participant_identity=identity, participant_name=identity.upper())
+    if transcode:
+        body["transcode"] = transcode
+    r = node.api.request("POST", "/v1/ingress", body)
     assert r.status == 201, f"create ingress: {r}"
     ing = r.json
     assert ing["input_type"] == "whip" and ing["url"].endswith("/whip"), ing
@@ -71,8 +73,8 @@ def whip(procs, tmp_path, request):
     return start
 
 
-def start_publishing(node, whip, follow, room, args=(), n_tracks=2, **kw):
-    ing = create_whip_ingress(node, room)
+def start_publishing(node, whip, follow, room, args=(), n_tracks=2, transcode=None, **kw):
+    ing = create_whip_ingress(node, room, transcode=transcode)
     sse = follow(node, room)
     pub = whip(node, ing["stream_key"], args=args, **kw)
     rec, seen = node.api.wait_status(ing["ingress_id"], "ENDPOINT_PUBLISHING", timeout=20)

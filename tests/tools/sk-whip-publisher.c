@@ -5,13 +5,14 @@
  *   sk-whip-publisher --url http://127.0.0.1:8080/whip --token KEY [--ice-address 127.0.0.1]
  *                     [--video h264|vp8|none] [--audio opus|none] [--no-candidates]
  *                     [--duration S] [--width W --height H --fps F] [--bitrate KBPS]
- *                     [--no-delete]
+ *                     [--no-delete] [--keyframe-interval S]
  *
  * Publishes a live test pattern (videotestsrc) and tone (audiotestsrc). The offer carries every
  * local candidate (non-trickle), or none with --no-candidates (as OBS 30.2+ does: the server
  * then learns ours as peer-reflexive). Prints JSON lines: {"location":…,"etag":…} after the
- * POST, {"state":"connected"}, and a final {"result":"ok"|"error",…}. SIGINT/SIGTERM or the end
- * of --duration sends DELETE and exits 0 if that and the POST succeeded.
+ * POST, {"state":"connected"}, {"keyframe_request":N} each time the server asks the encoder for
+ * a keyframe (a PLI/FIR from it reached the encoder), and a final {"result":"ok"|"error",…}.
+ * SIGINT/SIGTERM or the end of --duration sends DELETE and exits 0 if that and the POST succeeded.
  */
 #include <string.h>
 
@@ -45,6 +46,8 @@ static gboolean opt_no_candidates;
 static gboolean opt_no_delete;
 static int opt_duration;
 static int opt_width = 640, opt_height = 360, opt_fps = 30, opt_kbps = 1500;
+static int opt_keyframe_s = 2;
+static gint keyframe_requests;
 
 static GOptionEntry entries[] = {
   { "url", 0, 0, G_OPTION_ARG_STRING, &opt_url, "WHIP endpoint URL", "URL" },
@@ -63,6 +66,8 @@ static GOptionEntry entries[] = {
   { "bitrate", 0, 0, G_OPTION_ARG_INT, &opt_kbps, "video bitrate in kbit/s (1500)", "KBPS" },
   { "no-delete", 0, 0, G_OPTION_ARG_NONE, &opt_no_delete, "do not DELETE the session at the end",
     NULL },
+  { "keyframe-interval", 0, 0, G_OPTION_ARG_INT, &opt_keyframe_s,
+    "seconds between scheduled keyframes (2)", "S" },
   { NULL },
 };
 
@@ -346,6 +351,19 @@ on_bus (GstBus *bus, GstMessage *message, gpointer data)
 
 /* ------------------------------------------------------------------------------------- */
 
+/* A PLI or FIR from the server became an upstream GstForceKeyUnit that reached the encoder. */
+static GstPadProbeReturn
+on_encoder_event (GstPad *pad, GstPadProbeInfo *info, gpointer data)
+{
+  GstEvent *event = GST_PAD_PROBE_INFO_EVENT (info);
+
+  if (GST_EVENT_TYPE (event) == GST_EVENT_CUSTOM_UPSTREAM
+      && gst_event_has_name (event, "GstForceKeyUnit"))
+    g_print ("{\"keyframe_request\":%d,\"mono_us\":%" G_GINT64_FORMAT "}\n",
+             g_atomic_int_add (&keyframe_requests, 1) + 1, g_get_monotonic_time ());
+  return GST_PAD_PROBE_OK;
+}
+
 static char *
 pipeline_description (void)
 {
@@ -361,18 +379,18 @@ pipeline_description (void)
                             opt_width, opt_height, opt_fps);
     if (g_strcmp0 (video, "vp8") == 0)
       g_string_append_printf (d,
-                              "vp8enc deadline=1 cpu-used=8 keyframe-max-dist=%d "
+                              "vp8enc name=venc deadline=1 cpu-used=8 keyframe-max-dist=%d "
                               "target-bitrate=%d ! rtpvp8pay pt=97 ! "
                               "application/x-rtp,media=video,encoding-name=VP8,payload=97 ! ",
-                              2 * opt_fps, opt_kbps * 1000);
+                              opt_keyframe_s * opt_fps, opt_kbps * 1000);
     else
       g_string_append_printf (
           d,
-          "x264enc tune=zerolatency speed-preset=ultrafast bframes=0 "
+          "x264enc name=venc tune=zerolatency speed-preset=ultrafast bframes=0 "
           "key-int-max=%d bitrate=%d ! video/x-h264,profile=constrained-baseline ! "
           "rtph264pay config-interval=-1 aggregate-mode=zero-latency pt=96 ! "
           "application/x-rtp,media=video,encoding-name=H264,payload=96 ! ",
-          2 * opt_fps, opt_kbps);
+          opt_keyframe_s * opt_fps, opt_kbps);
     g_string_append (d, "webrtc. ");
   }
   if (g_strcmp0 (audio, "none") != 0)
@@ -393,6 +411,10 @@ main (int argc, char **argv)
   g_option_context_add_group (ctx, gst_init_get_option_group ());
   if (!g_option_context_parse (ctx, &argc, &argv, &error) || opt_url == NULL) {
     g_printerr ("%s\n", error != NULL ? error->message : "--url is required");
+    return 2;
+  }
+  if (opt_keyframe_s < 1) {
+    g_printerr ("--keyframe-interval must be at least 1\n");
     return 2;
   }
   if ((opt_video
@@ -417,6 +439,11 @@ main (int argc, char **argv)
     return 1;
   }
   p.webrtc = gst_bin_get_by_name (GST_BIN (p.pipeline), "webrtc");
+  g_autoptr (GstElement) venc = gst_bin_get_by_name (GST_BIN (p.pipeline), "venc");
+  if (venc != NULL) {
+    g_autoptr (GstPad) venc_src = gst_element_get_static_pad (venc, "src");
+    gst_pad_add_probe (venc_src, GST_PAD_PROBE_TYPE_EVENT_UPSTREAM, on_encoder_event, NULL, NULL);
+  }
   const char *loopback[] = { "127.0.0.1", NULL };
   sk_webrtc_configure_ice (p.webrtc, opt_ice != NULL ? (const char *const *)opt_ice : loopback, 0,
                            0);
