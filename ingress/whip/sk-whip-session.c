@@ -843,6 +843,28 @@ sk_whip_session_add_candidate (SkWhipSession *ws, guint mline, const char *candi
   g_signal_emit_by_name (ws->webrtcbin, "add-ice-candidate", mline, candidate);
 }
 
+gboolean
+sk_whip_session_restart_ice (SkWhipSession *ws, const char *ufrag, const char *pwd,
+                             char **local_ufrag, char **local_pwd, char **local_candidates,
+                             GError **error)
+{
+  g_autofree char *new_ufrag = NULL, *new_pwd = NULL;
+
+  if (!ws->answered) {
+    g_set_error (error, SK_ERROR, SK_ERROR_CONFLICT, "the session is not answered yet");
+    return FALSE;
+  }
+  if (!sk_webrtc_ice_restart (ws->webrtcbin, &new_ufrag, &new_pwd, error))
+    return FALSE;
+  if (!sk_webrtc_ice_set_remote_credentials (ws->webrtcbin, ufrag, pwd, error))
+    return FALSE;
+  GST_INFO ("%s: ICE restarted (remote ufrag %s, local ufrag %s)", ws->name, ufrag, new_ufrag);
+  *local_ufrag = g_steal_pointer (&new_ufrag);
+  *local_pwd = g_steal_pointer (&new_pwd);
+  *local_candidates = sk_webrtc_ice_get_local_candidates (ws->webrtcbin);
+  return TRUE;
+}
+
 void
 sk_whip_session_free (SkWhipSession *ws)
 {

@@ -75,3 +75,33 @@ H264_ONLY = "\r\n".join([
     "a=ice-pwd:6pWEfhTHQKTgDkM2aXH8kEnN", "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
     "a=setup:actpass", "a=mid:0", "a=recvonly", "a=rtcp-mux", "a=rtpmap:102 H264/90000",
     "a=fmtp:102 packetization-mode=1;profile-level-id=42e01f"]) + "\r\n"
+
+
+def test_ice_restart_by_the_publisher(node, whip, follow, invariants):
+    """The publisher restarts ICE (new ufrag/pwd from its own libnice agent, PATCH with
+    If-Match: "*"); the node restarts its side under webrtcbin and answers its new credentials;
+    the new connectivity checks succeed (the publisher's ICE is ready again) and media goes on:
+    a viewer that joins after the restart decodes, and the participant never left."""
+    room = harness.unique_room("whip-icerestart")
+    ing, sse, pub, _ = start_publishing(node, whip, follow, room,
+                                        args=["--ice-restart-after", "2"])
+    first_etag = pub.value("etag")
+    assert pub.wait_value("ice_restart", timeout=20) == "ok", pub.lines()[-5:]
+    harness.wait_until(lambda: any(o.get("ice_state") == "ready" for o in pub.lines()
+                                   if "ice_state" in o and o is not None), 15,
+                       what=f"publisher ICE ready after the restart: {pub.lines()[-5:]}")
+    restart = next(o for o in pub.lines() if o.get("ice_restart") == "ok")
+    assert restart["etag"] != first_etag and restart["candidates"] > 0, restart
+    res = harness.assert_plays(node, room, frames=60, expect_audio=True)
+    assert res.last("width") == 640
+    # The old ETag is stale now, the new one is the session's.
+    path = pub.value("location").split(str(node.http_port), 1)[1]
+    headers = {"Content-Type": "application/trickle-ice-sdpfrag"}
+    r = node.api.request("PATCH", path, b"a=end-of-candidates\r\n", token=None,
+                         headers={**headers, "If-Match": first_etag})
+    assert_problem(r, 412)
+    r = node.api.request("PATCH", path, b"a=end-of-candidates\r\n", token=None,
+                         headers={**headers, "If-Match": restart["etag"]})
+    assert r.status == 204, r
+    assert len(sse.of("ParticipantConnected")) == 1 and not sse.of("ParticipantDisconnected")
+    finish(node, sse, pub, ing, invariants)
