@@ -815,6 +815,12 @@ sk_ingress_session_publish_track (SkIngressSession *s, SkTrackKind kind, GstCaps
   return track;
 }
 
+SkTranscodeMode
+sk_ingress_session_get_transcode (SkIngressSession *s)
+{
+  return s->transcode;
+}
+
 void
 sk_ingress_session_set_publishing (SkIngressSession *s)
 {

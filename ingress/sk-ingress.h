@@ -90,6 +90,9 @@ gboolean sk_ingress_registry_check_key (SkIngressRegistry *self, SkInputType typ
 SkTrack *sk_ingress_session_publish_track (SkIngressSession *session, SkTrackKind kind,
                                            GstCaps *caps, GError **error);
 
+/* The ingress record's transcode mode when the session started (WHIP applies it itself). */
+SkTranscodeMode sk_ingress_session_get_transcode (SkIngressSession *session);
+
 /* Every track the publisher will send is flowing: ENDPOINT_PUBLISHING + ingress_started. */
 void sk_ingress_session_set_publishing (SkIngressSession *session);
 

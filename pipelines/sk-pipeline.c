@@ -343,10 +343,32 @@ on_new_sample (GstAppSink *sink, gpointer user_data)
   return GST_FLOW_OK;
 }
 
+/* A subscriber's RTCP thread asks the transcoded video for a keyframe: x264enc (any
+ * GstVideoEncoder) honours an upstream GstForceKeyUnit on its src pad. Passthrough video
+ * installs no func: RTMP has no way to ask the encoder upstream of us. */
+static void
+output_force_key_unit (SkTrack *track, gpointer user_data)
+{
+  Output *out = user_data;
+  g_autoptr (GstElement) enc = gst_bin_get_by_name (GST_BIN (out->self->pipeline), "venc");
+  if (enc == NULL)
+    return;
+  g_autoptr (GstPad) src = gst_element_get_static_pad (enc, "src");
+  GstStructure *s
+      = gst_structure_new ("GstForceKeyUnit", "all-headers", G_TYPE_BOOLEAN, TRUE, NULL);
+  if (src != NULL)
+    gst_pad_send_event (src, gst_event_new_custom (GST_EVENT_CUSTOM_UPSTREAM, s));
+  else
+    gst_structure_free (s);
+  GST_DEBUG ("%s: keyframe forced for a subscriber", out->self->name);
+}
+
 /* Main context: the user answered which track an output feeds. */
 static void
 output_set_track (Output *out, SkTrack *track, GstCaps *announced)
 {
+  if (track != NULL && out->kind == SK_TRACK_KIND_VIDEO && out->self->transcode)
+    sk_track_set_keyframe_func (track, output_force_key_unit, out, NULL);
   g_mutex_lock (&out->lock);
   if (track) {
     out->track = sk_track_ref (track);
@@ -515,6 +537,75 @@ add_chain (SkIngressPipeline *self, GstElement **elems, guint n, GstPad *src_pad
   return gst_pad_link (src_pad, sink_pad) == GST_PAD_LINK_OK;
 }
 
+/* ---- the transcode path, shared with WHIP ------------------------------------------------- */
+
+GstElement *
+sk_pipeline_make_video_encoder (const SkConfig *config, GError **error)
+{
+  const char *desc = config != NULL && config->video_encoder != NULL && *config->video_encoder
+                         ? config->video_encoder
+                         : DEFAULT_VIDEO_ENCODER;
+  g_autoptr (GError) local = NULL;
+  GstElement *bin = gst_parse_bin_from_description (desc, TRUE, &local);
+  if (bin == NULL) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INVALID, "video_encoder \"%s\": %s", desc,
+                 local->message);
+    return NULL;
+  }
+  g_object_set (bin, "name", "venc", NULL);
+  return gst_object_ref_sink (bin);
+}
+
+GstElement *
+sk_pipeline_make_video_transcoder (const char *name, const char *decoder, GstElement *encoder,
+                                   GError **error)
+{
+  g_return_val_if_fail (decoder != NULL && GST_IS_ELEMENT (encoder), NULL);
+
+  /* The queue moves decoding and encoding off the input's thread, so audio never waits. */
+  GstElement *queue = gst_element_factory_make ("queue", "vqueue");
+  GstElement *dec = gst_element_factory_make (decoder, "vdec");
+  GstElement *conv = gst_element_factory_make ("videoconvert", "vconv");
+  GstElement *format = gst_element_factory_make ("capsfilter", "vformat");
+  GstElement *reparse = gst_element_factory_make ("h264parse", "vreparse");
+  GstElement *elems[] = { queue, dec, conv, format, encoder, reparse };
+
+  for (guint i = 0; i < G_N_ELEMENTS (elems); i++) {
+    if (elems[i] == NULL) {
+      g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "cannot transcode: %s is not installed",
+                   i == 1 ? decoder : "a core element");
+      for (guint j = 0; j < G_N_ELEMENTS (elems); j++)
+        if (elems[j] != NULL && elems[j] != encoder)
+          gst_object_unref (gst_object_ref_sink (elems[j]));
+      return NULL;
+    }
+  }
+  g_object_set (queue, "max-size-buffers", 0, "max-size-bytes", 0, "max-size-time",
+                (guint64)2 * GST_SECOND, NULL);
+  /* Frame threading would add a frame of latency per thread. */
+  if (g_object_class_find_property (G_OBJECT_GET_CLASS (dec), "thread-type") != NULL)
+    gst_util_set_object_arg (G_OBJECT (dec), "thread-type", "slice");
+  /* 4:2:0 8 bit: the only format every WebRTC H.264 decoder takes. */
+  g_autoptr (GstCaps) i420 = gst_caps_from_string ("video/x-raw,format=I420");
+  g_object_set (format, "caps", i420, NULL);
+  /* SPS/PPS before every IDR, so any keyframe starts a decodable stream. */
+  g_object_set (reparse, "config-interval", -1, NULL);
+
+  GstElement *bin = gst_bin_new (name);
+  /* The bin takes its own reference to @encoder (already sunk: that is the caller's). */
+  gst_bin_add_many (GST_BIN (bin), queue, dec, conv, format, encoder, reparse, NULL);
+  if (!gst_element_link_many (queue, dec, conv, format, encoder, reparse, NULL)) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "cannot link the %s transcoder", decoder);
+    gst_object_unref (gst_object_ref_sink (bin));
+    return NULL;
+  }
+  g_autoptr (GstPad) sink = gst_element_get_static_pad (queue, "sink");
+  g_autoptr (GstPad) src = gst_element_get_static_pad (reparse, "src");
+  gst_element_add_pad (bin, gst_ghost_pad_new ("sink", sink));
+  gst_element_add_pad (bin, gst_ghost_pad_new ("src", src));
+  return bin;
+}
+
 static gboolean
 build_video_branch (SkIngressPipeline *self, GstPad *pad)
 {
@@ -528,31 +619,16 @@ build_video_branch (SkIngressPipeline *self, GstPad *pad)
     GstElement *chain[] = { parse, sink };
     return add_chain (self, chain, G_N_ELEMENTS (chain), pad);
   }
-  /* The queue moves decoding and encoding off the demuxer's thread, so audio never waits. */
-  GstElement *queue = make ("queue", "vqueue");
-  if (queue)
-    g_object_set (queue, "max-size-buffers", 0, "max-size-bytes", 0, "max-size-time",
-                  (guint64)2 * GST_SECOND, NULL);
-  GstElement *dec = make ("avdec_h264", "vdec");
-  if (dec) /* frame threading would add a frame of latency per thread */
-    gst_util_set_object_arg (G_OBJECT (dec), "thread-type", "slice");
-  GstElement *conv = make ("videoconvert", "vconv");
-  /* 4:2:0 8 bit: the only format every WebRTC H.264 decoder takes. */
-  GstElement *format = make ("capsfilter", "vformat");
-  if (format) {
-    g_autoptr (GstCaps) caps = gst_caps_from_string ("video/x-raw,format=I420");
-    g_object_set (format, "caps", caps, NULL);
-  }
   GstElement *enc = g_steal_pointer (&self->video_encoder);
-  GstElement *reparse = make ("h264parse", "vreparse");
-  if (reparse)
-    g_object_set (reparse, "config-interval", -1, NULL);
+  g_autoptr (GError) error = NULL;
+  GstElement *transcoder
+      = sk_pipeline_make_video_transcoder ("vtranscode", "avdec_h264", enc, &error);
+  g_clear_pointer (&enc, gst_object_unref); /* the transcoder took its own reference */
+  if (transcoder == NULL)
+    GST_ERROR ("%s: %s", self->name, error->message);
   GstElement *sink = make_appsink (out, out_caps);
-  GstElement *chain[] = { parse, queue, dec, conv, format, enc, reparse, sink };
-  gboolean ok = add_chain (self, chain, G_N_ELEMENTS (chain), pad);
-  /* The bin took its own reference to our (already sunk) encoder: drop ours. */
-  g_clear_pointer (&enc, gst_object_unref);
-  return ok;
+  GstElement *chain[] = { parse, transcoder, sink };
+  return add_chain (self, chain, G_N_ELEMENTS (chain), pad);
 }
 
 static gboolean
@@ -1068,19 +1144,15 @@ sk_ingress_pipeline_new_flv (const char *name, SkTranscodeMode mode, const SkCon
     g_once_init_leave (&debug_once, 1);
   }
 
-  const char *venc = config && config->video_encoder && *config->video_encoder
-                         ? config->video_encoder
-                         : DEFAULT_VIDEO_ENCODER;
   const char *aenc = config && config->audio_encoder && *config->audio_encoder
                          ? config->audio_encoder
                          : DEFAULT_AUDIO_ENCODER;
-  g_autoptr (GstElement) video_encoder = parse_encoder (venc, "video_encoder", error);
+  g_autoptr (GstElement) video_encoder = sk_pipeline_make_video_encoder (config, error);
   if (!video_encoder)
     return NULL;
   g_autoptr (GstElement) audio_encoder = parse_encoder (aenc, "audio_encoder", error);
   if (!audio_encoder)
     return NULL;
-  g_object_set (video_encoder, "name", "venc", NULL);
   g_object_set (audio_encoder, "name", "aenc", NULL);
 
   g_autoptr (GstElement) pipeline = gst_pipeline_new (name);
@@ -1143,6 +1215,9 @@ sk_ingress_pipeline_free (SkIngressPipeline *self)
     return;
   self->guard->cancelled = TRUE;
   self->guard->self = NULL;
+  /* Waits for a keyframe request in flight; none reaches our encoder after this. */
+  if (self->video.track != NULL && self->transcode)
+    sk_track_set_keyframe_func (self->video.track, NULL, NULL, NULL);
   if (self->bus_source) {
     g_source_destroy (self->bus_source);
     g_source_unref (self->bus_source);

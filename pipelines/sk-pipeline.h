@@ -75,6 +75,22 @@ gboolean sk_ingress_pipeline_push_flv_tag (SkIngressPipeline *self, guint8 tag_t
  * profile or SK_TRANSCODE_ALWAYS); FALSE while undecided, for passthrough and without video. */
 gboolean sk_ingress_pipeline_is_transcoding (SkIngressPipeline *self);
 
+/*
+ * The transcode path, shared by RTMP and WHIP ingest.
+ *
+ * sk_pipeline_make_video_encoder: the configured video_encoder (default: x264enc
+ * tune=zerolatency, key-int 60, no B-frames) as a bin named "venc", sunk (transfer full).
+ * sk_pipeline_make_video_transcoder: a bin with "sink" and "src" pads,
+ *   queue ! @decoder ! videoconvert ! I420 ! @encoder ! h264parse config-interval=-1
+ * taking what @decoder takes (avdec_h264 H.264 au, vp8dec VP8 frames) and giving
+ * video/x-h264 with SPS/PPS before each IDR. The queue gives decoding a thread of its own.
+ * @encoder: borrowed (the bin takes its own reference). Upstream GstForceKeyUnit events sent
+ * into the "src" pad reach the encoder: that is how a subscriber's PLI gets a keyframe.
+ */
+GstElement *sk_pipeline_make_video_encoder (const SkConfig *config, GError **error);
+GstElement *sk_pipeline_make_video_transcoder (const char *name, const char *decoder,
+                                               GstElement *encoder, GError **error);
+
 /* Stops the pipeline (synchronously) and frees it; no callback runs after it returns. */
 void sk_ingress_pipeline_free (SkIngressPipeline *self);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkIngressPipeline, sk_ingress_pipeline_free)

@@ -31,6 +31,15 @@ struct _SkTrack {
   gboolean ended;
   guint64 buffers_pushed;
   guint64 bytes_pushed;
+
+  /* Its own lock: a request comes from a subscriber's RTCP thread and must neither wait for
+   * a push nor run the producer's func under the lock that pushes hold. */
+  GMutex keyframe_lock; /* the fields below */
+  SkTrackKeyframeFunc keyframe_func;
+  gpointer keyframe_data;
+  GDestroyNotify keyframe_destroy;
+  gint64 last_keyframe_us;
+  guint64 keyframe_requests, keyframe_dropped;
 };
 
 const char *
@@ -79,6 +88,7 @@ sk_track_new (SkTrackKind kind, const char *sid, GstCaps *caps)
   track->kind = kind;
   track->sid = g_strdup (sid);
   g_mutex_init (&track->lock);
+  g_mutex_init (&track->keyframe_lock);
   track->caps = caps != NULL ? gst_caps_ref (caps) : NULL;
   track->codec = codec_from_caps (caps);
   track->sinks = g_array_new (FALSE, TRUE, sizeof (SkTrackSink));
@@ -108,6 +118,9 @@ sk_track_unref (SkTrack *track)
       sink->destroy (sink->user_data);
   }
   g_array_unref (track->sinks);
+  if (track->keyframe_destroy != NULL)
+    track->keyframe_destroy (track->keyframe_data);
+  g_mutex_clear (&track->keyframe_lock);
   gop_clear_locked (track);
   gst_clear_caps (&track->caps);
   g_mutex_clear (&track->lock);
@@ -294,5 +307,63 @@ sk_track_get_bytes_pushed (SkTrack *track)
   g_mutex_lock (&track->lock);
   guint64 n = track->bytes_pushed;
   g_mutex_unlock (&track->lock);
+  return n;
+}
+
+void
+sk_track_set_keyframe_func (SkTrack *track, SkTrackKeyframeFunc func, gpointer user_data,
+                            GDestroyNotify destroy)
+{
+  g_return_if_fail (track != NULL);
+
+  g_mutex_lock (&track->keyframe_lock);
+  gpointer old_data = track->keyframe_data;
+  GDestroyNotify old_destroy = track->keyframe_destroy;
+  track->keyframe_func = func;
+  track->keyframe_data = user_data;
+  track->keyframe_destroy = destroy;
+  g_mutex_unlock (&track->keyframe_lock);
+
+  if (old_destroy != NULL)
+    old_destroy (old_data);
+}
+
+gboolean
+sk_track_request_keyframe (SkTrack *track)
+{
+  g_return_val_if_fail (track != NULL, FALSE);
+
+  gint64 now = g_get_monotonic_time ();
+  gboolean sent = FALSE;
+
+  /* The func runs under keyframe_lock, so that set_keyframe_func (NULL) waits for a call in
+   * flight and the producer may free what @keyframe_data points to right after it. */
+  g_mutex_lock (&track->keyframe_lock);
+  if (track->keyframe_func != NULL
+      && (track->last_keyframe_us == 0
+          || now - track->last_keyframe_us
+                 >= SK_TRACK_KEYFRAME_INTERVAL_MS * G_TIME_SPAN_MILLISECOND)) {
+    track->last_keyframe_us = now;
+    track->keyframe_requests++;
+    track->keyframe_func (track, track->keyframe_data);
+    sent = TRUE;
+  } else {
+    /* Many subscribers joining at once all ask: one request per interval is plenty. */
+    track->keyframe_dropped++;
+  }
+  g_mutex_unlock (&track->keyframe_lock);
+  if (sent)
+    g_debug ("track %s: keyframe requested from the producer", track->sid);
+  return sent;
+}
+
+guint64
+sk_track_get_keyframe_requests (SkTrack *track, guint64 *dropped)
+{
+  g_mutex_lock (&track->keyframe_lock);
+  guint64 n = track->keyframe_requests;
+  if (dropped != NULL)
+    *dropped = track->keyframe_dropped;
+  g_mutex_unlock (&track->keyframe_lock);
   return n;
 }

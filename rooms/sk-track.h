@@ -62,8 +62,27 @@ void sk_track_remove_sink (SkTrack *track, guint sink_id);
 void sk_track_end (SkTrack *track);
 gboolean sk_track_is_ended (SkTrack *track);
 
+/*
+ * Keyframe requests (a subscriber's PLI/FIR) travel back to whoever produces the track: a WHIP
+ * publisher (a PLI on its peer connection), an encoder (a forced key unit), or nobody (RTMP
+ * passthrough: the request is dropped). The producer installs @func; it runs on the
+ * requesting thread, without the track's lock, and must not block. After
+ * sk_track_set_keyframe_func (track, NULL, …) returns, the old func is never called again.
+ */
+typedef void (*SkTrackKeyframeFunc) (SkTrack *track, gpointer user_data);
+
+void sk_track_set_keyframe_func (SkTrack *track, SkTrackKeyframeFunc func, gpointer user_data,
+                                 GDestroyNotify destroy);
+
+/* Asks the producer for a keyframe, at most once per SK_TRACK_KEYFRAME_INTERVAL_MS however
+ * many subscribers ask. Any thread. Returns TRUE if the request reached a producer. */
+#define SK_TRACK_KEYFRAME_INTERVAL_MS 500
+gboolean sk_track_request_keyframe (SkTrack *track);
+
 /* Counters for the API and benchmarks. */
 guint64 sk_track_get_buffers_pushed (SkTrack *track);
 guint64 sk_track_get_bytes_pushed (SkTrack *track);
+/* Keyframe requests passed on to the producer / dropped (rate limit or no producer). */
+guint64 sk_track_get_keyframe_requests (SkTrack *track, guint64 *dropped);
 
 G_END_DECLS

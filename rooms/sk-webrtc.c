@@ -4,6 +4,8 @@
 #include <string.h>
 
 #include <agent.h>
+#include <gst/webrtc/nice/nicestream.h>
+#include <gst/webrtc/nice/nicetransport.h>
 #include <gst/webrtc/webrtc.h>
 
 #include "common/sk-common.h"
@@ -64,6 +66,100 @@ sk_webrtc_configure_ice (GstElement *webrtcbin, const char *const *addresses, gu
     if (!nice_agent_add_local_address (agent, &addr))
       g_warning ("libnice refused local address %s", addresses[i]);
   }
+}
+
+/* The libnice agent and stream id under webrtcbin's bundle transport. */
+static gboolean
+ice_stream_of (GstElement *webrtcbin, NiceAgent **agent, guint *stream_id, GError **error)
+{
+  g_autoptr (GstWebRTCRTPTransceiver) trans = NULL;
+  g_signal_emit_by_name (webrtcbin, "get-transceiver", 0, &trans);
+  g_autoptr (GstWebRTCRTPReceiver) receiver = NULL;
+  g_autoptr (GstWebRTCDTLSTransport) dtls = NULL;
+  g_autoptr (GstWebRTCICETransport) ice_transport = NULL;
+  if (trans != NULL)
+    g_object_get (trans, "receiver", &receiver, NULL);
+  if (receiver != NULL)
+    g_object_get (receiver, "transport", &dtls, NULL);
+  if (dtls != NULL)
+    g_object_get (dtls, "transport", &ice_transport, NULL);
+  if (ice_transport == NULL || !GST_IS_WEBRTC_NICE_TRANSPORT (ice_transport)) {
+    g_set_error (error, SK_ERROR, SK_ERROR_UNSUPPORTED,
+                 "the session has no libnice transport to restart");
+    return FALSE;
+  }
+  GstWebRTCNiceStream *stream = GST_WEBRTC_NICE_TRANSPORT (ice_transport)->stream;
+  g_autoptr (GstWebRTCICE) ice = NULL;
+  g_object_get (webrtcbin, "ice-agent", &ice, NULL);
+  if (stream == NULL || ice == NULL
+      || g_object_class_find_property (G_OBJECT_GET_CLASS (ice), "agent") == NULL) {
+    g_set_error (error, SK_ERROR, SK_ERROR_UNSUPPORTED, "the ICE agent is not libnice");
+    return FALSE;
+  }
+  g_object_get (ice, "agent", agent, NULL);
+  *stream_id = GST_WEBRTC_ICE_STREAM (stream)->stream_id;
+  if (*agent == NULL)
+    g_set_error (error, SK_ERROR, SK_ERROR_UNSUPPORTED, "the ICE agent has no libnice agent");
+  return *agent != NULL;
+}
+
+gboolean
+sk_webrtc_ice_restart (GstElement *webrtcbin, char **ufrag, char **pwd, GError **error)
+{
+  NiceAgent *agent = NULL;
+  guint stream_id = 0;
+  gboolean ok = FALSE;
+
+  if (!ice_stream_of (webrtcbin, &agent, &stream_id, error))
+    goto out;
+  /* New local credentials; remote candidates other than the selected pair's are dropped and
+   * the checks start again once the remote credentials are known. */
+  ok = nice_agent_restart_stream (agent, stream_id)
+       && nice_agent_get_local_credentials (agent, stream_id, ufrag, pwd);
+  if (!ok)
+    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "libnice could not restart stream %u",
+                 stream_id);
+out:
+  g_clear_object (&agent);
+  return ok;
+}
+
+gboolean
+sk_webrtc_ice_set_remote_credentials (GstElement *webrtcbin, const char *ufrag, const char *pwd,
+                                      GError **error)
+{
+  NiceAgent *agent = NULL;
+  guint stream_id = 0;
+  gboolean ok = FALSE;
+
+  if (ice_stream_of (webrtcbin, &agent, &stream_id, error)) {
+    ok = nice_agent_set_remote_credentials (agent, stream_id, ufrag, pwd);
+    if (!ok)
+      g_set_error (error, SK_ERROR, SK_ERROR_INVALID, "libnice refused the remote credentials");
+  }
+  g_clear_object (&agent);
+  return ok;
+}
+
+char *
+sk_webrtc_ice_get_local_candidates (GstElement *webrtcbin)
+{
+  NiceAgent *agent = NULL;
+  guint stream_id = 0;
+  GString *out = g_string_new (NULL);
+
+  if (ice_stream_of (webrtcbin, &agent, &stream_id, NULL)) {
+    /* Component 1 only: webrtcbin always muxes RTCP. */
+    GSList *cands = nice_agent_get_local_candidates (agent, stream_id, 1);
+    for (GSList *l = cands; l != NULL; l = l->next) {
+      g_autofree char *line = nice_agent_generate_local_candidate_sdp (agent, l->data);
+      if (line != NULL)
+        g_string_append_printf (out, "%s\r\n", line);
+    }
+    g_slist_free_full (cands, (GDestroyNotify)nice_candidate_free);
+  }
+  g_clear_object (&agent);
+  return g_string_free (out, FALSE);
 }
 
 /* An SDP line is "<type>=<value>" with a single lower-case letter type (RFC 8866 §5). */

@@ -14,6 +14,23 @@ G_BEGIN_DECLS
 void sk_webrtc_configure_ice (GstElement *webrtcbin, const char *const *addresses, guint port_min,
                               guint port_max);
 
+/*
+ * ICE restart (RFC 8445 §9) under webrtcbin 1.22, which cannot renegotiate ICE credentials
+ * itself: these act on the libnice stream of the bundle transport (webrtcbin's "ice-agent" →
+ * GstWebRTCNice "agent", stream of transceiver 0's GstWebRTCNiceTransport). DTLS, SRTP and
+ * the RTP session are untouched, and libnice keeps sending on the selected pair until the
+ * new checks pick one. Max-bundle sessions only (one stream).
+ *
+ * sk_webrtc_ice_restart: new local ufrag/pwd (returned, g_free them); the remote's candidates
+ * are forgotten, so give it the new ones (add-ice-candidate) after
+ * sk_webrtc_ice_set_remote_credentials. sk_webrtc_ice_get_local_candidates: "a=candidate:…"
+ * lines (CRLF-terminated) of the stream, for the peer.
+ */
+gboolean sk_webrtc_ice_restart (GstElement *webrtcbin, char **ufrag, char **pwd, GError **error);
+gboolean sk_webrtc_ice_set_remote_credentials (GstElement *webrtcbin, const char *ufrag,
+                                               const char *pwd, GError **error);
+char *sk_webrtc_ice_get_local_candidates (GstElement *webrtcbin);
+
 /* Parses an SDP text; FALSE with SK_ERROR_INVALID and a message that says what is wrong. */
 gboolean sk_webrtc_parse_sdp (const char *text, gsize len, GstSDPMessage **out, GError **error);
 

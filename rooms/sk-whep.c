@@ -53,6 +53,7 @@ typedef struct {
 /* One m-line we send. */
 typedef struct {
   SkTrackKind kind;
+  const char *codec; /* what this m-line carries: "H264", "VP8" or "opus" (static) */
   guint mline;
   guint pt;
   GstElement *appsrc;
@@ -61,6 +62,9 @@ typedef struct {
   guint sink_id;
   /* Last PTS pushed into appsrc; touched only by the (single) live binding, under its lock. */
   GstClockTime last_out;
+  /* The track a keyframe request (PLI/FIR from the viewer) goes to; under sub->keyframe_lock,
+   * as requests arrive on webrtcbin's RTCP thread. */
+  SkTrack *keyframe_track;
 } SkWhepMedia;
 
 /* A sink on one track. Its callbacks run on the publisher's thread with the track's lock
@@ -112,6 +116,8 @@ struct _SkWhepSubscriber {
   GMutex stamp_lock;
   char *offset_owner;
   GstClockTimeDiff offset;
+
+  GMutex keyframe_lock;
 };
 
 struct _SkWhepServer {
@@ -151,6 +157,7 @@ sub_free_on_main (gpointer data)
   g_clear_pointer (&sub->known[0], g_ptr_array_unref);
   g_clear_pointer (&sub->known[1], g_ptr_array_unref);
   g_mutex_clear (&sub->stamp_lock);
+  g_mutex_clear (&sub->keyframe_lock);
   g_main_context_unref (sub->context);
   g_free (sub->offset_owner);
   g_free (sub->offer_ufrag);
@@ -313,11 +320,11 @@ binding_on_buffer (SkTrack *track, GstBuffer *buffer, gpointer user_data)
   g_mutex_unlock (&b->lock);
 }
 
+/* A negotiated m-line carries one codec: a track of another one cannot be sent on it. */
 static gboolean
-codec_fits_kind (SkTrackKind kind, const char *codec)
+media_carries (const SkWhepMedia *media, const char *codec)
 {
-  return kind == SK_TRACK_KIND_VIDEO ? g_strcmp0 (codec, "H264") == 0
-                                     : g_strcmp0 (codec, "opus") == 0;
+  return g_strcmp0 (codec, media->codec) == 0;
 }
 
 static const char *
@@ -326,6 +333,8 @@ codec_of_caps (GstCaps *caps)
   const char *name = gst_structure_get_name (gst_caps_get_structure (caps, 0));
   if (g_str_equal (name, "video/x-h264"))
     return "H264";
+  if (g_str_equal (name, "video/x-vp8"))
+    return "VP8";
   if (g_str_equal (name, "audio/x-opus"))
     return "opus";
   return name;
@@ -348,7 +357,7 @@ binding_on_caps (SkTrack *track, GstCaps *caps, gpointer user_data)
   SkWhepBinding *b = user_data;
 
   g_mutex_lock (&b->lock);
-  if (!codec_fits_kind (b->media->kind, codec_of_caps (caps))) {
+  if (!media_carries (b->media, codec_of_caps (caps))) {
     /* The m-line was negotiated for another codec: stay silent until a rebind. */
     GST_WARNING ("subscriber %s: track %s changed to %" GST_PTR_FORMAT ", not forwarding",
                  b->sub->id, sk_track_get_sid (track), caps);
@@ -382,6 +391,9 @@ media_unbind (SkWhepSubscriber *sub, SkWhepMedia *media)
   GST_INFO ("subscriber %s: %s unbound from %s", sub->id, sk_track_kind_to_string (media->kind),
             sk_track_get_sid (media->track));
   sk_track_remove_sink (media->track, media->sink_id);
+  g_mutex_lock (&sub->keyframe_lock);
+  g_clear_pointer (&media->keyframe_track, sk_track_unref);
+  g_mutex_unlock (&sub->keyframe_lock);
   g_clear_pointer (&media->track, sk_track_unref);
   media->sink_id = 0;
 }
@@ -391,7 +403,7 @@ media_bind (SkWhepSubscriber *sub, SkWhepMedia *media, SkWhepKnownTrack *kt)
 {
   g_autoptr (GstCaps) caps = sk_track_get_caps (kt->track);
 
-  if (caps == NULL || !codec_fits_kind (media->kind, sk_track_get_codec (kt->track))) {
+  if (caps == NULL || !media_carries (media, sk_track_get_codec (kt->track))) {
     GST_WARNING ("subscriber %s: track %s has codec %s, which this session cannot carry", sub->id,
                  sk_track_get_sid (kt->track), sk_track_get_codec (kt->track));
     return;
@@ -408,6 +420,9 @@ media_bind (SkWhepSubscriber *sub, SkWhepMedia *media, SkWhepKnownTrack *kt)
 
   media_set_caps (media, caps);
   media->track = sk_track_ref (kt->track);
+  g_mutex_lock (&sub->keyframe_lock);
+  media->keyframe_track = sk_track_ref (kt->track);
+  g_mutex_unlock (&sub->keyframe_lock);
   media->sink_id
       = sk_track_add_sink (kt->track, binding_on_buffer, binding_on_caps, b, binding_free);
 
@@ -866,6 +881,17 @@ pick_h264_pt (const GstSDPMedia *media, guint profile_idc)
 }
 
 static int
+pick_vp8_pt (const GstSDPMedia *media)
+{
+  for (guint i = 0; i < gst_sdp_media_formats_len (media); i++) {
+    guint64 pt = g_ascii_strtoull (gst_sdp_media_get_format (media, i), NULL, 10);
+    if (pt <= 127 && sk_webrtc_media_rtpmap_is (media, pt, "VP8"))
+      return pt;
+  }
+  return -1;
+}
+
+static int
 pick_opus_pt (const GstSDPMedia *media)
 {
   for (guint i = 0; i < gst_sdp_media_formats_len (media); i++) {
@@ -888,9 +914,11 @@ media_is_receiving (const GstSDPMedia *media)
          && gst_sdp_media_get_attribute_val (media, "inactive") == NULL;
 }
 
-/* The H.264 profile of the newest matching video track of @room, for pt selection. */
+/* The codec (and H.264 profile) of the newest matching video track of @room, for the choice
+ * of codec and pt. */
 typedef struct {
   const char *filter;
+  const char *codec; /* interned; NULL while the room has no video */
   char *profile;
 } ProfileProbe;
 
@@ -907,6 +935,7 @@ probe_profile (const char *room, SkParticipant *participant, SkTrack *track, gbo
   g_autoptr (GstCaps) caps = sk_track_get_caps (track);
   if (caps == NULL)
     return;
+  probe->codec = sk_track_get_codec (track);
   g_free (probe->profile);
   probe->profile
       = g_strdup (gst_structure_get_string (gst_caps_get_structure (caps, 0), "profile"));
@@ -915,34 +944,63 @@ probe_profile (const char *room, SkParticipant *participant, SkTrack *track, gbo
 /* ---------------------------------------------------------------------------------------- */
 /* Building a subscriber */
 
+/* RTCP thread: the viewer sent a PLI or FIR, which rtpsession turned into an upstream
+ * GstForceKeyUnit that the payloader passed on to us. The track asks its producer (rate-
+ * limited there, across all viewers); appsrc has nothing to do with it. */
+static GstPadProbeReturn
+sub_on_upstream_event (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
+{
+  SkWhepMedia *media = user_data;
+  SkWhepSubscriber *sub = g_object_get_data (G_OBJECT (pad), "sk-whep-subscriber");
+  GstEvent *event = GST_PAD_PROBE_INFO_EVENT (info);
+
+  if (GST_EVENT_TYPE (event) != GST_EVENT_CUSTOM_UPSTREAM
+      || !gst_event_has_name (event, "GstForceKeyUnit") || sub == NULL)
+    return GST_PAD_PROBE_OK;
+  g_mutex_lock (&sub->keyframe_lock);
+  SkTrack *track = media->keyframe_track != NULL ? sk_track_ref (media->keyframe_track) : NULL;
+  g_mutex_unlock (&sub->keyframe_lock);
+  if (track != NULL) {
+    gboolean sent = sk_track_request_keyframe (track);
+    GST_DEBUG ("subscriber %s: keyframe request for %s %s", sub->id, sk_track_get_sid (track),
+               sent ? "sent to the producer" : "dropped (rate limit or no producer)");
+    sk_track_unref (track);
+  }
+  return GST_PAD_PROBE_DROP;
+}
+
 static gboolean
-sub_add_media (SkWhepSubscriber *sub, SkTrackKind kind, const GstSDPMedia *offer_media, guint mline,
-               guint pt, GError **error)
+sub_add_media (SkWhepSubscriber *sub, SkTrackKind kind, const char *codec,
+               const GstSDPMedia *offer_media, guint mline, guint pt, GError **error)
 {
   SkWhepMedia *media = &sub->media[kind];
   gboolean video = kind == SK_TRACK_KIND_VIDEO;
+  gboolean h264 = g_str_equal (codec, "H264"), vp8 = g_str_equal (codec, "VP8");
 
   GstElement *appsrc = gst_element_factory_make ("appsrc", video ? "vsrc" : "asrc");
-  GstElement *pay = gst_element_factory_make (video ? "rtph264pay" : "rtpopuspay", NULL);
+  GstElement *pay = gst_element_factory_make (h264  ? "rtph264pay"
+                                              : vp8 ? "rtpvp8pay"
+                                                    : "rtpopuspay",
+                                              NULL);
   if (appsrc == NULL || pay == NULL) {
     gst_clear_object (&appsrc);
     gst_clear_object (&pay);
-    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "missing GStreamer element for %s",
-                 video ? "H.264" : "Opus");
+    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "missing GStreamer element for %s", codec);
     return FALSE;
   }
-  g_autoptr (GstCaps) src_caps = gst_caps_from_string (
-      video ? "video/x-h264,stream-format=byte-stream,alignment=au" : "audio/x-opus");
+  g_autoptr (GstCaps) src_caps
+      = gst_caps_from_string (h264 ? "video/x-h264,stream-format=byte-stream,alignment=au"
+                                   : (vp8 ? "video/x-vp8" : "audio/x-opus"));
   g_object_set (appsrc, "is-live", TRUE, "format", GST_FORMAT_TIME, "do-timestamp", FALSE, "caps",
                 src_caps, "leaky-type", 2 /* GST_APP_LEAKY_TYPE_DOWNSTREAM */, "max-buffers",
                 (guint64)(video ? SK_WHEP_VIDEO_MAX_BUFFERS : SK_WHEP_AUDIO_MAX_BUFFERS),
                 "max-bytes", (guint64)(video ? SK_WHEP_VIDEO_MAX_BYTES : SK_WHEP_AUDIO_MAX_BYTES),
                 "max-time", (guint64)0, "block", FALSE, NULL);
   g_object_set (pay, "pt", pt, NULL);
-  if (video)
+  if (h264) {
     gst_util_set_object_arg (G_OBJECT (pay), "aggregate-mode", "zero-latency");
-  if (video)
     g_object_set (pay, "config-interval", -1, NULL);
+  }
 
   gst_bin_add_many (GST_BIN (sub->pipeline), appsrc, pay, NULL);
   if (!gst_element_link (appsrc, pay)) {
@@ -983,10 +1041,18 @@ sub_add_media (SkWhepSubscriber *sub, SkTrackKind kind, const GstSDPMedia *offer
                   "codec-preferences", rtp_caps, "do-nack", nack, NULL);
 
   media->kind = kind;
+  media->codec = codec;
   media->mline = mline;
   media->pt = pt;
   media->appsrc = gst_object_ref (appsrc);
   media->last_out = GST_CLOCK_TIME_NONE;
+  if (video) {
+    /* The pad belongs to the subscriber's pipeline, which the subscriber outlives. */
+    g_autoptr (GstPad) appsrc_pad = gst_element_get_static_pad (appsrc, "src");
+    g_object_set_data (G_OBJECT (appsrc_pad), "sk-whep-subscriber", sub);
+    gst_pad_add_probe (appsrc_pad, GST_PAD_PROBE_TYPE_EVENT_UPSTREAM, sub_on_upstream_event, media,
+                       NULL);
+  }
   return TRUE;
 }
 
@@ -1006,6 +1072,7 @@ sub_new (SkWhepServer *server, const char *room, const char *filter)
   sub->known[0] = g_ptr_array_new_with_free_func (known_track_free);
   sub->known[1] = g_ptr_array_new_with_free_func (known_track_free);
   g_mutex_init (&sub->stamp_lock);
+  g_mutex_init (&sub->keyframe_lock);
   for (guint i = 0; i < G_N_ELEMENTS (sub->media); i++)
     sub->media[i].last_out = GST_CLOCK_TIME_NONE;
   return sub;
@@ -1017,6 +1084,8 @@ sub_start (SkWhepSubscriber *sub, GstSDPMessage *offer, GError **error)
 {
   const SkConfig *config = sub->server->config;
   int video_mline = -1, audio_mline = -1, video_pt = -1, audio_pt = -1;
+  const char *video_codec = NULL;
+  gboolean video_mismatch = FALSE;
 
   ProfileProbe probe = { .filter = sub->participant_filter };
   guint probe_id
@@ -1035,9 +1104,18 @@ sub_start (SkWhepSubscriber *sub, GstSDPMessage *offer, GError **error)
     if (!media_is_receiving (m))
       continue;
     if (video_mline < 0 && g_strcmp0 (gst_sdp_media_get_media (m), "video") == 0) {
-      video_pt = pick_h264_pt (m, profile_idc);
+      /* The m-line carries the codec of the room's video (one codec for the session: no
+       * renegotiation); with no video yet, H.264 (what RTMP gives) if offered, else VP8. */
+      int h264 = pick_h264_pt (m, profile_idc), vp8 = pick_vp8_pt (m);
+      if (g_strcmp0 (probe.codec, "VP8") == 0 || (probe.codec == NULL && h264 < 0)) {
+        video_codec = "VP8", video_pt = vp8;
+      } else {
+        video_codec = "H264", video_pt = h264;
+      }
       if (video_pt >= 0)
         video_mline = i;
+      else
+        video_mismatch = probe.codec != NULL;
     } else if (audio_mline < 0 && g_strcmp0 (gst_sdp_media_get_media (m), "audio") == 0) {
       audio_pt = pick_opus_pt (m);
       if (audio_pt >= 0)
@@ -1046,12 +1124,23 @@ sub_start (SkWhepSubscriber *sub, GstSDPMessage *offer, GError **error)
   }
   if (sub->offer_ufrag == NULL)
     sub->offer_ufrag = g_strdup (gst_sdp_message_get_attribute_val (offer, "ice-ufrag"));
+  /* A video m-line that cannot carry the room's codec is answered inactive (a negotiated
+   * "no"), and audio plays; with nothing else to send the viewer gets an error that says why. */
+  if (video_mline < 0 && audio_mline < 0 && video_mismatch) {
+    g_set_error (error, SK_ERROR, SK_ERROR_UNSUPPORTED,
+                 "the room's video is %s and the offer does not accept %s%s", probe.codec,
+                 probe.codec, g_str_equal (probe.codec, "H264") ? " (packetization-mode=1)" : "");
+    return FALSE;
+  }
   if (video_mline < 0 && audio_mline < 0) {
     g_set_error (error, SK_ERROR, SK_ERROR_UNSUPPORTED,
-                 "the offer has no receivable H.264 (packetization-mode=1) video "
+                 "the offer has no receivable H.264 (packetization-mode=1) or VP8 video "
                  "or Opus audio");
     return FALSE;
   }
+  if (video_mismatch)
+    GST_INFO ("subscriber %s: the room's video is %s, not in the offer: audio only", sub->id,
+              probe.codec);
 
   g_autofree char *name = g_strdup_printf ("whep-%.8s", sub->id);
   sub->pipeline = gst_object_ref_sink (gst_pipeline_new (name));
@@ -1076,12 +1165,14 @@ sub_start (SkWhepSubscriber *sub, GstSDPMessage *offer, GError **error)
   gst_element_set_base_time (sub->pipeline, sub->base_time);
 
   if (video_mline >= 0
-      && !sub_add_media (sub, SK_TRACK_KIND_VIDEO, gst_sdp_message_get_media (offer, video_mline),
-                         video_mline, video_pt, error))
+      && !sub_add_media (sub, SK_TRACK_KIND_VIDEO, video_codec,
+                         gst_sdp_message_get_media (offer, video_mline), video_mline, video_pt,
+                         error))
     return FALSE;
   if (audio_mline >= 0
-      && !sub_add_media (sub, SK_TRACK_KIND_AUDIO, gst_sdp_message_get_media (offer, audio_mline),
-                         audio_mline, audio_pt, error))
+      && !sub_add_media (sub, SK_TRACK_KIND_AUDIO, "opus",
+                         gst_sdp_message_get_media (offer, audio_mline), audio_mline, audio_pt,
+                         error))
     return FALSE;
 
   g_autoptr (GstBus) bus = gst_pipeline_get_bus (GST_PIPELINE (sub->pipeline));

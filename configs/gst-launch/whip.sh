@@ -9,7 +9,8 @@
 # cleanly (DELETE of the session). Extra options, e.g. --video vp8, --audio none,
 # --no-candidates (an offer without candidates, like OBS 30.2+), --duration 60,
 # --ice-address ADDR (local address for ICE; default 127.0.0.1 — set yours to publish to
-# another machine).
+# another machine), --keyframe-interval S (default 2), --ice-restart-after S (an ICE restart
+# by PATCH, RFC 9725 4.4.2).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 url=${1:-${SK_WHIP_URL:-http://127.0.0.1:8080/whip}}

@@ -46,6 +46,8 @@ struct _SkWhipResource {
   SkWhipSession *media;
   GHashTable *mid_to_mline; /* char* → GUINT_TO_POINTER (mline + 1) */
   char *ice_ufrag;          /* the publisher's current ICE credentials */
+  char *bundle_mid;         /* mid and media of the first m-line: the bundle's transport */
+  char *bundle_media;
 
   SoupServerMessage *pending; /* the POST (or restart PATCH) waiting for the answer */
   gulong pending_finished_id;
@@ -242,6 +244,8 @@ resource_destroy (SkWhipResource *res, const char *leave_reason)
   g_message ("WHIP session %.8s... of ingress %s closed", res->id, res->ingress_id);
   g_hash_table_unref (res->mid_to_mline);
   g_free (res->ice_ufrag);
+  g_free (res->bundle_mid);
+  g_free (res->bundle_media);
   g_free (res->ingress_id);
   g_free (res->etag);
   g_free (res->id);
@@ -402,6 +406,11 @@ handle_offer (SkWhipServer *self, SoupServerMessage *msg, const char *path_key)
         = gst_sdp_media_get_attribute_val (gst_sdp_message_get_media (offer->sdp, i), "mid");
     if (mid != NULL && g_hash_table_size (res->mid_to_mline) < 16)
       g_hash_table_insert (res->mid_to_mline, g_strdup (mid), GUINT_TO_POINTER (i + 1));
+    if (i == 0) {
+      res->bundle_mid = g_strdup (mid != NULL ? mid : "0");
+      res->bundle_media
+          = g_strdup (gst_sdp_media_get_media (gst_sdp_message_get_media (offer->sdp, 0)));
+    }
   }
 
   g_autofree char *name = g_strdup_printf ("whip-%.8s", res->id);
@@ -425,6 +434,47 @@ handle_offer (SkWhipServer *self, SoupServerMessage *msg, const char *path_key)
 
 /* ---------------------------------------------------------------------------------------- */
 /* PATCH /whip/session/{id}: trickle (RFC 8840 sdpfrag) and ICE restart */
+
+/* The answer to an ICE restart: our new credentials and candidates, as an sdpfrag for the
+ * bundle's m-line (RFC 9725 §4.4.2), with a new ETag. */
+static void
+handle_ice_restart (SkWhipResource *res, SoupServerMessage *msg, const SkTrickleFragment *frag)
+{
+  g_autofree char *ufrag = NULL, *pwd = NULL, *candidates = NULL;
+  g_autoptr (GError) error = NULL;
+
+  if (!sk_whip_session_restart_ice (res->media, frag->ufrag, frag->pwd, &ufrag, &pwd, &candidates,
+                                    &error)) {
+    /* Nothing was touched unless libnice failed halfway: the current ICE session goes on. */
+    g_message ("WHIP session %.8s...: ICE restart failed: %s", res->id, error->message);
+    reply_problem (msg,
+                   error->code == SK_ERROR_CONFLICT ? SOUP_STATUS_CONFLICT
+                                                    : SOUP_STATUS_INTERNAL_SERVER_ERROR,
+                   "ice_restart_failed", "ICE restart failed: %s", error->message);
+    return;
+  }
+  for (guint i = 0; i < frag->candidates->len; i++)
+    sk_whip_session_add_candidate (res->media, g_array_index (frag->mlines, guint, i),
+                                   g_ptr_array_index (frag->candidates, i));
+  g_free (res->ice_ufrag);
+  res->ice_ufrag = g_strdup (frag->ufrag);
+  new_etag (res);
+  g_message ("WHIP session %.8s...: ICE restart, %u new remote candidates", res->id,
+             frag->candidates->len);
+
+  GString *body = g_string_new (NULL);
+  g_string_append_printf (body, "a=ice-ufrag:%s\r\na=ice-pwd:%s\r\n", ufrag, pwd);
+  g_string_append_printf (body, "m=%s 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:%s\r\n", res->bundle_media,
+                          res->bundle_mid);
+  g_string_append (body, candidates);
+  g_string_append (body, "a=end-of-candidates\r\n");
+  SoupMessageHeaders *h = soup_server_message_get_response_headers (msg);
+  soup_message_headers_replace (h, "ETag", res->etag);
+  soup_server_message_set_status (msg, SOUP_STATUS_OK, NULL);
+  gsize len = body->len;
+  soup_server_message_set_response (msg, "application/trickle-ice-sdpfrag", SOUP_MEMORY_TAKE,
+                                    g_string_free (body, FALSE), len);
+}
 
 static void
 handle_patch (SkWhipResource *res, SoupServerMessage *msg)
@@ -489,11 +539,7 @@ handle_patch (SkWhipResource *res, SoupServerMessage *msg)
                      "an ICE restart needs a=ice-ufrag and a=ice-pwd");
       return;
     }
-    /* webrtcbin 1.22 cannot restart ICE on a live session (a new remote ufrag breaks the
-     * connection): refuse before touching anything, so the current ICE session goes on. */
-    reply_problem (msg, SOUP_STATUS_NOT_IMPLEMENTED, "ice_restart_unsupported",
-                   "ICE restart is not supported: the current ICE session continues; "
-                   "to recover from a failed one, DELETE and POST a new offer");
+    handle_ice_restart (res, msg, &frag);
     return;
   }
   if (wildcard && ufrag == NULL && cands->len == 0) {

@@ -4,7 +4,17 @@
  *   webrtcbin (recvonly, max-bundle) → rtph264depay ! h264parse (byte-stream/au, SPS/PPS at
  *   each IDR) | rtpvp8depay | rtpopusdepay → appsink → SkTrack
  *
- * Nothing is decoded: the publisher's encoding goes to the room as it is (passthrough). The
+ * By default nothing is decoded: the publisher's encoding goes to the room as it is
+ * (passthrough). With the ingress's transcode mode "always" the video is decoded and
+ * re-encoded to H.264 by the RTMP path's transcoder (pipelines/sk-pipeline.h):
+ *
+ *   rtph264depay ! h264parse | rtpvp8depay → queue ! decoder ! … ! x264enc ! h264parse → appsink
+ *
+ * Opus audio is passed through in every mode: it is what WebRTC viewers take anyway.
+ *
+ * Keyframe requests from the room's subscribers (SkTrack keyframe func) become an upstream
+ * GstForceKeyUnit from the video appsink: in passthrough it reaches rtpsession, which sends
+ * the publisher a PLI; when transcoding the encoder makes the keyframe itself. The
  * appsinks run on webrtcbin's streaming threads and push into tracks (thread-safe); everything
  * that touches the registry or the room (publishing a track, the state, figures) is marshalled
  * to the main context. Until its track exists a video output keeps the buffers from its first
@@ -36,7 +46,8 @@ typedef struct {
   SkWhipSession *session;
   SkTrackKind kind;
   SkWhipCodec codec;
-  gboolean expected; /* the offer has this kind */
+  gboolean expected;  /* the offer has this kind */
+  gboolean transcode; /* decode and re-encode to H.264 (video, transcode: always) */
   GstElement *appsink;
 
   /* Streaming thread ↔ main, under session->lock. */
@@ -45,6 +56,7 @@ typedef struct {
   gboolean publish_requested;
   gboolean have_keyframe;
   GstCaps *caps; /* caps of the newest buffer */
+  GstClockTime last_pts;
   gint64 last_keyframe_request_us;
 
   /* Counters (atomic) for activity and bitrate. */
@@ -58,6 +70,7 @@ struct _SkWhipSession {
   char *name;
   GMainContext *context;
   SkIngressSession *ingress;
+  const SkConfig *config;
   SkWhipSessionCallbacks callbacks;
   gpointer user_data;
 
@@ -207,6 +220,19 @@ request_keyframe_locked (SkWhipMedia *m)
   gst_element_send_event (m->appsink, gst_event_new_custom (GST_EVENT_CUSTOM_UPSTREAM, s));
 }
 
+/* A subscriber of the track asks for a keyframe (any thread; the track rate-limits). */
+static void
+media_keyframe_requested (SkTrack *track, gpointer user_data)
+{
+  SkWhipMedia *m = user_data;
+
+  g_mutex_lock (&m->session->lock);
+  request_keyframe_locked (m);
+  g_mutex_unlock (&m->session->lock);
+  GST_DEBUG ("%s: keyframe requested by a subscriber of %s (%s)", m->session->name,
+             sk_track_get_sid (track), m->transcode ? "encoder" : "PLI to the publisher");
+}
+
 static void
 media_flush_pending_locked (SkWhipMedia *m)
 {
@@ -281,6 +307,9 @@ media_publish_main (SkWhipSession *ws, gpointer arg)
   GST_INFO ("%s: %s track %s published (%" GST_PTR_FORMAT ")", ws->name,
             sk_track_kind_to_string (m->kind), sk_track_get_sid (track), caps);
 
+  /* Outside ws->lock: a request takes the track's keyframe lock and then ws->lock. */
+  if (m->kind == SK_TRACK_KIND_VIDEO)
+    sk_track_set_keyframe_func (track, media_keyframe_requested, m, NULL);
   g_mutex_lock (&ws->lock);
   m->track = sk_track_ref (track);
   media_flush_pending_locked (m);
@@ -314,12 +343,19 @@ on_new_sample (GstAppSink *appsink, gpointer user_data)
   if (segment != NULL && segment->format == GST_FORMAT_TIME && GST_CLOCK_TIME_IS_VALID (pts))
     pts = gst_segment_to_running_time (segment, GST_FORMAT_TIME, pts);
   GstBuffer *buf = gst_buffer_copy (in); /* shares the memory */
+  g_mutex_lock (&ws->lock);
+  /* A picture the depayloader split in two (GStreamer's rtph264pay repeats SPS/PPS before
+   * each slice of an IDR, which starts a new access unit) leaves h264parse with no time for
+   * the second part: it is the same picture, so it gets the same time rather than dropped. */
+  if (GST_CLOCK_TIME_IS_VALID (pts))
+    m->last_pts = pts;
+  else
+    pts = m->last_pts;
   GST_BUFFER_PTS (buf) = pts;
   GST_BUFFER_DTS (buf) = GST_CLOCK_TIME_NONE;
   gboolean keyframe = !GST_BUFFER_FLAG_IS_SET (buf, GST_BUFFER_FLAG_DELTA_UNIT);
   gsize size = gst_buffer_get_size (buf);
 
-  g_mutex_lock (&ws->lock);
   m->buffers++;
   m->bytes += size;
   if (m->caps == NULL || !gst_caps_is_equal (m->caps, caps)) {
@@ -355,6 +391,39 @@ on_new_sample (GstAppSink *appsink, gpointer user_data)
   return GST_FLOW_OK;
 }
 
+/* Depayloader (@depay_desc) → transcoder → appsink, in one bin with a "sink" ghost pad. */
+static GstElement *
+build_transcode_bin (SkWhipSession *ws, const char *depay_desc, SkWhipCodec codec, GError **error)
+{
+  g_autoptr (GstElement) encoder = sk_pipeline_make_video_encoder (ws->config, error);
+  if (encoder == NULL)
+    return NULL;
+  GstElement *transcoder = sk_pipeline_make_video_transcoder (
+      "vtranscode", codec == SK_WHIP_CODEC_VP8 ? "vp8dec" : "avdec_h264", encoder, error);
+  if (transcoder == NULL)
+    return NULL;
+  GstElement *depay = gst_parse_bin_from_description (depay_desc, TRUE, error);
+  if (depay == NULL) {
+    gst_object_unref (gst_object_ref_sink (transcoder));
+    return NULL;
+  }
+  GstElement *sink = gst_element_factory_make ("appsink", "sink");
+  g_autoptr (GstCaps) caps
+      = gst_caps_from_string ("video/x-h264,stream-format=byte-stream,alignment=au");
+  g_object_set (sink, "caps", caps, NULL);
+
+  GstElement *bin = gst_bin_new (NULL);
+  gst_bin_add_many (GST_BIN (bin), depay, transcoder, sink, NULL);
+  if (!gst_element_link_many (depay, transcoder, sink, NULL)) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "cannot link the transcoder");
+    gst_object_unref (gst_object_ref_sink (bin));
+    return NULL;
+  }
+  g_autoptr (GstPad) target = gst_element_get_static_pad (depay, "sink");
+  gst_element_add_pad (bin, gst_ghost_pad_new ("sink", target));
+  return bin;
+}
+
 /* webrtcbin exposes a src pad per incoming stream: depayload it into an appsink. */
 static void
 on_pad_added (GstElement *webrtcbin, GstPad *pad, gpointer user_data)
@@ -373,11 +442,15 @@ on_pad_added (GstElement *webrtcbin, GstPad *pad, gpointer user_data)
   SkWhipMedia *m = &ws->media[kind];
   const char *desc = NULL;
 
+  /* Passthrough: H.264 as byte-stream access units with SPS/PPS at each IDR (what tracks
+   * carry); transcoding: whatever the decoder takes, the transcoder does the rest. */
   if (m->codec == SK_WHIP_CODEC_H264 && g_ascii_strcasecmp (encoding, "H264") == 0)
-    desc = "rtph264depay name=depay ! h264parse config-interval=-1 ! "
-           "video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=sink";
+    desc = m->transcode ? "rtph264depay name=depay ! h264parse ! "
+                          "video/x-h264,stream-format=byte-stream,alignment=au"
+                        : "rtph264depay name=depay ! h264parse config-interval=-1 ! "
+                          "video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=sink";
   else if (m->codec == SK_WHIP_CODEC_VP8 && g_ascii_strcasecmp (encoding, "VP8") == 0)
-    desc = "rtpvp8depay name=depay ! appsink name=sink";
+    desc = m->transcode ? "rtpvp8depay name=depay" : "rtpvp8depay name=depay ! appsink name=sink";
   else if (m->codec == SK_WHIP_CODEC_OPUS && g_ascii_strcasecmp (encoding, "OPUS") == 0)
     desc = "rtpopusdepay name=depay ! appsink name=sink";
 
@@ -398,7 +471,8 @@ on_pad_added (GstElement *webrtcbin, GstPad *pad, gpointer user_data)
   }
 
   g_autoptr (GError) error = NULL;
-  GstElement *bin = gst_parse_bin_from_description (desc, TRUE, &error);
+  GstElement *bin = m->transcode ? build_transcode_bin (ws, desc, m->codec, &error)
+                                 : gst_parse_bin_from_description (desc, TRUE, &error);
   if (bin == NULL) {
     g_autofree char *message = g_strdup_printf ("cannot build the %s depayloader: %s",
                                                 sk_track_kind_to_string (kind), error->message);
@@ -695,6 +769,7 @@ sk_whip_session_new (const char *name, const SkWhipOffer *offer, SkIngressSessio
   ws->name = g_strdup (name);
   ws->context = g_main_context_ref_thread_default ();
   ws->ingress = ingress;
+  ws->config = config;
   ws->callbacks = *callbacks;
   ws->user_data = user_data;
   g_mutex_init (&ws->lock);
@@ -702,9 +777,12 @@ sk_whip_session_new (const char *name, const SkWhipOffer *offer, SkIngressSessio
     ws->media[i].session = ws;
     ws->media[i].kind = i;
     ws->media[i].pending = g_ptr_array_new_with_free_func ((GDestroyNotify)gst_buffer_unref);
+    ws->media[i].last_pts = GST_CLOCK_TIME_NONE;
   }
   ws->media[SK_TRACK_KIND_VIDEO].codec = offer->video.codec;
   ws->media[SK_TRACK_KIND_VIDEO].expected = offer->video.mline >= 0;
+  ws->media[SK_TRACK_KIND_VIDEO].transcode
+      = sk_ingress_session_get_transcode (ingress) == SK_TRANSCODE_ALWAYS;
   ws->media[SK_TRACK_KIND_AUDIO].codec = offer->audio.codec;
   ws->media[SK_TRACK_KIND_AUDIO].expected = offer->audio.mline >= 0;
 
@@ -765,12 +843,38 @@ sk_whip_session_add_candidate (SkWhipSession *ws, guint mline, const char *candi
   g_signal_emit_by_name (ws->webrtcbin, "add-ice-candidate", mline, candidate);
 }
 
+gboolean
+sk_whip_session_restart_ice (SkWhipSession *ws, const char *ufrag, const char *pwd,
+                             char **local_ufrag, char **local_pwd, char **local_candidates,
+                             GError **error)
+{
+  g_autofree char *new_ufrag = NULL, *new_pwd = NULL;
+
+  if (!ws->answered) {
+    g_set_error (error, SK_ERROR, SK_ERROR_CONFLICT, "the session is not answered yet");
+    return FALSE;
+  }
+  if (!sk_webrtc_ice_restart (ws->webrtcbin, &new_ufrag, &new_pwd, error))
+    return FALSE;
+  if (!sk_webrtc_ice_set_remote_credentials (ws->webrtcbin, ufrag, pwd, error))
+    return FALSE;
+  GST_INFO ("%s: ICE restarted (remote ufrag %s, local ufrag %s)", ws->name, ufrag, new_ufrag);
+  *local_ufrag = g_steal_pointer (&new_ufrag);
+  *local_pwd = g_steal_pointer (&new_pwd);
+  *local_candidates = sk_webrtc_ice_get_local_candidates (ws->webrtcbin);
+  return TRUE;
+}
+
 void
 sk_whip_session_free (SkWhipSession *ws)
 {
   if (ws == NULL)
     return;
   ws->closed = TRUE;
+  /* The room keeps the track after us: no keyframe request may reach this session now. */
+  for (guint i = 0; i < G_N_ELEMENTS (ws->media); i++)
+    if (ws->media[i].track != NULL)
+      sk_track_set_keyframe_func (ws->media[i].track, NULL, NULL, NULL);
   g_clear_handle_id (&ws->gather_timeout, g_source_remove);
   g_clear_handle_id (&ws->tick_id, g_source_remove);
   g_clear_handle_id (&ws->bus_watch, g_source_remove);

@@ -33,6 +33,16 @@ SkWhipSession *sk_whip_session_new (const char *name, const SkWhipOffer *offer,
 /* A trickled candidate line ("candidate:…") for m-line @mline. */
 void sk_whip_session_add_candidate (SkWhipSession *session, guint mline, const char *candidate);
 
+/*
+ * ICE restart (RFC 9725 §4.4.2) with the publisher's new @ufrag/@pwd: restarts the bundle's
+ * ICE stream under webrtcbin (sk_webrtc_ice_restart) and returns the new local credentials and
+ * candidate lines (g_free them). Trickle the publisher's new candidates afterwards. On failure
+ * nothing was changed unless libnice itself failed halfway (SK_ERROR_INTERNAL).
+ */
+gboolean sk_whip_session_restart_ice (SkWhipSession *session, const char *ufrag, const char *pwd,
+                                      char **local_ufrag, char **local_pwd, char **local_candidates,
+                                      GError **error);
+
 /* Stops the pipeline (synchronously) and frees the session; no callback runs afterwards. */
 void sk_whip_session_free (SkWhipSession *session);
 

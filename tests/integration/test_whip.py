@@ -14,10 +14,12 @@ import harness
 WHIP_PUBLISHER = harness.BUILD / "tests" / "tools" / "sk-whip-publisher"
 
 
-def create_whip_ingress(node, room, identity="whip-1"):
-    r = node.api.request("POST", "/v1/ingress", dict(
-        input_type="whip", name=f"{room}-{identity}", room_name=room,
-        participant_identity=identity, participant_name=identity.upper()))
+def create_whip_ingress(node, room, identity="whip-1", transcode=None):
+    body = dict(input_type="whip", name=f"{room}-{identity}", room_name=room,
+                participant_identity=identity, participant_name=identity.upper())
+    if transcode:
+        body["transcode"] = transcode
+    r = node.api.request("POST", "/v1/ingress", body)
     assert r.status == 201, f"create ingress: {r}"
     ing = r.json
     assert ing["input_type"] == "whip" and ing["url"].endswith("/whip"), ing
@@ -71,8 +73,8 @@ def whip(procs, tmp_path, request):
     return start
 
 
-def start_publishing(node, whip, follow, room, args=(), n_tracks=2, **kw):
-    ing = create_whip_ingress(node, room)
+def start_publishing(node, whip, follow, room, args=(), n_tracks=2, transcode=None, **kw):
+    ing = create_whip_ingress(node, room, transcode=transcode)
     sse = follow(node, room)
     pub = whip(node, ing["stream_key"], args=args, **kw)
     rec, seen = node.api.wait_status(ing["ingress_id"], "ENDPOINT_PUBLISHING", timeout=20)
@@ -357,24 +359,42 @@ def test_patch_trickle_and_preconditions(node, whip, follow, invariants):
     finish(node, sse, pub, ing, invariants)
 
 
-def test_ice_restart_refused_keeps_session(node, whip, follow, invariants):
-    """ICE restart is not supported yet (webrtcbin 1.22): 501, and the current ICE session,
-    ETag and participant go on untouched."""
+def test_ice_restart_preconditions_and_failed_restarts(node, whip, follow, invariants):
+    """ICE restart by PATCH (RFC 9725 4.4.2). A restart that fails (no If-Match: "*": 412; no
+    a=ice-pwd: 400) changes nothing: the ETag still matches and media goes on. A valid one is
+    answered 200 with the node's new ufrag/pwd and candidates and a new ETag; the node's ICE
+    then waits for checks with the new credentials, so a publisher that does not follow it
+    (here the restart comes from the test, not the publisher) is lost after the timeout.
+    The publisher's own restart is test_whip_media.py::test_ice_restart_by_the_publisher."""
     room = harness.unique_room("whip-restart")
     ing, sse, pub, _ = start_publishing(node, whip, follow, room)
     path = pub.value("location").split(str(node.http_port), 1)[1]
-    frag = "a=ice-ufrag:NewU\r\na=ice-pwd:NewPasswordNewPassword12\r\n"
+    etag = pub.value("etag")
     headers = {"Content-Type": "application/trickle-ice-sdpfrag"}
-    r = node.api.request("PATCH", path, frag.encode(), token=None,
-                         headers={**headers, "If-Match": pub.value("etag")})
-    assert_problem(r, 412)  # a restart must use If-Match: "*"
-    r = node.api.request("PATCH", path, frag.encode(), token=None,
-                         headers={**headers, "If-Match": "*"})
-    assert_problem(r, 501, "ice_restart_unsupported")
+    frag = "a=ice-ufrag:NewU\r\na=ice-pwd:NewPasswordNewPassword12\r\n"
+
+    def patch(body, if_match):
+        return node.api.request("PATCH", path, body.encode(), token=None,
+                                headers={**headers, "If-Match": if_match})
+
+    assert_problem(patch(frag, etag), 412)  # a restart must use If-Match: "*"
+    assert_problem(patch("a=ice-ufrag:NewU\r\n", "*"), 400)  # no a=ice-pwd
+    assert patch("a=end-of-candidates\r\n", etag).status == 204  # the ETag is unchanged
     harness.assert_plays(node, room, frames=30, expect_audio=True)
-    # The ETag did not change: a trickle PATCH with it still succeeds.
-    r = node.api.request("PATCH", path, b"a=end-of-candidates\r\n", token=None,
-                         headers={**headers, "If-Match": pub.value("etag")})
-    assert r.status == 204, r
-    assert len(sse.of("ParticipantConnected")) == 1 and not sse.of("ParticipantDisconnected")
-    finish(node, sse, pub, ing, invariants)
+    assert not sse.of("ParticipantDisconnected")
+
+    r = patch(frag, "*")
+    assert r.status == 200, r
+    assert r.headers["Content-Type"] == "application/trickle-ice-sdpfrag"
+    new_etag = r.headers["ETag"]
+    assert new_etag != etag and new_etag.startswith('"'), (etag, new_etag)
+    body = r.body.decode()
+    for line in ("a=ice-ufrag:", "a=ice-pwd:", "a=mid:", "a=candidate:", "a=end-of-candidates"):
+        assert line in body, body
+    assert "NewU" not in body  # the node's own credentials, not an echo
+    assert_problem(patch("a=end-of-candidates\r\n", etag), 412)  # the old ETag is stale
+
+    ev = sse.wait_event("ParticipantDisconnected", timeout=20)[0]
+    assert ev["reason"] == "publisher_lost", ev
+    pub.kill()
+    invariants(sse.events)

@@ -3,9 +3,11 @@
  *
  *   sk-whep-client --url http://127.0.0.1:8080/v1/rooms/ROOM/whep [--token T]
  *                  [--ice-address 127.0.0.1] [--frames N] [--timeout S] [--expect-audio]
- *                  [--delete] [--latency] [--no-decode]
+ *                  [--delete] [--latency] [--no-decode] [--codec h264|vp8|any]
  *
- * Offers recvonly H.264 + Opus, decodes what arrives and prints one JSON line per second
+ * Offers recvonly video (H.264 by default; --codec vp8 or any: VP8, or both) + Opus, decodes
+ * what arrives (asking for a keyframe with a PLI, as a browser does, until one comes) and prints
+ * one JSON line per second
  * ({"video_frames":N,"audio_buffers":M,"width":W,"height":H}) and a final
  * {"result":"ok"|"timeout"|"error",...}; after the POST, {"location":URL}. Exit status 0 once N
  * frames (and audio if asked) were decoded before the timeout. --latency adds one line per decoded
@@ -50,6 +52,7 @@ static gboolean opt_audio;
 static gboolean opt_delete;
 static gboolean opt_latency;
 static gboolean opt_no_decode;
+static char *opt_codec;
 
 static GOptionEntry entries[] = {
   { "url", 0, 0, G_OPTION_ARG_STRING, &opt_url, "WHEP endpoint URL", "URL" },
@@ -63,6 +66,8 @@ static GOptionEntry entries[] = {
   { "latency", 0, 0, G_OPTION_ARG_NONE, &opt_latency, "print a line per decoded frame", NULL },
   { "no-decode", 0, 0, G_OPTION_ARG_NONE, &opt_no_decode,
     "count depayloaded frames instead of decoding them (cheap, for benchmarks)", NULL },
+  { "codec", 0, 0, G_OPTION_ARG_STRING, &opt_codec,
+    "video codec to offer: h264 (default), vp8, any", "CODEC" },
   { NULL },
 };
 
@@ -164,16 +169,25 @@ on_pad_added (GstElement *webrtc, GstPad *pad, gpointer data)
   g_autoptr (GstCaps) caps = gst_pad_get_current_caps (pad);
   if (caps == NULL)
     caps = gst_pad_query_caps (pad, NULL);
-  const char *media = gst_structure_get_string (gst_caps_get_structure (caps, 0), "media");
+  const GstStructure *s = gst_caps_get_structure (caps, 0);
+  const char *media = gst_structure_get_string (s, "media");
+  const char *encoding = gst_structure_get_string (s, "encoding-name");
   gboolean video = g_strcmp0 (media, "video") == 0;
+  gboolean vp8 = video && g_ascii_strcasecmp (encoding ? encoding : "", "VP8") == 0;
   const char *desc;
+  /* The depayloaders wait for a keyframe and ask for one (a PLI), as a browser does. */
   if (opt_no_decode) /* every depayloaded buffer is one whole frame (alignment=au) */
-    desc = video ? "queue ! rtph264depay name=dec ! fakesink sync=false async=false"
-                 : "queue ! rtpopusdepay name=dec ! fakesink sync=false async=false";
+    desc = !video ? "queue ! rtpopusdepay name=dec ! fakesink sync=false async=false"
+           : vp8  ? "queue ! rtpvp8depay name=dec wait-for-keyframe=true request-keyframe=true ! "
+                    "fakesink sync=false async=false"
+                  : "queue ! rtph264depay name=dec wait-for-keyframe=true request-keyframe=true ! "
+                    "fakesink sync=false async=false";
   else
-    desc = video ? "queue ! rtph264depay ! h264parse ! avdec_h264 name=dec ! "
-                   "fakesink sync=false async=false"
-                 : "queue ! rtpopusdepay ! opusdec name=dec ! fakesink sync=false async=false";
+    desc = !video ? "queue ! rtpopusdepay ! opusdec name=dec ! fakesink sync=false async=false"
+           : vp8  ? "queue ! rtpvp8depay wait-for-keyframe=true request-keyframe=true ! "
+                    "vp8dec name=dec ! fakesink sync=false async=false"
+                  : "queue ! rtph264depay wait-for-keyframe=true request-keyframe=true ! "
+                    "h264parse ! avdec_h264 name=dec ! fakesink sync=false async=false";
   g_autoptr (GError) error = NULL;
   GstElement *bin = gst_parse_bin_from_description (desc, TRUE, &error);
   if (bin == NULL) {
@@ -458,12 +472,23 @@ main (int argc, char **argv)
   sk_webrtc_configure_ice (c.webrtc, opt_ice != NULL ? (const char *const *)opt_ice : loopback, 0,
                            0);
 
-  add_recvonly (c.webrtc, "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,"
-                          "payload=102,packetization-mode=(string)1,"
-                          "profile-level-id=(string)42e01f;"
-                          "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,"
-                          "payload=104,packetization-mode=(string)1,"
-                          "profile-level-id=(string)64001f");
+  const char *h264 = "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,"
+                     "payload=102,packetization-mode=(string)1,profile-level-id=(string)42e01f;"
+                     "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,"
+                     "payload=104,packetization-mode=(string)1,profile-level-id=(string)64001f";
+  const char *vp8 = "application/x-rtp,media=video,encoding-name=VP8,clock-rate=90000,payload=96";
+  g_autofree char *video_caps = NULL;
+  if (opt_codec == NULL || g_strcmp0 (opt_codec, "h264") == 0)
+    video_caps = g_strdup (h264);
+  else if (g_strcmp0 (opt_codec, "vp8") == 0)
+    video_caps = g_strdup (vp8);
+  else if (g_strcmp0 (opt_codec, "any") == 0)
+    video_caps = g_strdup_printf ("%s;%s", h264, vp8);
+  else {
+    g_printerr ("--codec h264|vp8|any\n");
+    return 2;
+  }
+  add_recvonly (c.webrtc, video_caps);
   add_recvonly (c.webrtc, "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,"
                           "payload=111,encoding-params=(string)2");
   g_signal_connect (c.webrtc, "on-negotiation-needed", G_CALLBACK (on_negotiation_needed), &c);

@@ -5,13 +5,20 @@
  *   sk-whip-publisher --url http://127.0.0.1:8080/whip --token KEY [--ice-address 127.0.0.1]
  *                     [--video h264|vp8|none] [--audio opus|none] [--no-candidates]
  *                     [--duration S] [--width W --height H --fps F] [--bitrate KBPS]
- *                     [--no-delete]
+ *                     [--no-delete] [--keyframe-interval S] [--ice-restart-after S]
  *
  * Publishes a live test pattern (videotestsrc) and tone (audiotestsrc). The offer carries every
  * local candidate (non-trickle), or none with --no-candidates (as OBS 30.2+ does: the server
  * then learns ours as peer-reflexive). Prints JSON lines: {"location":…,"etag":…} after the
- * POST, {"state":"connected"}, and a final {"result":"ok"|"error",…}. SIGINT/SIGTERM or the end
- * of --duration sends DELETE and exits 0 if that and the POST succeeded.
+ * POST, {"state":"connected"}, {"keyframe_request":N} each time the server asks the encoder for
+ * a keyframe (a PLI/FIR from it reached the encoder), and a final {"result":"ok"|"error",…}.
+ * SIGINT/SIGTERM or the end of --duration sends DELETE and exits 0 if that and the POST succeeded.
+ *
+ * --ice-restart-after S restarts ICE S seconds after the answer, the way RFC 9725 §4.4.2 says:
+ * new local credentials (libnice under webrtcbin, sk_webrtc_ice_restart), a PATCH with
+ * If-Match: "*" carrying them and our candidates, then the server's new credentials and
+ * candidates from the 200. Prints {"ice_restart":"ok","etag":…} (or an error) and each ICE
+ * state after it ({"ice_state":"ready"} once the new checks picked a pair).
  */
 #include <string.h>
 
@@ -20,6 +27,8 @@
 #include <gst/sdp/sdp.h>
 #include <gst/webrtc/webrtc.h>
 #include <libsoup/soup.h>
+
+#include <agent.h>
 
 #include "rooms/sk-webrtc.h"
 
@@ -32,6 +41,7 @@ typedef struct {
   char *resource; /* absolute URL of the session (Location) */
   char *etag;
   gboolean offer_sent, stopping, connected;
+  gboolean restarting; /* an ICE restart was started: report ICE states */
   int exit_code;
   gint64 post_us;
 } Publisher;
@@ -45,6 +55,9 @@ static gboolean opt_no_candidates;
 static gboolean opt_no_delete;
 static int opt_duration;
 static int opt_width = 640, opt_height = 360, opt_fps = 30, opt_kbps = 1500;
+static int opt_keyframe_s = 2;
+static int opt_ice_restart_s;
+static gint keyframe_requests;
 
 static GOptionEntry entries[] = {
   { "url", 0, 0, G_OPTION_ARG_STRING, &opt_url, "WHIP endpoint URL", "URL" },
@@ -63,6 +76,10 @@ static GOptionEntry entries[] = {
   { "bitrate", 0, 0, G_OPTION_ARG_INT, &opt_kbps, "video bitrate in kbit/s (1500)", "KBPS" },
   { "no-delete", 0, 0, G_OPTION_ARG_NONE, &opt_no_delete, "do not DELETE the session at the end",
     NULL },
+  { "keyframe-interval", 0, 0, G_OPTION_ARG_INT, &opt_keyframe_s,
+    "seconds between scheduled keyframes (2)", "S" },
+  { "ice-restart-after", 0, 0, G_OPTION_ARG_INT, &opt_ice_restart_s,
+    "restart ICE S seconds after the answer (PATCH, RFC 9725 4.4.2)", "S" },
   { NULL },
 };
 
@@ -165,6 +182,106 @@ set_answer (Publisher *p, GstSDPMessage *sdp)
   gst_webrtc_session_description_free (answer);
 }
 
+/* ------------------------------------------------------------------------------------- */
+/* ICE restart (RFC 9725 4.4.2) */
+
+static gboolean ice_restart (gpointer data);
+
+static void
+on_restart_done (GObject *source, GAsyncResult *res, gpointer data)
+{
+  Publisher *p = data;
+  SoupMessage *msg = soup_session_get_async_result_message (SOUP_SESSION (source), res);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) body = soup_session_send_and_read_finish (SOUP_SESSION (source), res, &error);
+
+  if (body == NULL || soup_message_get_status (msg) != SOUP_STATUS_OK) {
+    g_autofree char *text
+        = body != NULL ? g_strndup (g_bytes_get_data (body, NULL), g_bytes_get_size (body)) : NULL;
+    g_autofree char *esc = g_strescape (text ? text : error ? error->message : "", NULL);
+    g_print ("{\"ice_restart\":\"error\",\"status\":%u,\"error\":\"%s\"}\n",
+             soup_message_get_status (msg), esc);
+    return;
+  }
+  /* Every mid of ours maps to m-line 0: the bundle has one transport. */
+  g_autoptr (GHashTable) mids = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  GstWebRTCSessionDescription *local = NULL;
+  g_object_get (p->webrtc, "local-description", &local, NULL);
+  for (guint i = 0; local != NULL && i < gst_sdp_message_medias_len (local->sdp); i++) {
+    const char *mid
+        = gst_sdp_media_get_attribute_val (gst_sdp_message_get_media (local->sdp, i), "mid");
+    if (mid != NULL)
+      g_hash_table_insert (mids, g_strdup (mid), GUINT_TO_POINTER (1));
+  }
+  g_clear_pointer (&local, gst_webrtc_session_description_free);
+  g_auto (SkTrickleFragment) frag = { 0 };
+  if (!sk_webrtc_parse_trickle_fragment (g_bytes_get_data (body, NULL), g_bytes_get_size (body),
+                                         mids, 64, &frag, &error)
+      || frag.ufrag == NULL || frag.pwd == NULL
+      || !sk_webrtc_ice_set_remote_credentials (p->webrtc, frag.ufrag, frag.pwd, &error)) {
+    g_print ("{\"ice_restart\":\"error\",\"error\":\"bad answer: %s\"}\n",
+             error ? error->message : "no credentials");
+    return;
+  }
+  for (guint i = 0; i < frag.candidates->len; i++)
+    g_signal_emit_by_name (p->webrtc, "add-ice-candidate", 0,
+                           (const char *)g_ptr_array_index (frag.candidates, i));
+  const char *etag = soup_message_headers_get_one (soup_message_get_response_headers (msg), "ETag");
+  g_free (p->etag);
+  p->etag = g_strdup (etag);
+  g_autofree char *etag_esc = g_strescape (etag ? etag : "", NULL);
+  g_print ("{\"ice_restart\":\"ok\",\"etag\":\"%s\",\"candidates\":%u}\n", etag_esc,
+           frag.candidates->len);
+}
+
+static gboolean
+ice_restart (gpointer data)
+{
+  Publisher *p = data;
+  g_autofree char *ufrag = NULL, *pwd = NULL;
+  g_autoptr (GError) error = NULL;
+
+  if (p->stopping || p->resource == NULL)
+    return G_SOURCE_REMOVE;
+  GstWebRTCSessionDescription *local = NULL;
+  g_object_get (p->webrtc, "local-description", &local, NULL);
+  if (local == NULL || gst_sdp_message_medias_len (local->sdp) == 0) {
+    g_clear_pointer (&local, gst_webrtc_session_description_free);
+    return G_SOURCE_REMOVE;
+  }
+  const GstSDPMedia *first = gst_sdp_message_get_media (local->sdp, 0);
+  g_autofree char *media = g_strdup (gst_sdp_media_get_media (first));
+  g_autofree char *mid = g_strdup (gst_sdp_media_get_attribute_val (first, "mid"));
+  gst_webrtc_session_description_free (local);
+
+  p->restarting = TRUE;
+  if (!sk_webrtc_ice_restart (p->webrtc, &ufrag, &pwd, &error)) {
+    g_print ("{\"ice_restart\":\"error\",\"error\":\"%s\"}\n", error->message);
+    return G_SOURCE_REMOVE;
+  }
+  g_autofree char *cands = sk_webrtc_ice_get_local_candidates (p->webrtc);
+  char *frag = g_strdup_printf ("a=ice-ufrag:%s\r\na=ice-pwd:%s\r\n"
+                                "m=%s 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:%s\r\n%s"
+                                "a=end-of-candidates\r\n",
+                                ufrag, pwd, media, mid ? mid : "0", cands);
+  SoupMessage *msg = new_request (p, "PATCH", p->resource);
+  soup_message_headers_replace (soup_message_get_request_headers (msg), "If-Match", "*");
+  g_autoptr (GBytes) body = g_bytes_new_take (frag, strlen (frag));
+  soup_message_set_request_body_from_bytes (msg, "application/trickle-ice-sdpfrag", body);
+  soup_session_send_and_read_async (p->session, msg, G_PRIORITY_DEFAULT, NULL, on_restart_done, p);
+  g_object_unref (msg);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+on_ice_component_state (NiceAgent *agent, guint stream_id, guint component_id, guint state,
+                        gpointer data)
+{
+  Publisher *p = data;
+  if (p->restarting)
+    g_print ("{\"ice_state\":\"%s\"}\n", nice_component_state_to_string (state));
+}
+
 static void
 on_post_done (GObject *source, GAsyncResult *res, gpointer data)
 {
@@ -194,8 +311,10 @@ on_post_done (GObject *source, GAsyncResult *res, gpointer data)
   p->resource = abs != NULL ? g_uri_to_string (abs) : g_strdup (location);
   p->etag = g_strdup (soup_message_headers_get_one (h, "ETag"));
   g_autofree char *etag_esc = p->etag ? g_strescape (p->etag, NULL) : g_strdup ("");
-  g_print ("{\"location\":\"%s\",\"etag\":\"%s\",\"post_ms\":%.1f}\n", p->resource, etag_esc,
-           (g_get_monotonic_time () - p->post_us) / 1000.0);
+  /* post_us: CLOCK_MONOTONIC when the POST went out, for benchmarks on the same machine. */
+  g_print ("{\"location\":\"%s\",\"etag\":\"%s\",\"post_ms\":%.1f,\"post_us\":%" G_GINT64_FORMAT
+           "}\n",
+           p->resource, etag_esc, (g_get_monotonic_time () - p->post_us) / 1000.0, p->post_us);
 
   GstSDPMessage *sdp = NULL;
   gst_sdp_message_new (&sdp);
@@ -205,6 +324,8 @@ on_post_done (GObject *source, GAsyncResult *res, gpointer data)
     return;
   }
   set_answer (p, sdp);
+  if (opt_ice_restart_s > 0)
+    g_timeout_add_seconds (opt_ice_restart_s, ice_restart, p);
 }
 
 /* Drops a=candidate / a=end-of-candidates lines: the offer of a publisher that gathers only
@@ -346,6 +467,19 @@ on_bus (GstBus *bus, GstMessage *message, gpointer data)
 
 /* ------------------------------------------------------------------------------------- */
 
+/* A PLI or FIR from the server became an upstream GstForceKeyUnit that reached the encoder. */
+static GstPadProbeReturn
+on_encoder_event (GstPad *pad, GstPadProbeInfo *info, gpointer data)
+{
+  GstEvent *event = GST_PAD_PROBE_INFO_EVENT (info);
+
+  if (GST_EVENT_TYPE (event) == GST_EVENT_CUSTOM_UPSTREAM
+      && gst_event_has_name (event, "GstForceKeyUnit"))
+    g_print ("{\"keyframe_request\":%d,\"mono_us\":%" G_GINT64_FORMAT "}\n",
+             g_atomic_int_add (&keyframe_requests, 1) + 1, g_get_monotonic_time ());
+  return GST_PAD_PROBE_OK;
+}
+
 static char *
 pipeline_description (void)
 {
@@ -361,18 +495,18 @@ pipeline_description (void)
                             opt_width, opt_height, opt_fps);
     if (g_strcmp0 (video, "vp8") == 0)
       g_string_append_printf (d,
-                              "vp8enc deadline=1 cpu-used=8 keyframe-max-dist=%d "
+                              "vp8enc name=venc deadline=1 cpu-used=8 keyframe-max-dist=%d "
                               "target-bitrate=%d ! rtpvp8pay pt=97 ! "
                               "application/x-rtp,media=video,encoding-name=VP8,payload=97 ! ",
-                              2 * opt_fps, opt_kbps * 1000);
+                              opt_keyframe_s * opt_fps, opt_kbps * 1000);
     else
       g_string_append_printf (
           d,
-          "x264enc tune=zerolatency speed-preset=ultrafast bframes=0 "
+          "x264enc name=venc tune=zerolatency speed-preset=ultrafast bframes=0 "
           "key-int-max=%d bitrate=%d ! video/x-h264,profile=constrained-baseline ! "
           "rtph264pay config-interval=-1 aggregate-mode=zero-latency pt=96 ! "
           "application/x-rtp,media=video,encoding-name=H264,payload=96 ! ",
-          2 * opt_fps, opt_kbps);
+          opt_keyframe_s * opt_fps, opt_kbps);
     g_string_append (d, "webrtc. ");
   }
   if (g_strcmp0 (audio, "none") != 0)
@@ -393,6 +527,10 @@ main (int argc, char **argv)
   g_option_context_add_group (ctx, gst_init_get_option_group ());
   if (!g_option_context_parse (ctx, &argc, &argv, &error) || opt_url == NULL) {
     g_printerr ("%s\n", error != NULL ? error->message : "--url is required");
+    return 2;
+  }
+  if (opt_keyframe_s < 1) {
+    g_printerr ("--keyframe-interval must be at least 1\n");
     return 2;
   }
   if ((opt_video
@@ -417,10 +555,22 @@ main (int argc, char **argv)
     return 1;
   }
   p.webrtc = gst_bin_get_by_name (GST_BIN (p.pipeline), "webrtc");
+  g_autoptr (GstElement) venc = gst_bin_get_by_name (GST_BIN (p.pipeline), "venc");
+  if (venc != NULL) {
+    g_autoptr (GstPad) venc_src = gst_element_get_static_pad (venc, "src");
+    gst_pad_add_probe (venc_src, GST_PAD_PROBE_TYPE_EVENT_UPSTREAM, on_encoder_event, NULL, NULL);
+  }
   const char *loopback[] = { "127.0.0.1", NULL };
   sk_webrtc_configure_ice (p.webrtc, opt_ice != NULL ? (const char *const *)opt_ice : loopback, 0,
                            0);
   g_signal_connect (p.webrtc, "on-negotiation-needed", G_CALLBACK (on_negotiation_needed), &p);
+  if (opt_ice_restart_s > 0) {
+    g_autoptr (GstWebRTCICE) ice = NULL;
+    g_autoptr (GObject) agent = NULL;
+    g_object_get (p.webrtc, "ice-agent", &ice, NULL);
+    g_object_get (ice, "agent", &agent, NULL);
+    g_signal_connect (agent, "component-state-changed", G_CALLBACK (on_ice_component_state), &p);
+  }
   g_signal_connect (p.webrtc, "notify::ice-gathering-state", G_CALLBACK (on_gathering_state), &p);
   g_signal_connect (p.webrtc, "notify::connection-state", G_CALLBACK (on_connection_state), &p);
 

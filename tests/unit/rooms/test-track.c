@@ -316,6 +316,53 @@ test_concurrent_remove (void)
   sk_track_unref (track);
 }
 
+static void
+count_keyframe_request (SkTrack *track, gpointer user_data)
+{
+  Recorder *r = user_data;
+  g_atomic_int_inc (&r->calls);
+}
+
+/* Keyframe requests reach the producer at most once per interval, nothing reaches a track
+ * without a producer, and the producer's data is released when it is replaced. */
+static void
+test_keyframe_requests (void)
+{
+  g_autoptr (GstCaps) caps = gst_caps_from_string ("video/x-vp8");
+  SkTrack *track = sk_track_new (SK_TRACK_KIND_VIDEO, "TR_kf", caps);
+  Recorder *r = recorder_new ();
+  guint64 dropped = 0;
+
+  g_assert_false (sk_track_request_keyframe (track)); /* no producer: dropped */
+  g_assert_cmpuint (sk_track_get_keyframe_requests (track, &dropped), ==, 0);
+  g_assert_cmpuint (dropped, ==, 1);
+
+  sk_track_set_keyframe_func (track, count_keyframe_request, r, mark_destroyed);
+  g_assert_true (sk_track_request_keyframe (track));
+  for (guint i = 0; i < 10; i++)
+    g_assert_false (sk_track_request_keyframe (track)); /* within the interval */
+  g_assert_cmpint (g_atomic_int_get (&r->calls), ==, 1);
+  g_assert_cmpuint (sk_track_get_keyframe_requests (track, &dropped), ==, 1);
+  g_assert_cmpuint (dropped, ==, 11);
+
+  g_usleep ((SK_TRACK_KEYFRAME_INTERVAL_MS + 20) * 1000);
+  g_assert_true (sk_track_request_keyframe (track));
+  g_assert_cmpint (g_atomic_int_get (&r->calls), ==, 2);
+
+  /* Removing the producer releases its data once, and nothing is called after it. */
+  sk_track_set_keyframe_func (track, NULL, NULL, NULL);
+  g_assert_cmpint (g_atomic_int_get (&r->destroyed), ==, 1);
+  g_usleep ((SK_TRACK_KEYFRAME_INTERVAL_MS + 20) * 1000);
+  g_assert_false (sk_track_request_keyframe (track));
+  g_assert_cmpint (g_atomic_int_get (&r->calls), ==, 2);
+
+  /* A producer still installed when the track goes is released with it. */
+  sk_track_set_keyframe_func (track, count_keyframe_request, r, mark_destroyed);
+  sk_track_unref (track);
+  g_assert_cmpint (g_atomic_int_get (&r->destroyed), ==, 2);
+  recorder_free (r);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -327,5 +374,6 @@ main (int argc, char **argv)
   g_test_add_func ("/track/gop-replay", test_gop_replay);
   g_test_add_func ("/track/caps-change", test_caps_change);
   g_test_add_func ("/track/concurrent-remove", test_concurrent_remove);
+  g_test_add_func ("/track/keyframe-requests", test_keyframe_requests);
   return g_test_run ();
 }

@@ -1,0 +1,107 @@
+"""WHIP media beyond plain passthrough: keyframe requests from WHEP viewers forwarded to the
+publisher (PLI), VP8 playback, `transcode: always`, and the ICE restart of a live session."""
+
+import time
+
+import harness
+from test_whip import assert_problem, finish, start_publishing, whip  # noqa: F401 (fixture)
+
+
+def keyframe_requests(pub):
+    return max([o["keyframe_request"] for o in pub.lines() if "keyframe_request" in o],
+               default=0)
+
+
+def test_late_viewer_gets_a_keyframe_by_pli(node, whip, follow, invariants):
+    """A publisher whose next scheduled keyframe is a minute away: a viewer that joins once the
+    room's GOP cache has given up (more than 300 frames) asks for a keyframe (RTCP PLI); the
+    node forwards it as a PLI to the publisher, whose encoder makes one, and the viewer decodes
+    long before the scheduled keyframe."""
+    room = harness.unique_room("whip-pli")
+    args = ["--audio", "none", "--fps", "60", "--width", "320", "--height", "180",
+            "--keyframe-interval", "60"]
+    ing, sse, pub, _ = start_publishing(node, whip, follow, room, args=args, n_tracks=1)
+    # 60 fps: the track's GOP cache (300 buffers) is dropped after 5 s of this GOP, so a new
+    # viewer starts on delta frames and has nothing to decode without a fresh keyframe.
+    time.sleep(7)
+    before = keyframe_requests(pub)
+    res = harness.assert_plays(node, room, frames=10, expect_audio=False, timeout=25)
+    assert (res.last("width"), res.last("height")) == (320, 180)
+    assert keyframe_requests(pub) > before, pub.lines()[-5:]
+    finish(node, sse, pub, ing, invariants)
+
+
+def test_vp8_publisher_plays_to_vp8_viewer(node, whip, follow, invariants):
+    room = harness.unique_room("whip-vp8play")
+    ing, sse, pub, _ = start_publishing(node, whip, follow, room, args=["--video", "vp8"])
+    res = harness.assert_plays(node, room, frames=30, expect_audio=True,
+                               extra=["--codec", "vp8"])
+    assert (res.last("width"), res.last("height")) == (640, 360)
+    # A browser-like viewer that accepts both gets the room's codec, VP8.
+    harness.assert_plays(node, room, frames=10, expect_audio=True, extra=["--codec", "any"])
+    finish(node, sse, pub, ing, invariants)
+
+
+def test_vp8_room_refuses_an_h264_only_video_viewer(node, whip, follow, invariants):
+    """A viewer that can take neither the room's video codec nor audio gets a 422 that says
+    which codec the room has; with audio in its offer it plays the audio (video inactive)."""
+    room = harness.unique_room("whip-vp8only")
+    ing, sse, pub, _ = start_publishing(node, whip, follow, room, args=["--video", "vp8"])
+    r = node.api.request("POST", f"/v1/rooms/{room}/whep", H264_ONLY.encode(),
+                         token=None, headers={"Content-Type": "application/sdp"})
+    assert r.status == 422, r
+    assert "VP8" in r.json["error"], r.json
+    harness.assert_plays(node, room, frames=0, expect_audio=True)  # H.264 + Opus offer
+    finish(node, sse, pub, ing, invariants)
+
+
+def test_transcode_always_vp8_to_h264(node, whip, follow, invariants):
+    """transcode: always decodes the VP8 publisher and re-encodes H.264 for the room."""
+    room = harness.unique_room("whip-transcode")
+    ing, sse, pub, rec = start_publishing(node, whip, follow, room, args=["--video", "vp8"],
+                                          transcode="always")
+    tracks = {e["track"]["kind"]: e["track"]["codec"] for e in sse.of("TrackPublished")}
+    assert tracks == {"video": "H264", "audio": "opus"}, tracks
+    assert rec["state"]["input"]["video"]["codec"] == "VP8"  # what the publisher sends
+    res = harness.assert_plays(node, room, frames=30, expect_audio=True)  # offers H.264 only
+    assert (res.last("width"), res.last("height")) == (640, 360)
+    finish(node, sse, pub, ing, invariants)
+
+
+# A viewer's offer with H.264 video only (no audio), as a browser would make it.
+H264_ONLY = "\r\n".join([
+    "v=0", "o=- 1 2 IN IP4 127.0.0.1", "s=-", "t=0 0", "a=group:BUNDLE 0",
+    "m=video 9 UDP/TLS/RTP/SAVPF 102", "c=IN IP4 0.0.0.0", "a=ice-ufrag:Vw3q",
+    "a=ice-pwd:6pWEfhTHQKTgDkM2aXH8kEnN", "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
+    "a=setup:actpass", "a=mid:0", "a=recvonly", "a=rtcp-mux", "a=rtpmap:102 H264/90000",
+    "a=fmtp:102 packetization-mode=1;profile-level-id=42e01f"]) + "\r\n"
+
+
+def test_ice_restart_by_the_publisher(node, whip, follow, invariants):
+    """The publisher restarts ICE (new ufrag/pwd from its own libnice agent, PATCH with
+    If-Match: "*"); the node restarts its side under webrtcbin and answers its new credentials;
+    the new connectivity checks succeed (the publisher's ICE is ready again) and media goes on:
+    a viewer that joins after the restart decodes, and the participant never left."""
+    room = harness.unique_room("whip-icerestart")
+    ing, sse, pub, _ = start_publishing(node, whip, follow, room,
+                                        args=["--ice-restart-after", "2"])
+    first_etag = pub.value("etag")
+    assert pub.wait_value("ice_restart", timeout=20) == "ok", pub.lines()[-5:]
+    harness.wait_until(lambda: any(o.get("ice_state") == "ready" for o in pub.lines()
+                                   if "ice_state" in o and o is not None), 15,
+                       what=f"publisher ICE ready after the restart: {pub.lines()[-5:]}")
+    restart = next(o for o in pub.lines() if o.get("ice_restart") == "ok")
+    assert restart["etag"] != first_etag and restart["candidates"] > 0, restart
+    res = harness.assert_plays(node, room, frames=60, expect_audio=True)
+    assert res.last("width") == 640
+    # The old ETag is stale now, the new one is the session's.
+    path = pub.value("location").split(str(node.http_port), 1)[1]
+    headers = {"Content-Type": "application/trickle-ice-sdpfrag"}
+    r = node.api.request("PATCH", path, b"a=end-of-candidates\r\n", token=None,
+                         headers={**headers, "If-Match": first_etag})
+    assert_problem(r, 412)
+    r = node.api.request("PATCH", path, b"a=end-of-candidates\r\n", token=None,
+                         headers={**headers, "If-Match": restart["etag"]})
+    assert r.status == 204, r
+    assert len(sse.of("ParticipantConnected")) == 1 and not sse.of("ParticipantDisconnected")
+    finish(node, sse, pub, ing, invariants)
