@@ -633,13 +633,14 @@ static void
 on_placement (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   SkRoom *room = user_data;
-  SkRoomManager *self = room->manager;
+  SkRoomManager *self;
   g_autoptr (GError) error = NULL;
   g_autofree char *node = NULL;
   guint64 epoch = 0, incarnation = 0;
 
   if (store_op_cancelled (result))
-    return;
+    return; /* @room may be gone */
+  self = room->manager;
   if (!sk_store_get_placement_finish (self->store, result, &node, &incarnation, &epoch, &error)) {
     room_place_failed (room, error);
     return;
