@@ -76,6 +76,12 @@ static const KeyDef keys[] = {
   { "webhooks", "secret", KEY_STRING, F (webhook_secret) },
   { "webhooks", "max_retries", KEY_UINT, F (webhook_max_retries), 0, 1000 },
   { "webhooks", "queue_max", KEY_UINT, F (webhook_queue_max), 1, 10000000 },
+
+  { "cluster", "secret", KEY_STRING, F (cluster_secret) },
+  { "cluster", "heartbeat_ms", KEY_UINT, F (heartbeat_ms), 10, MS_MAX },
+  { "cluster", "lease_ttl_ms", KEY_UINT, F (lease_ttl_ms), 20, MS_MAX },
+  { "cluster", "advertise_url", KEY_STRING, F (advertise_url) },
+  { "cluster", "max_rooms", KEY_UINT, F (max_rooms), 0, 1000000 },
 };
 
 #undef F
@@ -116,6 +122,10 @@ sk_config_new (void)
   c->webhook_urls = g_new0 (char *, 1);
   c->webhook_max_retries = 8;
   c->webhook_queue_max = 10000;
+
+  c->heartbeat_ms = 200;
+  c->lease_ttl_ms = 1000;
+  c->max_rooms = 0;
   return c;
 }
 
@@ -539,6 +549,33 @@ sk_config_finalize (SkConfig *c, GError **error)
         || g_uri_get_host (uri) == NULL) {
       g_set_error (error, SK_ERROR, SK_ERROR_INVALID, "[webhooks] urls: “%s” is not an http(s) URL",
                    *u);
+      return FALSE;
+    }
+  }
+
+  if (c->heartbeat_ms >= c->lease_ttl_ms) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INVALID,
+                 "[cluster] heartbeat_ms (%u) must be below lease_ttl_ms (%u)", c->heartbeat_ms,
+                 c->lease_ttl_ms);
+    return FALSE;
+  }
+  if (c->cluster_secret != NULL && !token_is_valid (c->cluster_secret)) {
+    g_set_error_literal (error, SK_ERROR, SK_ERROR_INVALID,
+                         "[cluster] secret: printable ASCII without spaces");
+    return FALSE;
+  }
+  if (c->advertise_url == NULL) {
+    gboolean v6 = strchr (c->public_host, ':') != NULL;
+    c->advertise_url = g_strdup_printf ("http://%s%s%s:%u", v6 ? "[" : "", c->public_host,
+                                        v6 ? "]" : "", c->http_port);
+  } else {
+    g_autoptr (GUri) uri = g_uri_parse (c->advertise_url, G_URI_FLAGS_NONE, NULL);
+    const char *scheme = uri ? g_uri_get_scheme (uri) : NULL;
+
+    if (scheme == NULL || (strcmp (scheme, "http") != 0 && strcmp (scheme, "https") != 0)
+        || g_uri_get_host (uri) == NULL) {
+      g_set_error (error, SK_ERROR, SK_ERROR_INVALID,
+                   "[cluster] advertise_url: “%s” is not an http(s) URL", c->advertise_url);
       return FALSE;
     }
   }

@@ -61,6 +61,16 @@ typedef struct {
   char *webhook_secret;      /* secret; HMAC-SHA256 key, defaults to the API token */
   guint webhook_max_retries; /* max_retries; 8 */
   guint webhook_queue_max;   /* queue_max; 10000 events per URL before the oldest are dropped */
+
+  /* [cluster] */
+  char *cluster_secret; /* secret; Bearer token of the internal endpoints; empty: they
+                           refuse every request (403) */
+  guint heartbeat_ms;   /* heartbeat_ms; 200: lease renewal interval */
+  guint lease_ttl_ms;   /* lease_ttl_ms; 1000: a node not renewed for this long is dead */
+  char *advertise_url;  /* advertise_url; how other nodes reach this one's HTTP port;
+                           default "http://<public_host>:<http_port>" */
+  guint max_rooms;      /* max_rooms; rooms this node hosts before placement prefers
+                           others; 0 = unlimited */
 } SkConfig;
 
 SkConfig *sk_config_new (void);
