@@ -4,6 +4,8 @@
 #include <gst/gst.h>
 #include <gst/sdp/sdp.h>
 
+#include "rooms/sk-track.h"
+
 G_BEGIN_DECLS
 
 /*
@@ -13,6 +15,18 @@ G_BEGIN_DECLS
  */
 void sk_webrtc_configure_ice (GstElement *webrtcbin, const char *const *addresses, guint port_min,
                               guint port_max);
+
+/*
+ * A sendonly m-line fed from an SkTrack: appsrc (live, leaky, bounded: a slow peer loses its
+ * oldest buffers, the track's pushing thread never blocks) ! rtph264pay | rtpopuspay (@pt)
+ * → webrtcbin's sink_<@mline>, whose transceiver gets @rtp_caps (application/x-rtp, no
+ * profile-level-id: the payloader's own must pass) as codec preferences, and NACK
+ * retransmission if @nack. The appsrc takes video/x-h264 byte-stream/au or audio/x-opus with
+ * PTS in @bin's running time. Returns the appsrc (a new reference).
+ */
+GstElement *sk_webrtc_add_send_track (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind,
+                                      guint mline, guint pt, GstCaps *rtp_caps, gboolean nack,
+                                      GError **error);
 
 /* Parses an SDP text; FALSE with SK_ERROR_INVALID and a message that says what is wrong. */
 gboolean sk_webrtc_parse_sdp (const char *text, gsize len, GstSDPMessage **out, GError **error);

@@ -85,8 +85,6 @@ pub_detach (SkInternalPub *pub, const char *why)
     return;
   /* Synchronous: no streaming thread pushes into the tracks after this. */
   g_clear_pointer (&pub->media, sk_whip_session_free);
-  if (pub->id != NULL)
-    g_hash_table_remove (pub->self->by_id, pub->id);
   g_message ("remote participant %s (from %s): media detached: %s", pub->spec->sid,
              pub->spec->ingress_node, why);
 }
@@ -369,8 +367,12 @@ handle_publish (SkWhipInternal *self, SoupServerMessage *msg, const char *room)
   sk_whip_participant_free (pub->spec);
   pub->spec = g_steal_pointer (&spec);
 
+  /* A new id per session; the newest one stays valid (for DELETE) while detached. */
+  if (pub->id != NULL)
+    g_hash_table_remove (self->by_id, pub->id);
   g_free (pub->id);
   pub->id = sk_secret_new (128);
+  g_hash_table_insert (self->by_id, pub->id, pub);
   g_autofree char *name = g_strdup_printf ("internal-%.8s", pub->id);
   pub->pending = g_object_ref (msg);
   pub->pending_finished_id
@@ -385,7 +387,6 @@ handle_publish (SkWhipInternal *self, SoupServerMessage *msg, const char *room)
     return; /* the participant stays, detached: the ingress node retries */
   }
   pub->base_time = sk_whip_session_get_base_time (pub->media);
-  g_hash_table_insert (self->by_id, pub->id, pub);
   pub->last_media_us = g_get_monotonic_time ();
   pub->timeout_id
       = g_timeout_add (MAX (self->config->publisher_timeout_ms / 4, 25), on_media_timeout, pub);
@@ -499,7 +500,14 @@ sk_whip_internal_get_n_publications (SkWhipInternal *self)
 guint
 sk_whip_internal_get_n_attached (SkWhipInternal *self)
 {
-  return g_hash_table_size (self->by_id);
+  GHashTableIter it;
+  gpointer value;
+  guint n = 0;
+
+  g_hash_table_iter_init (&it, self->by_key);
+  while (g_hash_table_iter_next (&it, NULL, &value))
+    n += ((SkInternalPub *)value)->media != NULL;
+  return n;
 }
 
 guint
