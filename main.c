@@ -217,7 +217,9 @@ listen_http (Node *n, GError **error)
   soup_server_add_handler (n->http, "/readyz", handle_readyz, n, NULL);
   sk_room_manager_attach_http (n->rooms, n->http);
   sk_ingress_registry_attach_http (n->registry, n->http);
-  sk_whip_server_attach_http (n->whip = sk_whip_server_new (n->config, n->registry), n->http);
+  n->whip = sk_whip_server_new (n->config, n->registry);
+  sk_whip_server_enable_internal (n->whip, n->rooms);
+  sk_whip_server_attach_http (n->whip, n->http);
   return soup_server_listen (n->http, sa, 0, error);
 }
 

@@ -518,18 +518,6 @@ sk_config_finalize (SkConfig *c, GError **error)
     c->public_host = g_strdup (wildcard ? g_get_host_name () : c->bind);
   }
 
-  if (c->cluster_advertise_url == NULL) {
-    gboolean v6 = strchr (c->public_host, ':') != NULL;
-    c->cluster_advertise_url
-        = g_strdup_printf (v6 ? "http://[%s]:%u" : "http://%s:%u", c->public_host, c->http_port);
-  }
-  if (c->cluster_heartbeat_ms * 2 > c->cluster_lease_ttl_ms) {
-    g_set_error (error, SK_ERROR, SK_ERROR_INVALID,
-                 "[cluster] lease_ttl_ms (%u) must be at least twice heartbeat_ms (%u)",
-                 c->cluster_lease_ttl_ms, c->cluster_heartbeat_ms);
-    return FALSE;
-  }
-
   if (strcmp (c->store, "memory") != 0 && !g_str_has_prefix (c->store, "redis://")
       && !g_str_has_prefix (c->store, "sentinel://")) {
     g_set_error (error, SK_ERROR, SK_ERROR_INVALID,
@@ -560,6 +548,33 @@ sk_config_finalize (SkConfig *c, GError **error)
         || g_uri_get_host (uri) == NULL) {
       g_set_error (error, SK_ERROR, SK_ERROR_INVALID, "[webhooks] urls: “%s” is not an http(s) URL",
                    *u);
+      return FALSE;
+    }
+  }
+
+  if (c->cluster_heartbeat_ms * 2 > c->cluster_lease_ttl_ms) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INVALID,
+                 "[cluster] lease_ttl_ms (%u) must be at least twice heartbeat_ms (%u)",
+                 c->cluster_lease_ttl_ms, c->cluster_heartbeat_ms);
+    return FALSE;
+  }
+  if (c->cluster_secret != NULL && !token_is_valid (c->cluster_secret)) {
+    g_set_error_literal (error, SK_ERROR, SK_ERROR_INVALID,
+                         "[cluster] secret: printable ASCII without spaces");
+    return FALSE;
+  }
+  if (c->cluster_advertise_url == NULL) {
+    gboolean v6 = strchr (c->public_host, ':') != NULL;
+    c->cluster_advertise_url = g_strdup_printf ("http://%s%s%s:%u", v6 ? "[" : "", c->public_host,
+                                                v6 ? "]" : "", c->http_port);
+  } else {
+    g_autoptr (GUri) uri = g_uri_parse (c->cluster_advertise_url, G_URI_FLAGS_NONE, NULL);
+    const char *scheme = uri ? g_uri_get_scheme (uri) : NULL;
+
+    if (scheme == NULL || (strcmp (scheme, "http") != 0 && strcmp (scheme, "https") != 0)
+        || g_uri_get_host (uri) == NULL) {
+      g_set_error (error, SK_ERROR, SK_ERROR_INVALID,
+                   "[cluster] advertise_url: “%s” is not an http(s) URL", c->cluster_advertise_url);
       return FALSE;
     }
   }

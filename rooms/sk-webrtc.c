@@ -162,6 +162,72 @@ sk_webrtc_ice_get_local_candidates (GstElement *webrtcbin)
   return g_string_free (out, FALSE);
 }
 
+/* Appsrc bounds of a send track. */
+#define SK_WEBRTC_VIDEO_MAX_BUFFERS 300
+#define SK_WEBRTC_VIDEO_MAX_BYTES (8 * 1024 * 1024)
+#define SK_WEBRTC_AUDIO_MAX_BUFFERS 200
+#define SK_WEBRTC_AUDIO_MAX_BYTES (256 * 1024)
+
+GstElement *
+sk_webrtc_add_send_track (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind, const char *codec,
+                          guint mline, guint pt, GstCaps *rtp_caps, gboolean nack, GError **error)
+{
+  gboolean video = kind == SK_TRACK_KIND_VIDEO;
+  gboolean vp8 = video && g_ascii_strcasecmp (codec, "VP8") == 0;
+  gboolean h264 = video && !vp8;
+
+  GstElement *appsrc = gst_element_factory_make ("appsrc", NULL);
+  GstElement *pay = gst_element_factory_make (h264  ? "rtph264pay"
+                                              : vp8 ? "rtpvp8pay"
+                                                    : "rtpopuspay",
+                                              NULL);
+  if (appsrc == NULL || pay == NULL) {
+    gst_clear_object (&appsrc);
+    gst_clear_object (&pay);
+    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "missing GStreamer element for %s", codec);
+    return NULL;
+  }
+  g_autoptr (GstCaps) src_caps
+      = gst_caps_from_string (h264  ? "video/x-h264,stream-format=byte-stream,alignment=au"
+                              : vp8 ? "video/x-vp8"
+                                    : "audio/x-opus");
+  g_object_set (
+      appsrc, "is-live", TRUE, "format", GST_FORMAT_TIME, "do-timestamp", FALSE, "caps", src_caps,
+      "max-buffers", (guint64)(video ? SK_WEBRTC_VIDEO_MAX_BUFFERS : SK_WEBRTC_AUDIO_MAX_BUFFERS),
+      "max-bytes", (guint64)(video ? SK_WEBRTC_VIDEO_MAX_BYTES : SK_WEBRTC_AUDIO_MAX_BYTES),
+      "max-time", (guint64)0, "block", FALSE, NULL);
+  gst_util_set_object_arg (G_OBJECT (appsrc), "leaky-type", "downstream");
+  g_object_set (pay, "pt", pt, NULL);
+  if (h264) {
+    gst_util_set_object_arg (G_OBJECT (pay), "aggregate-mode", "zero-latency");
+    g_object_set (pay, "config-interval", -1, NULL);
+  }
+
+  gst_bin_add_many (bin, appsrc, pay, NULL);
+  if (!gst_element_link (appsrc, pay)) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "could not link the %s payloader",
+                 video ? "video" : "audio");
+    return NULL;
+  }
+
+  /* The pad named after the m-line index binds to that m-line's transceiver. */
+  g_autofree char *pad_name = g_strdup_printf ("sink_%u", mline);
+  GstPadTemplate *templ
+      = gst_element_class_get_pad_template (GST_ELEMENT_GET_CLASS (webrtcbin), "sink_%u");
+  g_autoptr (GstPad) sinkpad = gst_element_request_pad (webrtcbin, templ, pad_name, rtp_caps);
+  g_autoptr (GstPad) srcpad = gst_element_get_static_pad (pay, "src");
+  if (sinkpad == NULL || gst_pad_link (srcpad, sinkpad) != GST_PAD_LINK_OK) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "could not link to webrtcbin %s", pad_name);
+    return NULL;
+  }
+  g_autoptr (GstWebRTCRTPTransceiver) trans = NULL;
+  g_object_get (sinkpad, "transceiver", &trans, NULL);
+  if (trans != NULL)
+    g_object_set (trans, "direction", GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_SENDONLY,
+                  "codec-preferences", rtp_caps, "do-nack", nack, NULL);
+  return gst_object_ref (appsrc);
+}
+
 /* An SDP line is "<type>=<value>" with a single lower-case letter type (RFC 8866 §5). */
 static gboolean
 check_sdp_lines (const char *text, gsize len, guint *n_media, GError **error)

@@ -4,6 +4,8 @@
 #include <gst/gst.h>
 #include <gst/sdp/sdp.h>
 
+#include "rooms/sk-track.h"
+
 G_BEGIN_DECLS
 
 /*
@@ -30,6 +32,19 @@ gboolean sk_webrtc_ice_restart (GstElement *webrtcbin, char **ufrag, char **pwd,
 gboolean sk_webrtc_ice_set_remote_credentials (GstElement *webrtcbin, const char *ufrag,
                                                const char *pwd, GError **error);
 char *sk_webrtc_ice_get_local_candidates (GstElement *webrtcbin);
+
+/*
+ * A sendonly m-line fed from an SkTrack: appsrc (live, leaky, bounded: a slow peer loses its
+ * oldest buffers, the track's pushing thread never blocks) ! rtph264pay | rtpvp8pay |
+ * rtpopuspay (by @codec: "H264", "VP8", "opus"; @pt)
+ * → webrtcbin's sink_<@mline>, whose transceiver gets @rtp_caps (application/x-rtp, no
+ * profile-level-id: the payloader's own must pass) as codec preferences, and NACK
+ * retransmission if @nack. The appsrc takes video/x-h264 byte-stream/au, video/x-vp8 or
+ * audio/x-opus with PTS in @bin's running time. Returns the appsrc (a new reference).
+ */
+GstElement *sk_webrtc_add_send_track (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind,
+                                      const char *codec, guint mline, guint pt, GstCaps *rtp_caps,
+                                      gboolean nack, GError **error);
 
 /* Parses an SDP text; FALSE with SK_ERROR_INVALID and a message that says what is wrong. */
 gboolean sk_webrtc_parse_sdp (const char *text, gsize len, GstSDPMessage **out, GError **error);

@@ -34,12 +34,6 @@ GST_DEBUG_CATEGORY_STATIC (sk_whep_debug);
 #define SK_WHEP_RESOURCE_METHODS "PATCH, DELETE, OPTIONS"
 #define SK_WHEP_RESOURCE_PREFIX "/v1/whep/"
 
-/* Appsrc bounds: a subscriber that falls behind loses its oldest buffers, never blocks. */
-#define SK_WHEP_VIDEO_MAX_BUFFERS 300
-#define SK_WHEP_VIDEO_MAX_BYTES (8 * 1024 * 1024)
-#define SK_WHEP_AUDIO_MAX_BUFFERS 200
-#define SK_WHEP_AUDIO_MAX_BYTES (256 * 1024)
-
 typedef struct _SkWhepSubscriber SkWhepSubscriber;
 typedef struct _SkWhepBinding SkWhepBinding;
 
@@ -975,42 +969,8 @@ sub_add_media (SkWhepSubscriber *sub, SkTrackKind kind, const char *codec,
 {
   SkWhepMedia *media = &sub->media[kind];
   gboolean video = kind == SK_TRACK_KIND_VIDEO;
-  gboolean h264 = g_str_equal (codec, "H264"), vp8 = g_str_equal (codec, "VP8");
 
-  GstElement *appsrc = gst_element_factory_make ("appsrc", video ? "vsrc" : "asrc");
-  GstElement *pay = gst_element_factory_make (h264  ? "rtph264pay"
-                                              : vp8 ? "rtpvp8pay"
-                                                    : "rtpopuspay",
-                                              NULL);
-  if (appsrc == NULL || pay == NULL) {
-    gst_clear_object (&appsrc);
-    gst_clear_object (&pay);
-    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "missing GStreamer element for %s", codec);
-    return FALSE;
-  }
-  g_autoptr (GstCaps) src_caps
-      = gst_caps_from_string (h264 ? "video/x-h264,stream-format=byte-stream,alignment=au"
-                                   : (vp8 ? "video/x-vp8" : "audio/x-opus"));
-  g_object_set (appsrc, "is-live", TRUE, "format", GST_FORMAT_TIME, "do-timestamp", FALSE, "caps",
-                src_caps, "leaky-type", 2 /* GST_APP_LEAKY_TYPE_DOWNSTREAM */, "max-buffers",
-                (guint64)(video ? SK_WHEP_VIDEO_MAX_BUFFERS : SK_WHEP_AUDIO_MAX_BUFFERS),
-                "max-bytes", (guint64)(video ? SK_WHEP_VIDEO_MAX_BYTES : SK_WHEP_AUDIO_MAX_BYTES),
-                "max-time", (guint64)0, "block", FALSE, NULL);
-  g_object_set (pay, "pt", pt, NULL);
-  if (h264) {
-    gst_util_set_object_arg (G_OBJECT (pay), "aggregate-mode", "zero-latency");
-    g_object_set (pay, "config-interval", -1, NULL);
-  }
-
-  gst_bin_add_many (GST_BIN (sub->pipeline), appsrc, pay, NULL);
-  if (!gst_element_link (appsrc, pay)) {
-    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "could not link the %s payloader",
-                 video ? "video" : "audio");
-    return FALSE;
-  }
-
-  /* The pad named after the m-line index binds to the transceiver webrtcbin made for it;
-   * its caps (the offer's, for our pt) become the transceiver's codec preferences. */
+  /* The offer's caps for our pt become the transceiver's codec preferences. */
   g_autoptr (GstCaps) rtp_caps = gst_sdp_media_get_caps_from_media (offer_media, pt);
   if (rtp_caps == NULL) {
     g_set_error (error, SK_ERROR, SK_ERROR_INVALID, "no caps for payload type %u", pt);
@@ -1022,29 +982,19 @@ sub_add_media (SkWhepSubscriber *sub, SkTrackKind kind, const char *codec,
   /* The profile is whatever the publisher sends (the pt choice preferred a match); pinning it
    * here would make webrtcbin refuse the payloader's caps when they differ. */
   gst_structure_remove_field (s, "profile-level-id");
-  g_autofree char *pad_name = g_strdup_printf ("sink_%u", mline);
-  GstPadTemplate *templ
-      = gst_element_class_get_pad_template (GST_ELEMENT_GET_CLASS (sub->webrtcbin), "sink_%u");
-  g_autoptr (GstPad) sinkpad = gst_element_request_pad (sub->webrtcbin, templ, pad_name, rtp_caps);
-  g_autoptr (GstPad) srcpad = gst_element_get_static_pad (pay, "src");
-  if (sinkpad == NULL || gst_pad_link (srcpad, sinkpad) != GST_PAD_LINK_OK) {
-    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "could not link to webrtcbin %s", pad_name);
-    return FALSE;
-  }
-  g_autoptr (GstWebRTCRTPTransceiver) trans = NULL;
-  g_object_get (sinkpad, "transceiver", &trans, NULL);
   /* A viewer that offers NACK for our pt gets retransmissions: webrtcbin then answers the
    * offer's rtx pt (apt=pt) and puts an rtprtxsend on our send path. */
-  gboolean nack = media_has_nack (offer_media, pt);
-  if (trans != NULL)
-    g_object_set (trans, "direction", GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_SENDONLY,
-                  "codec-preferences", rtp_caps, "do-nack", nack, NULL);
+  GstElement *appsrc
+      = sk_webrtc_add_send_track (GST_BIN (sub->pipeline), sub->webrtcbin, kind, codec, mline, pt,
+                                  rtp_caps, media_has_nack (offer_media, pt), error);
+  if (appsrc == NULL)
+    return FALSE;
 
   media->kind = kind;
   media->codec = codec;
   media->mline = mline;
   media->pt = pt;
-  media->appsrc = gst_object_ref (appsrc);
+  media->appsrc = appsrc;
   media->last_out = GST_CLOCK_TIME_NONE;
   if (video) {
     /* The pad belongs to the subscriber's pipeline, which the subscriber outlives. */

@@ -33,8 +33,9 @@ typedef struct _SkWhipResource SkWhipResource;
 struct _SkWhipServer {
   const SkConfig *config;
   SkIngressRegistry *registry;
-  GHashTable *resources; /* id → SkWhipResource (owned) */
-  GThread *warm_up;      /* joined before the server goes (gst_deinit must not race it) */
+  GHashTable *resources;    /* id → SkWhipResource (owned) */
+  GThread *warm_up;         /* joined before the server goes (gst_deinit must not race it) */
+  SkWhipInternal *internal; /* the cluster's internal endpoint, once enabled */
 };
 
 struct _SkWhipResource {
@@ -652,6 +653,7 @@ sk_whip_server_free (SkWhipServer *self)
     resource_destroy (value, SK_REASON_SERVER_SHUTDOWN);
   }
   g_hash_table_unref (self->resources);
+  g_clear_pointer (&self->internal, sk_whip_internal_free);
   g_thread_join (self->warm_up);
   g_free (self);
 }
@@ -660,6 +662,21 @@ void
 sk_whip_server_attach_http (SkWhipServer *self, SoupServer *server)
 {
   soup_server_add_handler (server, SK_WHIP_PREFIX, whip_handler, self, NULL);
+  if (self->internal != NULL)
+    sk_whip_internal_attach_http (self->internal, server);
+}
+
+void
+sk_whip_server_enable_internal (SkWhipServer *self, SkRoomManager *rooms)
+{
+  g_return_if_fail (self->internal == NULL);
+  self->internal = sk_whip_internal_new (self->config, rooms);
+}
+
+SkWhipInternal *
+sk_whip_server_get_internal (SkWhipServer *self)
+{
+  return self->internal;
 }
 
 guint

@@ -18,6 +18,7 @@
 
 #include "common/sk-config.h"
 #include "ingress/sk-ingress.h"
+#include "ingress/whip/sk-whip-internal.h"
 
 G_BEGIN_DECLS
 
@@ -28,8 +29,14 @@ SkWhipServer *sk_whip_server_new (const SkConfig *config, SkIngressRegistry *reg
 void sk_whip_server_free (SkWhipServer *self);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkWhipServer, sk_whip_server_free)
 
-/* Registers /whip on @server. */
+/* Registers /whip on @server, and /internal/v1/… once the internal endpoint is enabled. */
 void sk_whip_server_attach_http (SkWhipServer *self, SoupServer *server);
+
+/* Serves the cluster's internal publish endpoint (sk-whip-internal.h) for rooms of @rooms.
+ * Call before attach_http. */
+void sk_whip_server_enable_internal (SkWhipServer *self, SkRoomManager *rooms);
+/* NULL until enabled; for the cluster's hooks (sk_whip_internal_end_node, …). */
+SkWhipInternal *sk_whip_server_get_internal (SkWhipServer *self);
 
 guint sk_whip_server_get_n_sessions (SkWhipServer *self);
 

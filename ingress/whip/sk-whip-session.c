@@ -69,13 +69,15 @@ struct _SkWhipSession {
   gboolean closed; /* main context: no callback runs any more */
   char *name;
   GMainContext *context;
-  SkIngressSession *ingress;
+  SkWhipSessionTarget target;
+  gpointer target_data;
   const SkConfig *config;
   SkWhipSessionCallbacks callbacks;
   gpointer user_data;
 
   GstElement *pipeline;
   GstElement *webrtcbin;
+  GstClockTime base_time;
   guint bus_watch;
   GMutex lock;
   SkWhipMedia media[2]; /* indexed by SkTrackKind */
@@ -272,6 +274,13 @@ fill_audio_info (SkInputInfo *info, GstCaps *caps)
 }
 
 static void
+session_set_input_info (SkWhipSession *ws)
+{
+  if (ws->target.input_info != NULL)
+    ws->target.input_info (ws->target_data, &ws->info);
+}
+
+static void
 session_maybe_publishing (SkWhipSession *ws)
 {
   for (guint i = 0; i < G_N_ELEMENTS (ws->media); i++)
@@ -281,7 +290,7 @@ session_maybe_publishing (SkWhipSession *ws)
     return;
   ws->publishing = TRUE;
   GST_INFO ("%s: every track is flowing", ws->name);
-  sk_ingress_session_set_publishing (ws->ingress);
+  ws->target.publishing (ws->target_data);
 }
 
 /* Main context: the first buffer of @m arrived, publish its track. */
@@ -298,7 +307,7 @@ media_publish_main (SkWhipSession *ws, gpointer arg)
   if (caps == NULL)
     return;
 
-  SkTrack *track = sk_ingress_session_publish_track (ws->ingress, m->kind, caps, &error);
+  SkTrack *track = ws->target.publish_track (ws->target_data, m->kind, caps, &error);
   if (track == NULL) {
     GST_WARNING ("%s: cannot publish the %s track: %s", ws->name, sk_track_kind_to_string (m->kind),
                  error->message);
@@ -319,7 +328,7 @@ media_publish_main (SkWhipSession *ws, gpointer arg)
     fill_video_info (&ws->info, m->codec, caps);
   else
     fill_audio_info (&ws->info, caps);
-  sk_ingress_session_set_input_info (ws->ingress, &ws->info);
+  session_set_input_info (ws);
   session_maybe_publishing (ws);
 }
 
@@ -521,7 +530,7 @@ on_tick (gpointer data)
 
   if (buffers != ws->last_buffers) {
     ws->last_buffers = buffers;
-    sk_ingress_session_media_received (ws->ingress);
+    ws->target.media_received (ws->target_data);
   }
   if (++ws->ticks % SK_WHIP_INFO_TICKS == 0 && ws->publishing) {
     gint64 now = g_get_monotonic_time ();
@@ -533,7 +542,7 @@ on_tick (gpointer data)
       ws->info.audio_bitrate_bps
           = (guint64)((bytes[SK_TRACK_KIND_AUDIO] - ws->last_bytes[SK_TRACK_KIND_AUDIO]) * 8
                       / secs);
-      sk_ingress_session_set_input_info (ws->ingress, &ws->info);
+      session_set_input_info (ws);
     }
     ws->last_info_us = now;
     ws->last_bytes[0] = bytes[0];
@@ -753,10 +762,66 @@ add_transceiver (SkWhipSession *ws, const SkWhipOffer *offer, const SkWhipOfferM
   return TRUE;
 }
 
+/* The public WHIP endpoint's target: the registry's ingress session. */
+static SkTrack *
+ingress_publish_track (gpointer data, SkTrackKind kind, GstCaps *caps, GError **error)
+{
+  return sk_ingress_session_publish_track (data, kind, caps, error);
+}
+
+static void
+ingress_publishing (gpointer data)
+{
+  sk_ingress_session_set_publishing (data);
+}
+
+static void
+ingress_media_received (gpointer data)
+{
+  sk_ingress_session_media_received (data);
+}
+
+static void
+ingress_input_info (gpointer data, const SkInputInfo *info)
+{
+  sk_ingress_session_set_input_info (data, info);
+}
+
+static gboolean
+ingress_transcode_video (gpointer data)
+{
+  return sk_ingress_session_get_transcode (data) == SK_TRANSCODE_ALWAYS;
+}
+
+static const SkWhipSessionTarget ingress_target = {
+  .transcode_video = ingress_transcode_video,
+  .publish_track = ingress_publish_track,
+  .publishing = ingress_publishing,
+  .media_received = ingress_media_received,
+  .input_info = ingress_input_info,
+};
+
 SkWhipSession *
 sk_whip_session_new (const char *name, const SkWhipOffer *offer, SkIngressSession *ingress,
                      const SkConfig *config, const SkWhipSessionCallbacks *callbacks,
                      gpointer user_data, GError **error)
+{
+  return sk_whip_session_new_for_target (name, offer, &ingress_target, ingress, GST_CLOCK_TIME_NONE,
+                                         config, callbacks, user_data, error);
+}
+
+GstClockTime
+sk_whip_session_get_base_time (SkWhipSession *ws)
+{
+  return ws->base_time;
+}
+
+SkWhipSession *
+sk_whip_session_new_for_target (const char *name, const SkWhipOffer *offer,
+                                const SkWhipSessionTarget *target, gpointer data,
+                                GstClockTime base_time, const SkConfig *config,
+                                const SkWhipSessionCallbacks *callbacks, gpointer user_data,
+                                GError **error)
 {
   static gsize debug_init = 0;
   if (g_once_init_enter (&debug_init)) {
@@ -768,7 +833,8 @@ sk_whip_session_new (const char *name, const SkWhipOffer *offer, SkIngressSessio
   ws->refcount = 1;
   ws->name = g_strdup (name);
   ws->context = g_main_context_ref_thread_default ();
-  ws->ingress = ingress;
+  ws->target = *target;
+  ws->target_data = data;
   ws->config = config;
   ws->callbacks = *callbacks;
   ws->user_data = user_data;
@@ -782,11 +848,18 @@ sk_whip_session_new (const char *name, const SkWhipOffer *offer, SkIngressSessio
   ws->media[SK_TRACK_KIND_VIDEO].codec = offer->video.codec;
   ws->media[SK_TRACK_KIND_VIDEO].expected = offer->video.mline >= 0;
   ws->media[SK_TRACK_KIND_VIDEO].transcode
-      = sk_ingress_session_get_transcode (ingress) == SK_TRANSCODE_ALWAYS;
+      = target->transcode_video != NULL && target->transcode_video (data);
   ws->media[SK_TRACK_KIND_AUDIO].codec = offer->audio.codec;
   ws->media[SK_TRACK_KIND_AUDIO].expected = offer->audio.mline >= 0;
 
   ws->pipeline = gst_object_ref_sink (gst_pipeline_new (name));
+  /* The system clock and a base time of our choosing: a publisher's next session can continue
+   * this one's running time. */
+  g_autoptr (GstClock) clock = gst_system_clock_obtain ();
+  gst_pipeline_use_clock (GST_PIPELINE (ws->pipeline), clock);
+  ws->base_time = GST_CLOCK_TIME_IS_VALID (base_time) ? base_time : gst_clock_get_time (clock);
+  gst_element_set_start_time (ws->pipeline, GST_CLOCK_TIME_NONE);
+  gst_element_set_base_time (ws->pipeline, ws->base_time);
   GstElement *webrtcbin = gst_element_factory_make ("webrtcbin", "webrtc");
   if (webrtcbin == NULL) {
     g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "webrtcbin is not available");

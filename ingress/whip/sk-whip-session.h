@@ -30,6 +30,36 @@ SkWhipSession *sk_whip_session_new (const char *name, const SkWhipOffer *offer,
                                     const SkWhipSessionCallbacks *callbacks, gpointer user_data,
                                     GError **error);
 
+/*
+ * Where a session's media goes: an ingress session (public WHIP), or a remote participant
+ * (the cluster's internal endpoint, sk-whip-internal.c). Main context; @data borrowed, it must
+ * outlive the session.
+ */
+typedef struct {
+  /* The first buffer of @kind arrived: the track to push into (borrowed), or NULL + error. */
+  SkTrack *(*publish_track) (gpointer data, SkTrackKind kind, GstCaps *caps, GError **error);
+  /* Every track of the offer is flowing. */
+  void (*publishing) (gpointer data);
+  /* Media arrived since the last call (about every 250 ms while it flows). */
+  void (*media_received) (gpointer data);
+  /* Input figures (optional). */
+  void (*input_info) (gpointer data, const SkInputInfo *info);
+  /* Decode and re-encode the video (transcode: always); optional, default passthrough. */
+  gboolean (*transcode_video) (gpointer data);
+} SkWhipSessionTarget;
+
+/* Like sk_whip_session_new with any target. @base_time: GST_CLOCK_TIME_NONE, or the base
+ * time of an earlier session of the same publisher, so the PTS its tracks carry go on from
+ * where that one stopped (the pipelines share the system clock). */
+SkWhipSession *sk_whip_session_new_for_target (const char *name, const SkWhipOffer *offer,
+                                               const SkWhipSessionTarget *target, gpointer data,
+                                               GstClockTime base_time, const SkConfig *config,
+                                               const SkWhipSessionCallbacks *callbacks,
+                                               gpointer user_data, GError **error);
+
+/* The base time of the session's pipeline (system clock). */
+GstClockTime sk_whip_session_get_base_time (SkWhipSession *session);
+
 /* A trickled candidate line ("candidate:…") for m-line @mline. */
 void sk_whip_session_add_candidate (SkWhipSession *session, guint mline, const char *candidate);
 
