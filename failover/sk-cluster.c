@@ -582,6 +582,17 @@ sk_cluster_get_liveness (SkCluster *self, const char *node, guint64 incarnation)
   return SK_NODE_UNKNOWN;
 }
 
+guint64
+sk_cluster_get_live_incarnation (SkCluster *self, const char *node)
+{
+  SkStoreNode *n;
+
+  if (g_strcmp0 (node, self->config->node_id) == 0)
+    return self->incarnation;
+  n = g_hash_table_lookup (self->live, node);
+  return n != NULL ? n->incarnation : 0;
+}
+
 const char *
 sk_cluster_get_node_url (SkCluster *self, const char *node)
 {

@@ -77,6 +77,8 @@ guint64 sk_cluster_get_incarnation (SkCluster *cluster); /* 0 until joined */
 gboolean sk_cluster_in_grace (SkCluster *cluster);
 
 SkNodeLiveness sk_cluster_get_liveness (SkCluster *cluster, const char *node, guint64 incarnation);
+/* The incarnation of @node holding a lease as of the last view; 0 if none. */
+guint64 sk_cluster_get_live_incarnation (SkCluster *cluster, const char *node);
 /* The advertise URL of a live node, from its lease; NULL if it has none. */
 const char *sk_cluster_get_node_url (SkCluster *cluster, const char *node);
 /* Live nodes other than this one, by id (borrowed strings, valid until the next view). */

@@ -17,6 +17,7 @@
 #include "common/sk-http.h"
 #include "failover/sk-cluster.h"
 #include "rooms/sk-events-http.h"
+#include "rooms/sk-remote.h"
 #include "rooms/sk-whep.h"
 
 #define ROOM_NAME_MAX 128
@@ -48,6 +49,7 @@ struct _SkParticipant {
   char *ingress_node;          /* where its media comes from (this node, or a remote publisher's) */
   guint64 ingress_incarnation; /* of that node when the participant joined; 0 = unknown */
   GPtrArray *tracks;           /* SkTrack*, owned, in publish order */
+  SkRemotePublication *publication; /* room hosted elsewhere: our media goes there */
   SkParticipantEvictedFunc evicted;
   gpointer user_data;
   gboolean departed; /* left the room; only the evicted callback still sees it */
@@ -70,6 +72,13 @@ struct _SkRoom {
   gboolean rebuilding; /* takeover: appends wait until the state is rebuilt */
   gboolean lost;       /* another node holds it now: nothing more is written */
   gboolean adopted;    /* claimed from a dead node by this one, with no participant here */
+
+  /* Hosted on another node (proxy): our participants publish there, the host writes. */
+  gboolean remote;
+  char *host_node;
+  guint64 host_incarnation;
+  guint64 host_epoch;
+  guint done_idle_id;
   gboolean snapshot_in_flight;
   gboolean snapshot_dirty;
   guint place_attempts;
@@ -108,6 +117,8 @@ struct _SkRoomManager {
 
 static void room_pump (SkRoom *room);
 static void room_place (SkRoom *room);
+static void room_become_proxy (SkRoom *room, const char *node, guint64 incarnation, guint64 epoch);
+static JsonObject *participant_event_new (SkParticipant *p, const char *type);
 static void room_write_snapshot (SkRoom *room);
 static SkParticipant *room_find_participant (SkRoom *room, const char *sid);
 
@@ -293,8 +304,14 @@ room_event_new (SkRoom *room, const char *type)
 static void
 room_enqueue (SkRoom *room, JsonObject *event, const char *webhook)
 {
-  PendingEvent *pe = g_new0 (PendingEvent, 1);
+  PendingEvent *pe;
 
+  if (room->remote) {
+    /* The host writes this room's log (from what our remote publications tell it). */
+    json_object_unref (event);
+    return;
+  }
+  pe = g_new0 (PendingEvent, 1);
   pe->event = event;
   pe->webhook = webhook;
   g_queue_push_tail (&room->pending, pe);
@@ -368,6 +385,16 @@ room_check_done (SkRoom *room)
   if (room->finished && room->participants->len == 0 && g_queue_is_empty (&room->pending)
       && room->in_flight == NULL && room->retry_id == 0 && !room->snapshot_in_flight)
     room_dispose (room);
+}
+
+static gboolean
+room_check_done_idle (gpointer user_data)
+{
+  SkRoom *room = user_data;
+
+  room->done_idle_id = 0;
+  room_check_done (room);
+  return G_SOURCE_REMOVE;
 }
 
 static gboolean
@@ -655,10 +682,10 @@ on_placement (GObject *source, GAsyncResult *result, gpointer user_data)
       room_retry_later (room);
       return;
     }
-    if (liveness == SK_NODE_ALIVE && strcmp (node, self->config->node_id) != 0)
-      g_warning ("room %s is hosted on live node %s; taking it over here (publishing into a "
-                 "room on another node is not supported yet)",
-                 room->name, node);
+    if (liveness == SK_NODE_ALIVE && strcmp (node, self->config->node_id) != 0) {
+      room_become_proxy (room, node, incarnation, epoch);
+      return;
+    }
   }
   g_free (room->prev_node);
   room->prev_node = g_steal_pointer (&node);
@@ -674,6 +701,137 @@ room_place (SkRoom *room)
 {
   sk_store_get_placement_async (room->manager->store, room->name, room->cancellable, on_placement,
                                 room);
+}
+
+/* ---- proxy: a room hosted on another node ----------------------------------------------- */
+
+static void
+on_publication_state (SkRemotePublication *publication, SkRemoteState state, const GError *error,
+                      gpointer user_data)
+{
+  SkParticipant *p = user_data;
+
+  if (state == SK_REMOTE_FAILED)
+    g_warning ("room %s: participant %s cannot publish to host %s: %s; retrying", p->room->name,
+               p->sid, p->room->host_node, error != NULL ? error->message : "failed");
+  else if (state == SK_REMOTE_PUBLISHING)
+    g_message ("room %s: participant %s publishes to host %s", p->room->name, p->sid,
+               p->room->host_node);
+}
+
+static const char *
+room_host_url (SkRoom *room)
+{
+  return sk_cluster_get_node_url (room->manager->cluster, room->host_node);
+}
+
+/* Our media of @p goes to the room's host, under @p's sids. */
+static void
+participant_start_remote (SkParticipant *p)
+{
+  g_autoptr (JsonObject) o = participant_to_json (p);
+  g_autoptr (JsonNode) node = json_node_init_object (json_node_alloc (), o);
+  g_autofree char *json = json_to_string (node, FALSE);
+  const char *url = room_host_url (p->room);
+
+  g_clear_pointer (&p->publication, sk_remote_publication_free);
+  p->publication = sk_remote_publication_new (p->room->manager->config, p->room->name, json,
+                                              on_publication_state, p);
+  for (guint i = 0; i < p->tracks->len; i++)
+    sk_remote_publication_add_track (p->publication, g_ptr_array_index (p->tracks, i));
+  if (url != NULL)
+    sk_remote_publication_set_target (p->publication, url);
+}
+
+/*
+ * The room lives on @node: what we queued for its log is the host's to write (it will, from
+ * our publications: ParticipantConnected and TrackPublished under the same sids), and our
+ * participants' media goes there.
+ */
+static void
+room_become_proxy (SkRoom *room, const char *node, guint64 incarnation, guint64 epoch)
+{
+  g_message ("room %s is hosted on node %s (epoch %" G_GUINT64_FORMAT
+             "); publishing %u participant(s) there",
+             room->name, node, epoch, room->participants->len);
+  g_queue_clear_full (&room->pending, (GDestroyNotify)pending_event_free);
+  room->remote = TRUE;
+  room->fresh = FALSE;
+  room->placed = FALSE;
+  g_free (room->host_node);
+  room->host_node = g_strdup (node);
+  room->host_incarnation = incarnation;
+  room->host_epoch = epoch;
+  for (guint i = 0; i < room->participants->len; i++)
+    participant_start_remote (g_ptr_array_index (room->participants, i));
+}
+
+/* The view says where the room is now. */
+static void
+room_follow_host (SkRoom *room, SkStorePlacement *pl)
+{
+  SkRoomManager *self = room->manager;
+  SkNodeLiveness liveness;
+
+  if (pl == NULL) {
+    /* The host let the room go (it saw nobody): start it here again, with our participants. */
+    g_message ("room %s: its host released it; hosting it here", room->name);
+  } else if (pl->epoch == room->host_epoch && g_strcmp0 (pl->node, room->host_node) == 0) {
+    liveness = sk_cluster_get_liveness (self->cluster, pl->node, pl->incarnation);
+    if (liveness != SK_NODE_DEAD)
+      return;
+    /* Our publishers live: this node is the natural new host. */
+    g_message ("room %s: its host %s died; claiming it here", room->name, pl->node);
+  } else if (strcmp (pl->node, self->config->node_id) != 0
+             && sk_cluster_get_liveness (self->cluster, pl->node, pl->incarnation)
+                    == SK_NODE_ALIVE) {
+    g_message ("room %s moved to node %s (epoch %" G_GUINT64_FORMAT "); republishing there",
+               room->name, pl->node, pl->epoch);
+    g_free (room->host_node);
+    room->host_node = g_strdup (pl->node);
+    room->host_incarnation = pl->incarnation;
+    room->host_epoch = pl->epoch;
+    for (guint i = 0; i < room->participants->len; i++) {
+      SkParticipant *p = g_ptr_array_index (room->participants, i);
+      const char *url = room_host_url (room);
+
+      if (p->publication != NULL && url != NULL)
+        sk_remote_publication_set_target (p->publication, url);
+    }
+    return;
+  } else {
+    return; /* not settled yet: the next view tells */
+  }
+
+  /* Host here: the publications stop (nobody to tell), placement decides the rest. */
+  for (guint i = 0; i < room->participants->len; i++) {
+    SkParticipant *p = g_ptr_array_index (room->participants, i);
+
+    g_clear_pointer (&p->publication, sk_remote_publication_free);
+  }
+  room->remote = FALSE;
+  if (pl == NULL) {
+    /* A new life of the room: it starts, and our participants join it again. */
+    room->fresh = TRUE;
+    room->epoch = 0;
+    for (guint i = 0; i < room->participants->len; i++) {
+      SkParticipant *p = g_ptr_array_index (room->participants, i);
+
+      room_enqueue (room, participant_event_new (p, "ParticipantConnected"), "participant_joined");
+      for (guint j = 0; j < p->tracks->len; j++) {
+        JsonObject *event = participant_event_new (p, "TrackPublished");
+
+        json_object_set_object_member (event, "track",
+                                       track_to_json (g_ptr_array_index (p->tracks, j)));
+        room_enqueue (room, event, "track_published");
+      }
+    }
+  } else {
+    /* A takeover (the log names our participants already): rebuilt, no events for them. */
+    room->fresh = TRUE;
+    room->epoch = 0;
+  }
+  room_place (room);
 }
 
 /* ---- takeover: a dead host's room is rebuilt from the store ------------------------------ */
@@ -847,6 +1005,7 @@ rebuild_finish (Rebuild *rb)
   }
 
   moved = room_event_new (room, "RoomMoved");
+  /* (Participants that joined here while the room was proxied get their events below.) */
   json_object_set_string_member (moved, "from_node", room->prev_node);
   json_object_set_int_member (moved, "epoch", (gint64)room->epoch);
   json_object_set_string_member (moved, "reason", SK_REASON_NODE_FAILURE);
@@ -882,6 +1041,28 @@ rebuild_finish (Rebuild *rb)
     if (!replaced)
       i++;
   }
+  /* Ours, proxied to the dead host: what it never wrote (its POST was not through, a track
+   * came or went meanwhile) is written now. */
+  for (guint i = room->participants->len - n_local; i < room->participants->len; i++) {
+    SkParticipant *p = g_ptr_array_index (room->participants, i);
+    JsonObject *known = json_get_object (rb->participants, p->sid, NULL);
+    JsonObject *known_tracks = known != NULL ? json_get_object (known, "tracks", NULL) : NULL;
+
+    if (known == NULL)
+      room_enqueue (room, participant_event_new (p, "ParticipantConnected"), "participant_joined");
+    for (guint j = 0; j < p->tracks->len; j++) {
+      SkTrack *track = g_ptr_array_index (p->tracks, j);
+
+      if (known_tracks == NULL
+          || !json_object_has_member (known_tracks, sk_track_get_sid (track))) {
+        JsonObject *event = participant_event_new (p, "TrackPublished");
+
+        json_object_set_object_member (event, "track", track_to_json (track));
+        room_enqueue (room, event, "track_published");
+      }
+    }
+  }
+
   if (room->participants->len > 0)
     g_clear_handle_id (&room->empty_timeout_id, g_source_remove);
 
@@ -996,6 +1177,8 @@ room_free (gpointer data)
   g_clear_pointer (&room->in_flight, pending_event_free);
   g_ptr_array_unref (room->participants);
   g_free (room->prev_node);
+  g_free (room->host_node);
+  g_clear_handle_id (&room->done_idle_id, g_source_remove);
   g_cancellable_cancel (room->cancellable);
   g_object_unref (room->cancellable);
   g_free (room->name);
@@ -1051,6 +1234,7 @@ room_empty_timeout_cb (gpointer user_data)
 static void
 participant_free (SkParticipant *p)
 {
+  g_clear_pointer (&p->publication, sk_remote_publication_free);
   g_ptr_array_unref (p->tracks);
   g_free (p->sid);
   g_free (p->identity);
@@ -1095,6 +1279,8 @@ participant_unpublish_index (SkParticipant *p, guint index, const char *reason)
   json_object_set_object_member (event, "track", track_to_json (track));
   json_object_set_string_member (event, "reason", reason);
   room_enqueue (p->room, event, "track_unpublished");
+  if (p->publication != NULL)
+    sk_remote_publication_remove_track (p->publication, track);
   sk_track_end (track);
   notify_track (p->room, p, track, FALSE);
 }
@@ -1109,6 +1295,9 @@ participant_depart (SkParticipant *p, const char *reason)
   JsonObject *event;
   guint index;
 
+  /* Proxied: one DELETE makes the host write the tracks' and the participant's way out. */
+  if (p->publication != NULL)
+    sk_remote_publication_end (p->publication, reason);
   while (p->tracks->len > 0)
     participant_unpublish_index (p, 0, reason);
   event = participant_event_new (p, "ParticipantDisconnected");
@@ -1119,7 +1308,12 @@ participant_depart (SkParticipant *p, const char *reason)
   if (g_ptr_array_find (room->participants, p, &index))
     g_ptr_array_steal_index (room->participants, index);
 
-  if (room->participants->len == 0 && !self->shutting_down) {
+  if (room->participants->len == 0 && room->remote) {
+    /* Nothing of ours is left in a room another node hosts. */
+    room->finished = TRUE;
+    if (room->done_idle_id == 0)
+      room->done_idle_id = g_idle_add (room_check_done_idle, room);
+  } else if (room->participants->len == 0 && !self->shutting_down) {
     g_clear_handle_id (&room->empty_timeout_id, g_source_remove);
     room->empty_timeout_id
         = g_timeout_add (self->config->room_empty_timeout_ms, room_empty_timeout_cb, room);
@@ -1191,9 +1385,13 @@ room_manager_join (SkRoomManager *self, const char *room_name, const char *sid,
   p = participant_new (room, sid, identity, name, kind, ingress_node);
   if (ingress_node == NULL || strcmp (ingress_node, self->config->node_id) == 0)
     p->ingress_incarnation = manager_incarnation (self);
+  else if (self->cluster != NULL)
+    p->ingress_incarnation = sk_cluster_get_live_incarnation (self->cluster, ingress_node);
   p->evicted = evicted;
   p->user_data = user_data;
   g_ptr_array_add (room->participants, p);
+  if (room->remote)
+    participant_start_remote (p);
 
   room_enqueue (room, participant_event_new (p, "ParticipantConnected"), "participant_joined");
   return p;
@@ -1264,6 +1462,8 @@ sk_room_manager_join_remote (SkRoomManager *self, const char *room_name, const c
     p->user_data = user_data;
     g_free (p->ingress_node);
     p->ingress_node = g_strdup (ingress_node);
+    if (self->cluster != NULL)
+      p->ingress_incarnation = sk_cluster_get_live_incarnation (self->cluster, ingress_node);
     return p;
   }
   return room_manager_join (self, room_name, sid, identity, name, kind, ingress_node, evicted,
@@ -1300,6 +1500,8 @@ participant_publish_track (SkParticipant *p, const char *sid, SkTrackKind kind, 
   event = participant_event_new (p, "TrackPublished");
   json_object_set_object_member (event, "track", track_to_json (track));
   room_enqueue (p->room, event, "track_published");
+  if (p->publication != NULL)
+    sk_remote_publication_add_track (p->publication, track);
   notify_track (p->room, p, track, TRUE);
   return track;
 }
@@ -1436,9 +1638,10 @@ manager_redirect_to_host (SkRoomManager *self, SoupServerMessage *msg, const cha
   g_autofree char *location = NULL;
   GUri *uri;
 
-  if (self->cluster == NULL || (room != NULL && !room->lost))
+  if (self->cluster == NULL || (room != NULL && !room->lost && !room->remote))
     return FALSE;
-  host = g_hash_table_lookup (self->hosts, room_name);
+  host = room != NULL && room->remote ? room->host_node
+                                      : g_hash_table_lookup (self->hosts, room_name);
   if (host == NULL || strcmp (host, self->config->node_id) == 0)
     return FALSE;
   url = sk_cluster_get_node_url (self->cluster, host);
@@ -1618,6 +1821,18 @@ manager_is_first_choice (SkRoomManager *self, const char *room)
          == 0;
 }
 
+static SkStorePlacement *
+manager_find_placement (GPtrArray *placements, const char *room)
+{
+  for (guint i = 0; i < placements->len; i++) {
+    SkStorePlacement *pl = g_ptr_array_index (placements, i);
+
+    if (strcmp (pl->room, room) == 0)
+      return pl;
+  }
+  return NULL;
+}
+
 static void
 on_cluster_view (SkCluster *cluster, GPtrArray *placements, gpointer user_data)
 {
@@ -1638,7 +1853,9 @@ on_cluster_view (SkCluster *cluster, GPtrArray *placements, gpointer user_data)
   for (guint i = 0; i < rooms->len; i++) {
     SkRoom *room = g_ptr_array_index (rooms, i);
 
-    if (room->placed && !room->rebuilding && !room->lost)
+    if (room->remote && !room->finished)
+      room_follow_host (room, manager_find_placement (placements, room->name));
+    else if (room->placed && !room->rebuilding && !room->lost)
       room_check_remote_participants (room);
   }
 

@@ -387,6 +387,8 @@ class Cluster:
         self.redis, self.replica, self.sentinels = None, None, []
         self._n_sentinels, self._with_replica, self._with_redis = sentinels, replica, redis
         settings = dict(DEFAULT_CLUSTER_SETTINGS if cluster is None else cluster)
+        # Node-to-node requests (remote publication) carry the cluster secret.
+        settings.setdefault("secret", secrets.token_hex(16))
         self.settings = settings
         self._node_store = node_store
         self._node_args = list(node_args)
