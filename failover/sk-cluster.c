@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common/sk-common.h"
+#include "common/sk-http.h"
 
 typedef struct {
   SkClusterCallbacks callbacks;
@@ -39,6 +40,7 @@ struct _SkCluster {
   GHashTable *watched; /* "node\nincarnation" → NULL: incarnations to retire once gone */
   GHashTable *retiring;
   GTask *leave_task;
+  SoupSession *http; /* forwarding to other nodes; created on first use */
 };
 
 static void cluster_join (SkCluster *self);
@@ -440,6 +442,7 @@ sk_cluster_free (SkCluster *self)
     g_task_return_new_error (self->leave_task, G_IO_ERROR, G_IO_ERROR_CANCELLED, "freed");
     g_clear_object (&self->leave_task);
   }
+  g_clear_object (&self->http);
   g_hash_table_unref (self->retiring);
   g_hash_table_unref (self->watched);
   g_hash_table_unref (self->dead);
@@ -632,4 +635,122 @@ sk_cluster_get_live_nodes (SkCluster *self)
   }
   g_ptr_array_sort (nodes, compare_strings);
   return nodes;
+}
+
+/* ---- resources held by one node, reachable through any ---------------------------------- */
+
+#define SK_RESOURCE_SEPARATOR '~'
+#define SK_FORWARDED_HEADER "X-Streamkeeper-Forwarded"
+#define SK_FORWARD_TIMEOUT_S 10
+
+char *
+sk_cluster_new_resource_id (const char *node_id)
+{
+  g_autofree char *secret = sk_secret_new (128);
+
+  return g_strdup_printf ("%s%c%s", node_id, SK_RESOURCE_SEPARATOR, secret);
+}
+
+/* Hop-by-hop headers and those libsoup sets itself are not copied. */
+static gboolean
+header_is_end_to_end (const char *name)
+{
+  static const char *const skipped[]
+      = { "Host",   "Connection", "Keep-Alive", "Content-Length", "Transfer-Encoding", "Upgrade",
+          "Server", "Date",       "TE" };
+
+  for (guint i = 0; i < G_N_ELEMENTS (skipped); i++) {
+    if (g_ascii_strcasecmp (name, skipped[i]) == 0)
+      return FALSE;
+  }
+  return TRUE;
+}
+
+static void
+copy_headers (SoupMessageHeaders *from, SoupMessageHeaders *to)
+{
+  SoupMessageHeadersIter iter;
+  const char *name, *value;
+
+  soup_message_headers_iter_init (&iter, from);
+  while (soup_message_headers_iter_next (&iter, &name, &value)) {
+    if (header_is_end_to_end (name))
+      soup_message_headers_append (to, name, value);
+  }
+}
+
+static void
+on_forwarded (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr (SoupServerMessage) msg = user_data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) body
+      = soup_session_send_and_read_finish (SOUP_SESSION (source), result, &error);
+  SoupMessage *out = soup_session_get_async_result_message (SOUP_SESSION (source), result);
+  SoupMessageHeaders *headers = soup_server_message_get_response_headers (msg);
+
+  if (body == NULL) {
+    g_warning ("cluster: forwarding %s %s: %s", soup_server_message_get_method (msg),
+               g_uri_get_path (soup_server_message_get_uri (msg)), error->message);
+    sk_http_reply_error (msg, SOUP_STATUS_BAD_GATEWAY, "unavailable",
+                         "the node holding this resource cannot be reached");
+  } else {
+    const char *type
+        = soup_message_headers_get_content_type (soup_message_get_response_headers (out), NULL);
+    gsize len = 0;
+    const char *data = g_bytes_get_data (body, &len);
+
+    copy_headers (soup_message_get_response_headers (out), headers);
+    soup_server_message_set_status (msg, soup_message_get_status (out),
+                                    soup_message_get_reason_phrase (out));
+    if (len > 0)
+      soup_server_message_set_response (msg, type, SOUP_MEMORY_COPY, data, len);
+  }
+  soup_server_message_unpause (msg);
+}
+
+gboolean
+sk_cluster_forward (SkCluster *self, SoupServerMessage *msg, const char *resource_id)
+{
+  const char *sep = resource_id != NULL ? strchr (resource_id, SK_RESOURCE_SEPARATOR) : NULL;
+  g_autofree char *node = NULL;
+  g_autofree char *target = NULL;
+  SoupMessageHeaders *in = soup_server_message_get_request_headers (msg);
+  SoupMessageBody *req_body = soup_server_message_get_request_body (msg);
+  GUri *uri = soup_server_message_get_uri (msg);
+  const char *url, *query = g_uri_get_query (uri);
+  SoupMessage *out;
+
+  if (self == NULL || sep == NULL || sep == resource_id)
+    return FALSE;
+  node = g_strndup (resource_id, sep - resource_id);
+  /* Ours, or already forwarded once (no loops between nodes that disagree). */
+  if (strcmp (node, self->config->node_id) == 0
+      || soup_message_headers_get_one (in, SK_FORWARDED_HEADER) != NULL)
+    return FALSE;
+  url = sk_cluster_get_node_url (self, node);
+  if (url == NULL || url[0] == '\0')
+    return FALSE;
+
+  target = g_strdup_printf ("%s%s%s%s", url, g_uri_get_path (uri), query != NULL ? "?" : "",
+                            query != NULL ? query : "");
+  out = soup_message_new (soup_server_message_get_method (msg), target);
+  if (out == NULL)
+    return FALSE;
+  copy_headers (in, soup_message_get_request_headers (out));
+  soup_message_headers_replace (soup_message_get_request_headers (out), SK_FORWARDED_HEADER,
+                                self->config->node_id);
+  if (req_body != NULL && req_body->length > 0) {
+    g_autoptr (GBytes) bytes = soup_message_body_flatten (req_body);
+
+    soup_message_set_request_body_from_bytes (out, soup_message_headers_get_content_type (in, NULL),
+                                              bytes);
+  }
+  if (self->http == NULL)
+    self->http = soup_session_new_with_options ("timeout", SK_FORWARD_TIMEOUT_S, NULL);
+  soup_server_message_pause (msg);
+  soup_session_send_and_read_async (self->http, out, G_PRIORITY_DEFAULT, NULL, on_forwarded,
+                                    g_object_ref (msg));
+  g_object_unref (out);
+  return TRUE;
 }

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <json-glib/json-glib.h>
+#include <libsoup/soup.h>
 
 #include "common/sk-config.h"
 #include "failover/sk-store.h"
@@ -83,5 +84,17 @@ guint64 sk_cluster_get_live_incarnation (SkCluster *cluster, const char *node);
 const char *sk_cluster_get_node_url (SkCluster *cluster, const char *node);
 /* Live nodes other than this one, by id (borrowed strings, valid until the next view). */
 GPtrArray *sk_cluster_get_live_nodes (SkCluster *cluster);
+
+/*
+ * Resource ids (WHEP sessions, WHIP sessions) name the node that holds the resource, so a
+ * request reaching any node behind the load balancer can be passed to it:
+ * "<node id>~<128 random bits>".
+ */
+char *sk_cluster_new_resource_id (const char *node_id);
+
+/* If @resource_id belongs to another live node, forwards @msg there (paused here, answered
+ * with that node's reply, 502 if it cannot be reached) and returns TRUE; FALSE means "handle it
+ * here" (ours, malformed, or not forwardable: the caller's 404 is the right answer). */
+gboolean sk_cluster_forward (SkCluster *cluster, SoupServerMessage *msg, const char *resource_id);
 
 G_END_DECLS

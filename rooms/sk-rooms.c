@@ -1895,6 +1895,12 @@ on_cluster_fenced (SkCluster *cluster, gpointer user_data)
     room_lost (g_ptr_array_index (rooms, i), error);
 }
 
+SkCluster *
+sk_room_manager_get_cluster (SkRoomManager *self)
+{
+  return self->cluster;
+}
+
 void
 sk_room_manager_set_cluster (SkRoomManager *self, SkCluster *cluster)
 {

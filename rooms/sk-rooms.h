@@ -38,6 +38,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkRoomManager, sk_room_manager_free)
 /* Cluster mode: rooms of dead nodes are claimed and rebuilt here, participants whose ingress
  * node died leave with node_failure, and a fenced node drops its rooms without events. */
 void sk_room_manager_set_cluster (SkRoomManager *self, SkCluster *cluster);
+SkCluster *sk_room_manager_get_cluster (SkRoomManager *self); /* NULL on a node on its own */
 
 /* Registers /v1/rooms, /v1/rooms/{room}, /v1/rooms/{room}/events (SSE) and
  * /v1/rooms/{room}/whep (+ the WHEP resources) on @server. */

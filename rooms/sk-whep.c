@@ -1013,7 +1013,7 @@ sub_new (SkWhepServer *server, const char *room, const char *filter)
   sub->refcount = 1;
   sub->server = server;
   sub->context = g_main_context_ref (server->context);
-  sub->id = sk_secret_new (128);
+  sub->id = sk_cluster_new_resource_id (sub->server->config->node_id);
   g_autofree char *tag = sk_secret_new (64);
   sub->etag = g_strdup_printf ("\"%s\"", tag);
   sub->room = g_strdup (room);
@@ -1336,8 +1336,11 @@ resource_handler (SoupServer *server, SoupServerMessage *msg, const char *path, 
     reply_options (msg, SK_WHEP_RESOURCE_METHODS, FALSE);
     return;
   }
-  sk_http_add_cors (msg, SK_WHEP_RESOURCE_METHODS);
   SkWhepSubscriber *sub = g_hash_table_lookup (self->subscribers, id);
+  /* Another node's viewer (the load balancer picked us): that node answers. */
+  if (sub == NULL && sk_cluster_forward (sk_room_manager_get_cluster (self->rooms), msg, id))
+    return;
+  sk_http_add_cors (msg, SK_WHEP_RESOURCE_METHODS);
   if (sub == NULL) {
     sk_http_reply_error (msg, SOUP_STATUS_NOT_FOUND, "not_found", "no such WHEP session");
     return;

@@ -36,6 +36,7 @@ struct _SkWhipServer {
   GHashTable *resources;    /* id → SkWhipResource (owned) */
   GThread *warm_up;         /* joined before the server goes (gst_deinit must not race it) */
   SkWhipInternal *internal; /* the cluster's internal endpoint, once enabled */
+  SkRoomManager *rooms;     /* for the cluster (forwarding), once enabled */
 };
 
 struct _SkWhipResource {
@@ -384,7 +385,7 @@ handle_offer (SkWhipServer *self, SoupServerMessage *msg, const char *path_key)
   /* Only now: a valid offer replaces a live session of the same key. */
   SkWhipResource *res = g_new0 (SkWhipResource, 1);
   res->server = self;
-  res->id = sk_secret_new (128);
+  res->id = sk_cluster_new_resource_id (self->config->node_id);
   new_etag (res);
   res->mid_to_mline = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   res->ice_ufrag = g_strdup (offer->ice_ufrag);
@@ -563,8 +564,12 @@ handle_resource (SkWhipServer *self, SoupServerMessage *msg, const char *id)
     reply_options (msg, SK_WHIP_RESOURCE_METHODS, FALSE);
     return;
   }
-  add_cors (msg, SK_WHIP_RESOURCE_METHODS);
   SkWhipResource *res = g_hash_table_lookup (self->resources, id);
+  /* Another node's session (the load balancer picked us): that node answers. */
+  if (res == NULL && self->rooms != NULL
+      && sk_cluster_forward (sk_room_manager_get_cluster (self->rooms), msg, id))
+    return;
+  add_cors (msg, SK_WHIP_RESOURCE_METHODS);
   if (res == NULL) {
     reply_problem (msg, SOUP_STATUS_NOT_FOUND, "not_found", "no such WHIP session");
     return;
@@ -670,6 +675,7 @@ void
 sk_whip_server_enable_internal (SkWhipServer *self, SkRoomManager *rooms)
 {
   g_return_if_fail (self->internal == NULL);
+  self->rooms = rooms;
   self->internal = sk_whip_internal_new (self->config, rooms);
 }
 

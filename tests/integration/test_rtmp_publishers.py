@@ -1,6 +1,9 @@
 """Every real RTMP publisher into one node: state machine, input figures, room events,
 playback over WHEP, and the three ways a publication ends (clean stop, kill -9, replaced)."""
 
+import subprocess
+import time
+
 import pytest
 
 import harness
@@ -114,3 +117,32 @@ def test_second_publish_replaces(node, publish, follow, invariants, kind):
     first.kill()
     sse.wait_event("ParticipantDisconnected", psid=new_psid, timeout=EVENT_TIMEOUT)
     invariants(sse.events, final=True)
+
+
+def test_obs_reconnect_continues_its_clock(node, publish, follow, invariants):
+    """OBS-like reconnect after the TCP connection is cut: the new connection's metadata is
+    stamped 0 but its media continues the old clock (seconds in). Both tracks come back for
+    the new participant (a regression: the pipeline took the metadata's 0 as the stream's
+    origin, thought video was missing and published audio only)."""
+    room = harness.unique_room("reco")
+    ing = node.api.create_ingress(room, identity="cam-1")
+    sse = follow(node, room)
+    pub = publish("obs", node.rtmp_url(ing["stream_key"]), reconnect=True)
+    old_psid, _ = wait_tracks(sse, "cam-1")
+    time.sleep(3)  # the clock the reconnect continues is well past the start
+    cut = subprocess.run(["ss", "-K", "src", "127.0.0.1", "sport", "=", str(node.rtmp_port)],
+                         capture_output=True, text=True)
+    if cut.returncode != 0:
+        pytest.skip(f"ss -K cannot cut connections here: {cut.stderr.strip()}")
+    sse.wait_event("ParticipantDisconnected", psid=old_psid, timeout=EVENT_TIMEOUT)
+
+    def new_participant(evs):
+        sids = [e["participant"]["sid"] for e in evs if e["event"] == "ParticipantConnected"]
+        return sids[1] if len(sids) > 1 else None
+
+    new_psid = sse.wait_for(new_participant, EVENT_TIMEOUT, what="the reconnected participant")
+    tracks = sse.wait_event("TrackPublished", count=2, psid=new_psid, timeout=EVENT_TIMEOUT)
+    assert sorted(t["track"]["kind"] for t in tracks) == ["audio", "video"]
+    harness.assert_plays(node, room, frames=20, expect_audio=True)
+    assert pub.running()
+    invariants(sse.events)
