@@ -11,17 +11,21 @@
  * ({"video_frames":N,"audio_buffers":M,"width":W,"height":H}) and a final
  * {"result":"ok"|"timeout"|"error",...}; after the POST, {"location":URL}. Exit status 0 once N
  * frames (and audio if asked) were decoded before the timeout. --latency adds one line per decoded
- * frame with the local monotonic time and the frame's PTS. --no-decode counts depayloaded frames
+ * frame with the local monotonic time and the frame's PTS, and "g2g_ms" when the frame carries
+ * a publisher's capture-time stamp (sk-whip-publisher --stamp, tests/tools/sk-stamp.h): the time
+ * from capture to decoded picture on this machine. --no-decode counts depayloaded frames
  * instead of decoded ones, so that a benchmark can run many subscribers on a small machine.
  */
 #include <string.h>
 
 #include <gst/gst.h>
 #include <gst/sdp/sdp.h>
+#include <gst/video/video.h>
 #include <gst/webrtc/webrtc.h>
 #include <libsoup/soup.h>
 
 #include "rooms/sk-webrtc.h"
+#include "sk-stamp.h"
 
 typedef struct {
   GMainLoop *loop;
@@ -141,10 +145,24 @@ on_video_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
     }
   }
   int n = g_atomic_int_add (&c->video_frames, 1) + 1;
-  if (opt_latency)
-    g_print ("{\"frame\":%d,\"mono_us\":%" G_GINT64_FORMAT ",\"pts_ns\":%" G_GINT64_FORMAT "}\n", n,
-             g_get_monotonic_time (),
-             GST_BUFFER_PTS_IS_VALID (buf) ? (gint64)GST_BUFFER_PTS (buf) : (gint64)-1);
+  if (opt_latency) {
+    gint64 now = g_get_monotonic_time ();
+    gint64 stamp = -1;
+    g_autoptr (GstCaps) caps = opt_no_decode ? NULL : gst_pad_get_current_caps (pad);
+    GstVideoInfo vinfo;
+    GstVideoFrame frame;
+    if (caps != NULL && gst_video_info_from_caps (&vinfo, caps)
+        && gst_video_frame_map (&frame, &vinfo, buf, GST_MAP_READ)) {
+      stamp = sk_stamp_read (&frame);
+      gst_video_frame_unmap (&frame);
+    }
+    g_autofree char *g2g = stamp >= 0 ? g_strdup_printf (",\"g2g_ms\":%" G_GINT64_FORMAT,
+                                                         sk_stamp_age_ms (stamp, now))
+                                      : g_strdup ("");
+    g_print ("{\"frame\":%d,\"mono_us\":%" G_GINT64_FORMAT ",\"pts_ns\":%" G_GINT64_FORMAT "%s}\n",
+             n, now, GST_BUFFER_PTS_IS_VALID (buf) ? (gint64)GST_BUFFER_PTS (buf) : (gint64)-1,
+             g2g);
+  }
   if (n == opt_frames)
     g_idle_add (on_check_goals, c);
   return GST_PAD_PROBE_OK;
