@@ -4,6 +4,7 @@
  *   sk-whep-client --url http://127.0.0.1:8080/v1/rooms/ROOM/whep [--token T]
  *                  [--ice-address 127.0.0.1] [--frames N] [--timeout S] [--expect-audio]
  *                  [--delete] [--latency] [--no-decode] [--codec h264|vp8|any]
+ *                  [--jitterbuffer-ms N]
  *
  * Offers recvonly video (H.264 by default; --codec vp8 or any: VP8, or both) + Opus, decodes
  * what arrives (asking for a keyframe with a PLI, as a browser does, until one comes) and prints
@@ -15,6 +16,10 @@
  * a publisher's capture-time stamp (sk-whip-publisher --stamp, tests/tools/sk-stamp.h): the time
  * from capture to decoded picture on this machine. --no-decode counts depayloaded frames
  * instead of decoded ones, so that a benchmark can run many subscribers on a small machine.
+ * The decoders' plugins are loaded before the POST, as a browser has its decoders ready: loading
+ * gst-libav inside the first buffer's pad-added took over a second on a busy machine, which
+ * first-frame figures would have charged to the server. --jitterbuffer-ms sets webrtcbin's
+ * latency (default 200), which the first packet of each stream waits out before going on.
  */
 #include <string.h>
 
@@ -45,6 +50,7 @@ typedef struct {
   gint video_frames;
   gint audio_buffers;
   gint width, height;
+  gint64 post_us; /* CLOCK_MONOTONIC when the (first) POST went out */
 } Client;
 
 static char *opt_url;
@@ -57,6 +63,7 @@ static gboolean opt_delete;
 static gboolean opt_latency;
 static gboolean opt_no_decode;
 static char *opt_codec;
+static int opt_jitterbuffer_ms = 200;
 
 static GOptionEntry entries[] = {
   { "url", 0, 0, G_OPTION_ARG_STRING, &opt_url, "WHEP endpoint URL", "URL" },
@@ -72,6 +79,8 @@ static GOptionEntry entries[] = {
     "count depayloaded frames instead of decoding them (cheap, for benchmarks)", NULL },
   { "codec", 0, 0, G_OPTION_ARG_STRING, &opt_codec,
     "video codec to offer: h264 (default), vp8, any", "CODEC" },
+  { "jitterbuffer-ms", 0, 0, G_OPTION_ARG_INT, &opt_jitterbuffer_ms,
+    "jitter buffer latency (default 200, webrtcbin's)", "N" },
   { NULL },
 };
 
@@ -274,7 +283,8 @@ on_post_done (GObject *source, GAsyncResult *res, gpointer data)
     g_autoptr (GUri) abs = g_uri_parse_relative (c->url, location, SOUP_HTTP_URI_FLAGS, NULL);
     if (abs != NULL)
       c->resource = g_uri_to_string (abs);
-    g_print ("{\"location\":\"%s\"}\n", c->resource != NULL ? c->resource : location);
+    g_print ("{\"location\":\"%s\",\"post_us\":%" G_GINT64_FORMAT "}\n",
+             c->resource != NULL ? c->resource : location, c->post_us);
   }
 
   GstSDPMessage *sdp = NULL;
@@ -316,6 +326,8 @@ post_offer (gpointer data)
     g_autofree char *auth = g_strdup_printf ("Bearer %s", opt_token);
     soup_message_headers_replace (soup_message_get_request_headers (msg), "Authorization", auth);
   }
+  if (c->post_us == 0)
+    c->post_us = g_get_monotonic_time ();
   soup_session_send_and_read_async (c->session, msg, G_PRIORITY_DEFAULT, NULL, on_post_done, c);
   g_object_unref (msg);
   return G_SOURCE_REMOVE;
@@ -480,12 +492,21 @@ main (int argc, char **argv)
     return 2;
   }
 
+  /* Load the decoders' plugins now, not in the streaming thread of the first buffer. */
+  for (guint i = 0; i < 3; i++) {
+    const char *names[] = { "avdec_h264", "vp8dec", "opusdec" };
+    GstElement *e = gst_element_factory_make (names[i], NULL);
+    if (e != NULL)
+      gst_object_unref (gst_object_ref_sink (e));
+  }
+
   c.loop = g_main_loop_new (NULL, FALSE);
   c.session = soup_session_new ();
   c.pipeline = gst_pipeline_new ("whep-client");
   c.webrtc = gst_element_factory_make ("webrtcbin", "webrtc");
   gst_bin_add (GST_BIN (c.pipeline), c.webrtc);
   gst_util_set_object_arg (G_OBJECT (c.webrtc), "bundle-policy", "max-bundle");
+  g_object_set (c.webrtc, "latency", (guint)MAX (opt_jitterbuffer_ms, 0), NULL);
   const char *loopback[] = { "127.0.0.1", NULL };
   sk_webrtc_configure_ice (c.webrtc, opt_ice != NULL ? (const char *const *)opt_ice : loopback, 0,
                            0);

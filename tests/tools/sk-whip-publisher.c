@@ -436,7 +436,7 @@ on_negotiation_needed (GstElement *webrtc, gpointer data)
 static gboolean
 report_connected (gpointer data)
 {
-  g_print ("{\"state\":\"connected\"}\n");
+  g_print ("{\"state\":\"connected\",\"mono_us\":%" G_GINT64_FORMAT "}\n", g_get_monotonic_time ());
   return G_SOURCE_REMOVE;
 }
 
