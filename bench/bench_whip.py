@@ -1,8 +1,9 @@
 #!/usr/bin/python3
-"""streamkeeper WHIP benchmark: POST → 201, first decoded frame after the POST, and the daemon's
-CPU for one passthrough WHIP stream (720p30 H.264 + Opus) with one WHEP subscriber. Run it
-through bench/bench_whip.sh (builds, isolates the run in a network namespace). Prints
-p50/p95/max; asserts nothing.
+"""streamkeeper WHIP benchmark: POST → 201, first decoded frame after the POST (and where the
+time goes), a late viewer's first frame, glass-to-glass latency, and the daemon's CPU for one
+passthrough WHIP stream (720p30 H.264 + Opus) with one WHEP subscriber. Run it through
+bench/bench_whip.sh (builds, isolates the run in a network namespace). Prints p50/p95/max;
+asserts nothing.
 
 Method:
   * Each run (--runs) uses a fresh room: the WHEP subscriber (sk-whep-client --latency) is
@@ -10,11 +11,21 @@ Method:
     POST → 201 is the publisher's own measure (post_ms: request sent → 201 read).
     First frame = the subscriber's first decoded frame (CLOCK_MONOTONIC, --latency lines)
     - the moment the publisher sent its POST (post_us, same clock, same machine). It covers
-    the answer, ICE + DTLS of both peer connections, the first keyframe and decoding.
+    the answer, ICE + DTLS of the publisher's peer connection (the viewer's is up already), the
+    node's and the viewer's jitter buffers (the first packet of a stream waits out their latency:
+    100 ms in the node, --jitterbuffer-ms in the viewer, 200 = webrtcbin's default), the first
+    keyframe and decoding. Split into POST → 201, 201 → publisher connected (ICE + DTLS), and
+    connected → first decoded frame.
+  * Late viewer: a second subscriber POSTs once the first decodes; its POST → first decoded
+    frame covers its own answer, ICE + DTLS and the GOP the node replays from its cache.
+  * Glass-to-glass: sk-whip-publisher --stamp draws each frame's capture time (CLOCK_MONOTONIC)
+    into its top rows; sk-whep-client --latency reads it from each decoded picture (g2g_ms).
+    Sampled over the CPU window (steady state, no catch-up after the start). Same machine, same
+    clock. It covers encoding, both WebRTC legs, the node, the viewer's depayloading and
+    decoding; not rendering (the viewer does not sync to a clock).
   * CPU: utime + stime of the daemon's PID (/proc/PID/stat) sampled every second over
     --window s after --warmup s, with one publisher and one decoding subscriber (their CPU is
     not counted). One core = 100 %.
-  * Glass-to-glass is not measured here yet (bench/bench.py measures it for RTMP).
 """
 
 import argparse
@@ -63,15 +74,19 @@ def start_publisher(procs, workdir, node, key, tag):
     log = workdir / f"pub-{tag}.log"
     proc = procs.start([PUBLISHER, "--url", f"{node.base}/whip", "--token", key,
                         "--ice-address", "127.0.0.1", "--width", "1280", "--height", "720",
-                        "--fps", "30", "--bitrate", "2500"], log, stderr=subprocess.STDOUT)
+                        "--fps", "30", "--bitrate", "2500", "--stamp"], log,
+                       stderr=subprocess.STDOUT)
     return proc, log
+
+
+JITTERBUFFER_MS = 200
 
 
 def start_viewer(procs, workdir, node, room, tag, seconds):
     log = workdir / f"viewer-{tag}.log"
     proc = procs.start([harness.WHEP_CLIENT, "--url", node.whep_url(room), "--ice-address",
                         "127.0.0.1", "--latency", "--frames", "1000000", "--timeout",
-                        str(seconds)], log)
+                        str(seconds), "--jitterbuffer-ms", str(JITTERBUFFER_MS)], log)
     return proc, log
 
 
@@ -92,11 +107,21 @@ def one_run(procs, workdir, node, i):
     pub, plog = start_publisher(procs, workdir, node, ing["stream_key"], i)
     loc = harness.wait_until(lambda: first(plog, "location"), 15, what="publisher answered")
     frame = harness.wait_until(lambda: first(vlog, "frame"), 15, what="first decoded frame")
-    harness.ProcessGroup.signal(viewer, 2)
+    connected = harness.wait_until(lambda: first(plog, "state"), 15, what="publisher connected")
+    late, llog = start_viewer(procs, workdir, node, room, f"{i}-late", 30)
+    late_loc = harness.wait_until(lambda: first(llog, "location"), 15, what="late viewer answered")
+    late_frame = harness.wait_until(lambda: first(llog, "frame"), 15, what="late viewer decodes")
+    for v in (viewer, late):
+        harness.ProcessGroup.signal(v, 2)
     pub.send_signal(2)
     pub.wait(timeout=15)
     viewer.wait(timeout=15)
-    return loc["post_ms"], (frame["mono_us"] - loc["post_us"]) / 1000.0
+    late.wait(timeout=15)
+    t0 = loc["post_us"]
+    return dict(post=loc["post_ms"], first=(frame["mono_us"] - t0) / 1000.0,
+                ice_dtls=(connected["mono_us"] - t0) / 1000.0 - loc["post_ms"],
+                media=(frame["mono_us"] - connected["mono_us"]) / 1000.0,
+                late=(late_frame["mono_us"] - late_loc["post_us"]) / 1000.0)
 
 
 def measure_cpu(procs, workdir, node, warmup, window):
@@ -107,6 +132,7 @@ def measure_cpu(procs, workdir, node, warmup, window):
     viewer, vlog = start_viewer(procs, workdir, node, room, "cpu", warmup + window + 20)
     harness.wait_until(lambda: first(vlog, "frame"), 15, what="cpu viewer decodes")
     time.sleep(warmup)
+    start_us = time.monotonic_ns() // 1000
     samples = []
     last = cpu_seconds(node.proc.pid)
     for _ in range(window):
@@ -114,34 +140,43 @@ def measure_cpu(procs, workdir, node, warmup, window):
         now = cpu_seconds(node.proc.pid)
         samples.append((now - last) * 100)
         last = now
+    end_us = time.monotonic_ns() // 1000  # CLOCK_MONOTONIC, as the tools print
     frames = [o for o in lines(vlog) if "frame" in o]
+    g2g = [o["g2g_ms"] for o in frames if "g2g_ms" in o and o["mono_us"] >= start_us
+           and o["mono_us"] <= end_us]
     harness.ProcessGroup.signal(viewer, 2)
     pub.send_signal(2)
     pub.wait(timeout=15)
-    return samples, len(frames)
+    return samples, len(frames), g2g
 
 
 def main():
+    global JITTERBUFFER_MS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--window", type=int, default=20)
+    ap.add_argument("--jitterbuffer-ms", type=int, default=JITTERBUFFER_MS,
+                    help="the viewers' jitter buffer (webrtcbin latency; 200 is its default)")
     args = ap.parse_args()
+    JITTERBUFFER_MS = args.jitterbuffer_ms
 
     workdir = Path(os.environ.get("SK_BENCH_DIR", "/tmp/sk-bench-whip"))
     workdir.mkdir(parents=True, exist_ok=True)
     procs = harness.ProcessGroup()
     try:
         node = harness.Node(procs, workdir).start()
-        post_ms, first_ms = [], []
-        for i in range(args.runs):
-            p, f = one_run(procs, workdir, node, i)
-            post_ms.append(p)
-            first_ms.append(f)
-        samples, frames = measure_cpu(procs, workdir, node, args.warmup, args.window)
-        print("WHIP, one node on loopback; H.264 720p30 2.5 Mbit/s + Opus, passthrough")
-        summary("POST -> 201", post_ms, "ms")
-        summary("POST -> first decoded frame", first_ms, "ms")
+        runs = [one_run(procs, workdir, node, i) for i in range(args.runs)]
+        samples, frames, g2g = measure_cpu(procs, workdir, node, args.warmup, args.window)
+        print("WHIP, one node on loopback; H.264 720p30 2.5 Mbit/s + Opus, passthrough; "
+              f"viewer jitter buffer {JITTERBUFFER_MS} ms; load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        summary("POST -> 201", [r["post"] for r in runs], "ms")
+        summary("POST -> first decoded frame", [r["first"] for r in runs], "ms")
+        summary("  201 -> publisher connected", [r["ice_dtls"] for r in runs], "ms")
+        summary("  connected -> first frame", [r["media"] for r in runs], "ms")
+        summary("late viewer POST -> first frame", [r["late"] for r in runs], "ms")
+        summary("glass-to-glass (steady)", g2g, "ms")
         summary("daemon CPU, 1 stream + 1 viewer", samples, "% ")
         print(f"{'  mean over the window':<34} {statistics.mean(samples):7.1f} %  "
               f"(viewer decoded {frames} frames)")

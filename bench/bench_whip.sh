@@ -1,6 +1,6 @@
 #!/bin/bash
 # Builds streamkeeper and runs the WHIP benchmark (bench/bench_whip.py) in a network namespace
-# of its own (127.0.0.1 only). Arguments go to bench_whip.py: [--runs 10] [--window 20].
+# of its own (127.0.0.1 only). Arguments go to bench_whip.py: [--runs 10] [--window 20] [--jitterbuffer-ms 200].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SK_BUILD_DIR=${SK_BUILD_DIR:-$PWD/build}

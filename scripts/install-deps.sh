@@ -16,7 +16,10 @@ TEST=(
   clang libclang-rt-14-dev ffmpeg python3 python3-pytest python3-pytest-timeout
   iproute2 util-linux curl redis-server haproxy
   obs-studio obs-plugins xvfb  # obs-plugins is only a Recommends of obs-studio
+  chromium  # the browser WHIP publisher (tests/browser, driven by playwright-core)
 )
+# Node.js from elsewhere (e.g. NodeSource) ships its own npm and conflicts with Debian's.
+command -v npm >/dev/null || TEST+=(nodejs npm)
 
 pkgs=("${RUNTIME[@]}")
 [[ "${1:-}" == "--test" ]] && pkgs+=("${TEST[@]}")
@@ -26,11 +29,17 @@ for p in "${pkgs[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
   [[ "$status" == "install ok installed" ]] || missing+=("$p")
 done
-[[ ${#missing[@]} -eq 0 ]] && exit 0
+if [[ ${#missing[@]} -gt 0 ]]; then
+  echo "installing: ${missing[*]}"
+  SUDO=""
+  [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
 
-echo "installing: ${missing[*]}"
-SUDO=""
-[[ $(id -u) -eq 0 ]] || SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# The browser tests' npm project (playwright-core), cached; a failure only skips those tests.
+if [[ "${1:-}" == "--test" ]]; then
+  "$(dirname "$0")/../tests/browser/install.sh" >/dev/null ||
+    echo "WARNING: npm could not install tests/browser; the browser tests will be skipped" >&2
+fi

@@ -452,12 +452,18 @@ on_pad_added (GstElement *webrtcbin, GstPad *pad, gpointer user_data)
   const char *desc = NULL;
 
   /* Passthrough: H.264 as byte-stream access units with SPS/PPS at each IDR (what tracks
-   * carry); transcoding: whatever the decoder takes, the transcoder does the rest. */
+   * carry); transcoding: whatever the decoder takes, the transcoder does the rest.
+   * The depayloader gives avc: its access units end at the RTP marker. In byte-stream it
+   * also starts one at each SPS, and a publisher that repeats SPS/PPS before every slice of
+   * an IDR (rtph264pay config-interval=-1) would have each multi-slice keyframe cut into
+   * pictures that each lack some slices, and every frame up to the next IDR decoded wrong. */
+#define SK_WHIP_H264_DEPAY "rtph264depay name=depay ! video/x-h264,stream-format=avc,alignment=au"
   if (m->codec == SK_WHIP_CODEC_H264 && g_ascii_strcasecmp (encoding, "H264") == 0)
-    desc = m->transcode ? "rtph264depay name=depay ! h264parse ! "
-                          "video/x-h264,stream-format=byte-stream,alignment=au"
-                        : "rtph264depay name=depay ! h264parse config-interval=-1 ! "
-                          "video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=sink";
+    desc = m->transcode ? SK_WHIP_H264_DEPAY " ! h264parse ! "
+                                             "video/x-h264,stream-format=byte-stream,alignment=au"
+                        : SK_WHIP_H264_DEPAY
+               " ! h264parse config-interval=-1 ! "
+               "video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=sink";
   else if (m->codec == SK_WHIP_CODEC_VP8 && g_ascii_strcasecmp (encoding, "VP8") == 0)
     desc = m->transcode ? "rtpvp8depay name=depay" : "rtpvp8depay name=depay ! appsink name=sink";
   else if (m->codec == SK_WHIP_CODEC_OPUS && g_ascii_strcasecmp (encoding, "OPUS") == 0)

@@ -105,3 +105,19 @@ def test_ice_restart_by_the_publisher(node, whip, follow, invariants):
     assert r.status == 204, r
     assert len(sse.of("ParticipantConnected")) == 1 and not sse.of("ParticipantDisconnected")
     finish(node, sse, pub, ing, invariants)
+
+
+def test_every_decoded_picture_is_whole(node, whip, follow, invariants):
+    """The publisher stamps its capture time into the top rows of each frame (--stamp); x264
+    (zerolatency: a slice per thread) puts them in the first slice, and rtph264pay repeats
+    SPS/PPS before each IDR slice. A viewer that decodes a picture whose first slice was lost
+    or cut off (an IDR split in two access units) reads no valid stamp there."""
+    room = harness.unique_room("whip-whole")
+    ing, sse, pub, _ = start_publishing(node, whip, follow, room,
+                                        args=["--stamp", "--audio", "none"], n_tracks=1)
+    res = harness.assert_plays(node, room, frames=90, expect_audio=False, extra=["--latency"])
+    frames = [o for o in res.lines if "frame" in o]
+    broken = [o["frame"] for o in frames if "g2g_ms" not in o]
+    assert len(frames) >= 90 and not broken, f"pictures without their stamp: {broken[:20]}"
+    assert all(0 <= o["g2g_ms"] < 10_000 for o in frames), frames[:5]
+    finish(node, sse, pub, ing, invariants)

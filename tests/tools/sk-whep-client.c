@@ -4,6 +4,7 @@
  *   sk-whep-client --url http://127.0.0.1:8080/v1/rooms/ROOM/whep [--token T]
  *                  [--ice-address 127.0.0.1] [--frames N] [--timeout S] [--expect-audio]
  *                  [--delete] [--latency] [--no-decode] [--codec h264|vp8|any]
+ *                  [--jitterbuffer-ms N]
  *
  * Offers recvonly video (H.264 by default; --codec vp8 or any: VP8, or both) + Opus, decodes
  * what arrives (asking for a keyframe with a PLI, as a browser does, until one comes) and prints
@@ -11,17 +12,25 @@
  * ({"video_frames":N,"audio_buffers":M,"width":W,"height":H}) and a final
  * {"result":"ok"|"timeout"|"error",...}; after the POST, {"location":URL}. Exit status 0 once N
  * frames (and audio if asked) were decoded before the timeout. --latency adds one line per decoded
- * frame with the local monotonic time and the frame's PTS. --no-decode counts depayloaded frames
+ * frame with the local monotonic time and the frame's PTS, and "g2g_ms" when the frame carries
+ * a publisher's capture-time stamp (sk-whip-publisher --stamp, tests/tools/sk-stamp.h): the time
+ * from capture to decoded picture on this machine. --no-decode counts depayloaded frames
  * instead of decoded ones, so that a benchmark can run many subscribers on a small machine.
+ * The decoders' plugins are loaded before the POST, as a browser has its decoders ready: loading
+ * gst-libav inside the first buffer's pad-added took over a second on a busy machine, which
+ * first-frame figures would have charged to the server. --jitterbuffer-ms sets webrtcbin's
+ * latency (default 200), which the first packet of each stream waits out before going on.
  */
 #include <string.h>
 
 #include <gst/gst.h>
 #include <gst/sdp/sdp.h>
+#include <gst/video/video.h>
 #include <gst/webrtc/webrtc.h>
 #include <libsoup/soup.h>
 
 #include "rooms/sk-webrtc.h"
+#include "sk-stamp.h"
 
 typedef struct {
   GMainLoop *loop;
@@ -41,6 +50,7 @@ typedef struct {
   gint video_frames;
   gint audio_buffers;
   gint width, height;
+  gint64 post_us; /* CLOCK_MONOTONIC when the (first) POST went out */
 } Client;
 
 static char *opt_url;
@@ -53,6 +63,7 @@ static gboolean opt_delete;
 static gboolean opt_latency;
 static gboolean opt_no_decode;
 static char *opt_codec;
+static int opt_jitterbuffer_ms = 200;
 
 static GOptionEntry entries[] = {
   { "url", 0, 0, G_OPTION_ARG_STRING, &opt_url, "WHEP endpoint URL", "URL" },
@@ -68,6 +79,8 @@ static GOptionEntry entries[] = {
     "count depayloaded frames instead of decoding them (cheap, for benchmarks)", NULL },
   { "codec", 0, 0, G_OPTION_ARG_STRING, &opt_codec,
     "video codec to offer: h264 (default), vp8, any", "CODEC" },
+  { "jitterbuffer-ms", 0, 0, G_OPTION_ARG_INT, &opt_jitterbuffer_ms,
+    "jitter buffer latency (default 200, webrtcbin's)", "N" },
   { NULL },
 };
 
@@ -141,10 +154,24 @@ on_video_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
     }
   }
   int n = g_atomic_int_add (&c->video_frames, 1) + 1;
-  if (opt_latency)
-    g_print ("{\"frame\":%d,\"mono_us\":%" G_GINT64_FORMAT ",\"pts_ns\":%" G_GINT64_FORMAT "}\n", n,
-             g_get_monotonic_time (),
-             GST_BUFFER_PTS_IS_VALID (buf) ? (gint64)GST_BUFFER_PTS (buf) : (gint64)-1);
+  if (opt_latency) {
+    gint64 now = g_get_monotonic_time ();
+    gint64 stamp = -1;
+    g_autoptr (GstCaps) caps = opt_no_decode ? NULL : gst_pad_get_current_caps (pad);
+    GstVideoInfo vinfo;
+    GstVideoFrame frame;
+    if (caps != NULL && gst_video_info_from_caps (&vinfo, caps)
+        && gst_video_frame_map (&frame, &vinfo, buf, GST_MAP_READ)) {
+      stamp = sk_stamp_read (&frame);
+      gst_video_frame_unmap (&frame);
+    }
+    g_autofree char *g2g = stamp >= 0 ? g_strdup_printf (",\"g2g_ms\":%" G_GINT64_FORMAT,
+                                                         sk_stamp_age_ms (stamp, now))
+                                      : g_strdup ("");
+    g_print ("{\"frame\":%d,\"mono_us\":%" G_GINT64_FORMAT ",\"pts_ns\":%" G_GINT64_FORMAT "%s}\n",
+             n, now, GST_BUFFER_PTS_IS_VALID (buf) ? (gint64)GST_BUFFER_PTS (buf) : (gint64)-1,
+             g2g);
+  }
   if (n == opt_frames)
     g_idle_add (on_check_goals, c);
   return GST_PAD_PROBE_OK;
@@ -256,7 +283,8 @@ on_post_done (GObject *source, GAsyncResult *res, gpointer data)
     g_autoptr (GUri) abs = g_uri_parse_relative (c->url, location, SOUP_HTTP_URI_FLAGS, NULL);
     if (abs != NULL)
       c->resource = g_uri_to_string (abs);
-    g_print ("{\"location\":\"%s\"}\n", c->resource != NULL ? c->resource : location);
+    g_print ("{\"location\":\"%s\",\"post_us\":%" G_GINT64_FORMAT "}\n",
+             c->resource != NULL ? c->resource : location, c->post_us);
   }
 
   GstSDPMessage *sdp = NULL;
@@ -298,6 +326,8 @@ post_offer (gpointer data)
     g_autofree char *auth = g_strdup_printf ("Bearer %s", opt_token);
     soup_message_headers_replace (soup_message_get_request_headers (msg), "Authorization", auth);
   }
+  if (c->post_us == 0)
+    c->post_us = g_get_monotonic_time ();
   soup_session_send_and_read_async (c->session, msg, G_PRIORITY_DEFAULT, NULL, on_post_done, c);
   g_object_unref (msg);
   return G_SOURCE_REMOVE;
@@ -462,12 +492,21 @@ main (int argc, char **argv)
     return 2;
   }
 
+  /* Load the decoders' plugins now, not in the streaming thread of the first buffer. */
+  for (guint i = 0; i < 3; i++) {
+    const char *names[] = { "avdec_h264", "vp8dec", "opusdec" };
+    GstElement *e = gst_element_factory_make (names[i], NULL);
+    if (e != NULL)
+      gst_object_unref (gst_object_ref_sink (e));
+  }
+
   c.loop = g_main_loop_new (NULL, FALSE);
   c.session = soup_session_new ();
   c.pipeline = gst_pipeline_new ("whep-client");
   c.webrtc = gst_element_factory_make ("webrtcbin", "webrtc");
   gst_bin_add (GST_BIN (c.pipeline), c.webrtc);
   gst_util_set_object_arg (G_OBJECT (c.webrtc), "bundle-policy", "max-bundle");
+  g_object_set (c.webrtc, "latency", (guint)MAX (opt_jitterbuffer_ms, 0), NULL);
   const char *loopback[] = { "127.0.0.1", NULL };
   sk_webrtc_configure_ice (c.webrtc, opt_ice != NULL ? (const char *const *)opt_ice : loopback, 0,
                            0);

@@ -5,7 +5,7 @@
  *   sk-whip-publisher --url http://127.0.0.1:8080/whip --token KEY [--ice-address 127.0.0.1]
  *                     [--video h264|vp8|none] [--audio opus|none] [--no-candidates]
  *                     [--duration S] [--width W --height H --fps F] [--bitrate KBPS]
- *                     [--no-delete] [--keyframe-interval S] [--ice-restart-after S]
+ *                     [--no-delete] [--keyframe-interval S] [--ice-restart-after S] [--stamp]
  *
  * Publishes a live test pattern (videotestsrc) and tone (audiotestsrc). The offer carries every
  * local candidate (non-trickle), or none with --no-candidates (as OBS 30.2+ does: the server
@@ -19,18 +19,23 @@
  * If-Match: "*" carrying them and our candidates, then the server's new credentials and
  * candidates from the 200. Prints {"ice_restart":"ok","etag":…} (or an error) and each ICE
  * state after it ({"ice_state":"ready"} once the new checks picked a pair).
+ *
+ * --stamp draws the capture time into each frame (tests/tools/sk-stamp.h; width >= 512) for
+ * sk-whep-client --latency to print glass-to-glass figures.
  */
 #include <string.h>
 
 #include <glib-unix.h>
 #include <gst/gst.h>
 #include <gst/sdp/sdp.h>
+#include <gst/video/video.h>
 #include <gst/webrtc/webrtc.h>
 #include <libsoup/soup.h>
 
 #include <agent.h>
 
 #include "rooms/sk-webrtc.h"
+#include "sk-stamp.h"
 
 typedef struct {
   GMainLoop *loop;
@@ -57,6 +62,7 @@ static int opt_duration;
 static int opt_width = 640, opt_height = 360, opt_fps = 30, opt_kbps = 1500;
 static int opt_keyframe_s = 2;
 static int opt_ice_restart_s;
+static gboolean opt_stamp;
 static gint keyframe_requests;
 
 static GOptionEntry entries[] = {
@@ -80,6 +86,8 @@ static GOptionEntry entries[] = {
     "seconds between scheduled keyframes (2)", "S" },
   { "ice-restart-after", 0, 0, G_OPTION_ARG_INT, &opt_ice_restart_s,
     "restart ICE S seconds after the answer (PATCH, RFC 9725 4.4.2)", "S" },
+  { "stamp", 0, 0, G_OPTION_ARG_NONE, &opt_stamp,
+    "draw the capture time into each frame (glass-to-glass marks)", NULL },
   { NULL },
 };
 
@@ -428,7 +436,7 @@ on_negotiation_needed (GstElement *webrtc, gpointer data)
 static gboolean
 report_connected (gpointer data)
 {
-  g_print ("{\"state\":\"connected\"}\n");
+  g_print ("{\"state\":\"connected\",\"mono_us\":%" G_GINT64_FORMAT "}\n", g_get_monotonic_time ());
   return G_SOURCE_REMOVE;
 }
 
@@ -480,6 +488,26 @@ on_encoder_event (GstPad *pad, GstPadProbeInfo *info, gpointer data)
   return GST_PAD_PROBE_OK;
 }
 
+/* The frame leaves the (live) source at its capture time: stamp it with that moment. */
+static GstPadProbeReturn
+on_raw_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
+{
+  gint64 now = g_get_monotonic_time ();
+  g_autoptr (GstCaps) caps = gst_pad_get_current_caps (pad);
+  GstVideoInfo vinfo;
+  GstVideoFrame frame;
+
+  if (caps == NULL || !gst_video_info_from_caps (&vinfo, caps))
+    return GST_PAD_PROBE_OK;
+  GstBuffer *buf = gst_buffer_make_writable (GST_PAD_PROBE_INFO_BUFFER (info));
+  GST_PAD_PROBE_INFO_DATA (info) = buf;
+  if (gst_video_frame_map (&frame, &vinfo, buf, GST_MAP_WRITE)) {
+    sk_stamp_write (&frame, now);
+    gst_video_frame_unmap (&frame);
+  }
+  return GST_PAD_PROBE_OK;
+}
+
 static char *
 pipeline_description (void)
 {
@@ -490,7 +518,8 @@ pipeline_description (void)
   if (g_strcmp0 (video, "none") != 0) {
     g_string_append_printf (d,
                             "videotestsrc is-live=true pattern=smpte ! "
-                            "video/x-raw,width=%d,height=%d,framerate=%d/1 ! timeoverlay ! "
+                            "video/x-raw,format=I420,width=%d,height=%d,framerate=%d/1 ! "
+                            "timeoverlay name=overlay valignment=bottom ! "
                             "videoconvert ! queue max-size-buffers=2 ! ",
                             opt_width, opt_height, opt_fps);
     if (g_strcmp0 (video, "vp8") == 0)
@@ -559,6 +588,15 @@ main (int argc, char **argv)
   if (venc != NULL) {
     g_autoptr (GstPad) venc_src = gst_element_get_static_pad (venc, "src");
     gst_pad_add_probe (venc_src, GST_PAD_PROBE_TYPE_EVENT_UPSTREAM, on_encoder_event, NULL, NULL);
+  }
+  if (opt_stamp && venc != NULL) {
+    if (opt_width < SK_STAMP_MIN_WIDTH) {
+      g_printerr ("--stamp needs --width %d or more\n", SK_STAMP_MIN_WIDTH);
+      return 2;
+    }
+    g_autoptr (GstElement) overlay = gst_bin_get_by_name (GST_BIN (p.pipeline), "overlay");
+    g_autoptr (GstPad) overlay_src = gst_element_get_static_pad (overlay, "src");
+    gst_pad_add_probe (overlay_src, GST_PAD_PROBE_TYPE_BUFFER, on_raw_frame, NULL, NULL);
   }
   const char *loopback[] = { "127.0.0.1", NULL };
   sk_webrtc_configure_ice (p.webrtc, opt_ice != NULL ? (const char *const *)opt_ice : loopback, 0,
