@@ -1057,15 +1057,17 @@ sk_ingress_pipeline_push_flv_tag (SkIngressPipeline *self, guint8 tag_type, guin
                  size);
 
   /* Rebase so the stream starts at 0 in flvdemux; a tag slightly older than the first one
-   * (audio/video interleaving) is clamped rather than wrapped. */
-  if (!self->have_first_ts) {
+   * (audio/video interleaving) is clamped rather than wrapped. The base is the first media
+   * tag: encoders send onMetaData at 0 even when their media resumes later (a reconnect
+   * keeping its clock), and a base at 0 would read as seconds without video. */
+  if (!self->have_first_ts && tag_type != SK_FLV_TAG_SCRIPT) {
     self->have_first_ts = TRUE;
     self->first_ts = timestamp_ms;
     self->rt_offset = gst_element_get_current_running_time (self->pipeline);
     if (!GST_CLOCK_TIME_IS_VALID (self->rt_offset))
       self->rt_offset = 0;
   }
-  gint32 delta = (gint32)(timestamp_ms - self->first_ts);
+  gint32 delta = self->have_first_ts ? (gint32)(timestamp_ms - self->first_ts) : 0;
   guint32 rel_ts = delta < 0 ? 0 : (guint32)delta;
   if (rel_ts > self->last_rel_ts)
     self->last_rel_ts = rel_ts;
