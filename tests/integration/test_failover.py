@@ -80,3 +80,88 @@ def test_partitioned_node_fences_itself(make_cluster):
     assert all(e["event"] in ("ParticipantConnected", "TrackPublished", "RoomStarted")
                for e in written_by_victim), written_by_victim
     c.assert_invariants(events)
+
+
+def _publishing_again(events, identity, live_ids):
+    """The newest participant of @identity, once it is connected through a live node with
+    both tracks published (None before)."""
+    evs = list(events.events)
+    pcs = [e for e in evs if e.get("event") == "ParticipantConnected"
+           and e["participant"]["identity"] == identity]
+    if not pcs:
+        return None
+    p = pcs[-1]["participant"]
+    sid = p["sid"]
+    if any(e.get("event") == "ParticipantDisconnected" and e["participant"]["sid"] == sid
+           for e in evs):
+        return None
+    tracks = {e["track"]["kind"] for e in evs
+              if e.get("event") == "TrackPublished" and e["participant"]["sid"] == sid}
+    return p if tracks == {"audio", "video"} and p.get("ingress_node") in live_ids else None
+
+
+def _end_cleanly(c, events, pub):
+    """Stops @pub like OBS's Stop Streaming and waits for the room's RoomFinished, so that
+    the log is complete for a final check."""
+    finished = len(events.of("RoomFinished"))
+    assert pub.stop() == 0, pub.log()
+    events.wait_event("RoomFinished", count=finished + 1, timeout=20)
+
+
+# A missing departure is a lost event: reported once a capture is this far past a kill. Not
+# a timing figure (bench/bench_failover.py prints those): a loaded 2-core machine may exceed
+# DESIGN.md's 1.5 s goal without anything being wrong with the order of events.
+LOSS_DEADLINE_MS = 10_000
+
+
+def test_redis_master_killed(make_cluster):
+    """kill -9 of the Redis master under Sentinel while a publisher streams and a client
+    follows its room: Sentinel promotes the replica, the nodes follow it (the stream and the
+    viewer never notice: nobody fences, nobody is declared dead), the nodes are ready again,
+    the room is still placed exactly once on a live incarnation, and events written after the
+    switch continue the same log without a gap or a duplicate."""
+    c = make_cluster(nodes=3)
+    room = harness.unique_room("redis")
+    ing = c.api.create_ingress(room, identity="obs-r")
+    events = c.follow(room)
+    pub = c.publish("obs", c.rtmp_url(ing["stream_key"]), reconnect=True)
+    events.wait_event("TrackPublished", count=2, timeout=30)
+    first = events.of("ParticipantConnected")[0]["participant"]
+    host = c.host_of(room)
+    assert c.wait_no_orphans(timeout=5) == []
+
+    old = c.redis_master()
+    new = c.kill_redis_master()
+    assert new.port != old[1]
+
+    for n in c.nodes:
+        c.wait_ready(n, timeout=20)
+        c.lb.wait_status(n, "UP", timeout=20)
+    # The stream kept flowing through the switch: same participant, same host, a viewer
+    # through the load balancer decodes it.
+    res = c.play(room, frames=20)
+    assert res.rc == 0, f"WHEP via LB after the Redis failover failed: {res.log[-3000:]}"
+    assert pub.running() and not any(
+        o.get("event") == "disconnected" for o in harness.parse_json_lines(pub.log())), \
+        f"the publisher's connection dropped during the Redis failover:\n{pub.log()}"
+    assert c.host_of(room).node_id == host.node_id
+    assert not events.of("RoomMoved") and not events.of("ParticipantDisconnected"), \
+        [(e["seq"], e["event"], e.get("reason")) for e in events.events]
+    problems = c.wait_no_orphans(timeout=10)
+    assert problems == [], problems
+
+    # The new master takes new history: a second room starts, the first one ends cleanly.
+    room2 = harness.unique_room("redis2")
+    ing2 = c.api.create_ingress(room2, identity="obs-r2")
+    events2 = c.follow(room2)
+    pub2 = c.publish("obs", c.rtmp_url(ing2["stream_key"]), reconnect=True)
+    events2.wait_event("TrackPublished", count=2, timeout=30)
+    _end_cleanly(c, events, pub)
+    _end_cleanly(c, events2, pub2)
+    left = events.of("ParticipantDisconnected")
+    assert [e["participant"]["sid"] for e in left] == [first["sid"]]
+    assert left[0]["reason"] == "client_initiated"
+    for f in (events, events2):
+        c.assert_invariants(f, final=True, require_complete=True,
+                            deadline_ms=LOSS_DEADLINE_MS)
+    assert c.wait_no_orphans(timeout=10) == []
