@@ -141,7 +141,9 @@ def test_redis_master_killed(make_cluster):
         c.lb.wait_status(n, "UP", timeout=20)
     # The stream kept flowing through the switch: same participant, same host, a viewer
     # through the load balancer decodes it.
-    res = c.play(room, frames=20)
+    # (No DELETE: WHEP resource URLs are not routed across nodes yet; the LB may send it to
+    # a node that does not hold the session.)
+    res = c.play(room, frames=20, delete=False)
     assert res.rc == 0, f"WHEP via LB after the Redis failover failed: {res.log[-3000:]}"
     assert pub.running() and not any(
         o.get("event") == "disconnected" for o in harness.parse_json_lines(pub.log())), \
