@@ -585,6 +585,73 @@ class Cluster:
         return harness.wait_until(promoted, timeout, interval=0.2,
                                   what=f"sentinel to promote a new master (old {old})")
 
+    # --- the store's view: placements, leases (layout of failover/sk-store-redis.c) -------
+
+    # One atomic read of every placement (sk:placed, sk:room:<room>) and every node's
+    # incarnation counter and lease (sk:nodes, sk:inc:<node>, sk:lease:<node>).
+    _STORE_VIEW_LUA = (
+        "local out = {} "
+        "for _, r in ipairs(redis.call('SMEMBERS', 'sk:placed')) do "
+        "  local p = redis.call('HMGET', 'sk:room:' .. r, 'node', 'inc', 'epoch') "
+        "  out[#out + 1] = 'room ' .. r .. ' ' .. (p[1] or '-') .. ' ' .. (p[2] or '0') "
+        "    .. ' ' .. (p[3] or '0') "
+        "end "
+        "for _, n in ipairs(redis.call('SMEMBERS', 'sk:nodes')) do "
+        "  local lease = redis.call('EXISTS', 'sk:lease:' .. n) "
+        "  out[#out + 1] = 'node ' .. n .. ' ' .. (redis.call('GET', 'sk:inc:' .. n) or '0') "
+        "    .. ' ' .. lease "
+        "end "
+        "return out")
+
+    def store_view(self):
+        """({room: (node, incarnation, epoch)}, {node: live incarnation}) read from the
+        current Redis master in one script. A node is live while its lease key exists; its
+        live incarnation is then its counter (a retired one bumps the counter and drops the
+        lease, a new one INCRs it and sets the lease)."""
+        master = self.redis_master() if self.sentinels else ("127.0.0.1", self.redis.port)
+        assert master is not None, "no Redis master agreed on by the Sentinels"
+        placements, live = {}, {}
+        for line in redis_cli(master[1], "EVAL", self._STORE_VIEW_LUA, 0):
+            kind, name, *rest = line.split(" ")
+            if kind == "room":
+                placements[name] = (rest[0], int(rest[1]), int(rest[2]))
+            elif kind == "node" and rest[1] == "1":
+                live[name] = int(rest[0])
+        return placements, live
+
+    def orphaned_rooms(self):
+        """Placements naming an incarnation that is not live: nobody hosts those rooms."""
+        placements, live = self.store_view()
+        return sorted(f"{room} on {node}#{inc} (epoch {epoch}; live {live})"
+                      for room, (node, inc, epoch) in placements.items()
+                      if live.get(node) != inc)
+
+    def hosted_rooms(self):
+        """{room: [node ids]} from every live node's own GET /v1/rooms (its local rooms)."""
+        out = {}
+        for n in self.live_nodes():
+            r = n.api.get("/v1/rooms")
+            if r.status != 200:
+                continue
+            for room in r.json.get("rooms", []):
+                out.setdefault(room["name"], []).append(n.node_id)
+        return out
+
+    def doubled_rooms(self):
+        return {room: nodes for room, nodes in self.hosted_rooms().items() if len(nodes) > 1}
+
+    def wait_no_orphans(self, timeout=15):
+        """Waits until no placement names a dead incarnation and no room is hosted twice
+        (a dead host's rooms are orphaned until a survivor claims them). Returns the
+        problems still there at the deadline (empty: all good)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            problems = [f"orphaned: {o}" for o in self.orphaned_rooms()]
+            problems += [f"doubled: {r} on {ns}" for r, ns in self.doubled_rooms().items()]
+            if not problems or time.monotonic() >= deadline:
+                return problems
+            time.sleep(0.2)
+
     # --- clients -----------------------------------------------------------------------
 
     def rtmp_url(self, key, app="live"):

@@ -2,6 +2,8 @@
 started here on 127.0.0.1 (tests/integration/cluster.py). Events are checked against every
 DESIGN.md invariant by tests/tools/check_events.py, with the kill times the harness records."""
 
+import os
+import random
 import time
 
 import pytest
@@ -137,3 +139,157 @@ def test_room_host_killed_ingress_lives(make_cluster):
     c.assert_invariants(events)
     assert sorted(e["track"]["sid"] for e in events.of("TrackUnpublished")
                   if e["participant"]["sid"] == cam2["sid"]) == tracks2
+
+
+def _publishing_again(events, identity, live_ids):
+    """The newest participant of @identity, once it is connected through a live node with
+    both tracks published (None before)."""
+    evs = list(events.events)
+    pcs = [e for e in evs if e.get("event") == "ParticipantConnected"
+           and e["participant"]["identity"] == identity]
+    if not pcs:
+        return None
+    p = pcs[-1]["participant"]
+    sid = p["sid"]
+    if any(e.get("event") == "ParticipantDisconnected" and e["participant"]["sid"] == sid
+           for e in evs):
+        return None
+    tracks = {e["track"]["kind"] for e in evs
+              if e.get("event") == "TrackPublished" and e["participant"]["sid"] == sid}
+    return p if tracks == {"audio", "video"} and p.get("ingress_node") in live_ids else None
+
+
+def _end_cleanly(c, events, pub):
+    """Stops @pub like OBS's Stop Streaming and waits for the room's RoomFinished, so that
+    the log is complete for a final check."""
+    finished = len(events.of("RoomFinished"))
+    assert pub.stop() == 0, pub.log()
+    events.wait_event("RoomFinished", count=finished + 1, timeout=20)
+
+
+# A missing departure is a lost event: reported once a capture is this far past a kill. Not
+# a timing figure (bench/bench_failover.py prints those): a loaded 2-core machine may exceed
+# DESIGN.md's 1.5 s goal without anything being wrong with the order of events.
+LOSS_DEADLINE_MS = 10_000
+
+
+def test_redis_master_killed(make_cluster):
+    """kill -9 of the Redis master under Sentinel while a publisher streams and a client
+    follows its room: Sentinel promotes the replica, the nodes follow it (the stream and the
+    viewer never notice: nobody fences, nobody is declared dead), the nodes are ready again,
+    the room is still placed exactly once on a live incarnation, and events written after the
+    switch continue the same log without a gap or a duplicate."""
+    c = make_cluster(nodes=3)
+    room = harness.unique_room("redis")
+    ing = c.api.create_ingress(room, identity="obs-r")
+    events = c.follow(room)
+    pub = c.publish("obs", c.rtmp_url(ing["stream_key"]), reconnect=True)
+    events.wait_event("TrackPublished", count=2, timeout=30)
+    first = events.of("ParticipantConnected")[0]["participant"]
+    host = c.host_of(room)
+    assert c.wait_no_orphans(timeout=5) == []
+
+    old = c.redis_master()
+    new = c.kill_redis_master()
+    assert new.port != old[1]
+
+    for n in c.nodes:
+        c.wait_ready(n, timeout=20)
+        c.lb.wait_status(n, "UP", timeout=20)
+    # The stream kept flowing through the switch: same participant, same host, a viewer
+    # through the load balancer decodes it.
+    # (No DELETE: WHEP resource URLs are not routed across nodes yet; the LB may send it to
+    # a node that does not hold the session.)
+    res = c.play(room, frames=20, delete=False)
+    assert res.rc == 0, f"WHEP via LB after the Redis failover failed: {res.log[-3000:]}"
+    assert pub.running() and not any(
+        o.get("event") == "disconnected" for o in harness.parse_json_lines(pub.log())), \
+        f"the publisher's connection dropped during the Redis failover:\n{pub.log()}"
+    assert c.host_of(room).node_id == host.node_id
+    assert not events.of("RoomMoved") and not events.of("ParticipantDisconnected"), \
+        [(e["seq"], e["event"], e.get("reason")) for e in events.events]
+    problems = c.wait_no_orphans(timeout=10)
+    assert problems == [], problems
+
+    # The new master takes new history: a second room starts, the first one ends cleanly.
+    room2 = harness.unique_room("redis2")
+    ing2 = c.api.create_ingress(room2, identity="obs-r2")
+    events2 = c.follow(room2)
+    pub2 = c.publish("obs", c.rtmp_url(ing2["stream_key"]), reconnect=True)
+    events2.wait_event("TrackPublished", count=2, timeout=30)
+    _end_cleanly(c, events, pub)
+    _end_cleanly(c, events2, pub2)
+    left = events.of("ParticipantDisconnected")
+    assert [e["participant"]["sid"] for e in left] == [first["sid"]]
+    assert left[0]["reason"] == "client_initiated"
+    for f in (events, events2):
+        c.assert_invariants(f, final=True, require_complete=True,
+                            deadline_ms=LOSS_DEADLINE_MS)
+    assert c.wait_no_orphans(timeout=10) == []
+
+
+def test_chaos_soak(make_cluster):
+    """Random kill -9 and restart of nodes (never all at once) for SK_CHAOS_SECONDS (90 s by
+    default) while 3 OBS-like publishers stream through HAProxy, each into a room of its own.
+    At the end every publisher is publishing again through a live node and plays, no room is
+    orphaned or hosted twice, and every room's full event log, ended cleanly, passes every
+    invariant with the recorded kills. SK_CHAOS_SEED replays a schedule."""
+    seconds = float(os.environ.get("SK_CHAOS_SECONDS", "90"))
+    seed = int(os.environ.get("SK_CHAOS_SEED", str(random.randrange(1 << 30))))
+    rng = random.Random(seed)
+    c = make_cluster(nodes=3)
+    rooms = []
+    for i in range(3):
+        room = harness.unique_room(f"chaos{i}")
+        ing = c.api.create_ingress(room, identity=f"obs-{i}")
+        events = c.follow(room)
+        pub = c.publish("obs", c.rtmp_url(ing["stream_key"]), reconnect=True)
+        rooms.append((room, f"obs-{i}", events, pub))
+    for _, _, events, _ in rooms:
+        events.wait_event("TrackPublished", count=2, timeout=30)
+
+    schedule = []  # what happened, for the failure message
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        live = c.live_nodes()
+        dead = [n for n in c.nodes if not n.alive()]
+        # Kill while at least two nodes would be left... or one, now and then; restart
+        # dead ones otherwise. Never all at once.
+        if dead and (len(live) == 1 or rng.random() < 0.5):
+            n = rng.choice(dead)
+            c.restart(n)
+            schedule.append(f"{time.monotonic() - deadline + seconds:6.1f}s restart {n.node_id}")
+        elif len(live) > 1:
+            n = rng.choice(live)
+            c.kill(n)
+            schedule.append(f"{time.monotonic() - deadline + seconds:6.1f}s kill {n.node_id}")
+        time.sleep(rng.uniform(0.3, 4.0))
+    for n in c.nodes:
+        if not n.alive():
+            c.restart(n)
+            schedule.append(f"end restart {n.node_id}")
+    what = f"seed {seed}, schedule {schedule}, kills {c.kills}"
+
+    live_ids = {n.node_id for n in c.live_nodes()}
+    for room, identity, events, pub in rooms:
+        # OBS's backoff grows x1.5 per failed attempt: a publisher that met several dead
+        # nodes in a row may wait a while.
+        events.wait_for(lambda evs: _publishing_again(events, identity, live_ids), timeout=90,
+                        what=f"{identity} publishing again ({what})")
+        assert pub.running(), f"{identity} gave up: {pub.log()}"
+    for room, identity, events, pub in rooms:
+        # No DELETE at the end: a WHEP resource URL is not yet routed across nodes (the LB
+        # may send the DELETE to a node that does not hold the session: 404).
+        res = c.play(room, frames=10, delete=False)
+        assert res.rc == 0, f"WHEP of {room} after the soak failed ({what}): {res.log[-3000:]}"
+    problems = c.wait_no_orphans(timeout=15)
+    assert problems == [], f"{problems} ({what})"
+
+    for room, identity, events, pub in rooms:
+        _end_cleanly(c, events, pub)
+    for room, identity, events, pub in rooms:
+        errors = c.check(events, final=True, require_complete=True,
+                         deadline_ms=LOSS_DEADLINE_MS)
+        assert not errors, f"room {room} ({what}):\n" + "\n".join(errors)
+        assert events.of("ParticipantDisconnected", reason="client_initiated")
+    assert c.wait_no_orphans(timeout=15) == []
