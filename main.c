@@ -48,6 +48,7 @@ typedef struct {
   GMainLoop *loop;
   NodeState state;
   guint shutdown_timeout_id;
+  guint rooms_moved;
 } Node;
 
 static void
@@ -185,6 +186,55 @@ shutdown_rooms (gpointer user_data)
   return G_SOURCE_REMOVE;
 }
 
+/* After the ingress sessions closed, their proxied participants' DELETEs go out to the new
+ * hosts; give them this long before the rooms and the cluster membership are wound up. */
+#define DRAIN_DELETE_MS 500
+/* Handed-over rooms: time for the new hosts to rebuild them and for our publications to
+ * reach them, before the encoders are told to go. */
+#define DRAIN_SETTLE_MS 1000
+
+static gboolean
+close_sessions (gpointer user_data)
+{
+  Node *n = user_data;
+
+  g_message ("shutting down: %u live sessions end with server_shutdown",
+             sk_ingress_registry_get_n_sessions (n->registry));
+  sk_ingress_registry_close_all (n->registry, SK_REASON_SERVER_SHUTDOWN);
+  if (n->rooms_moved > 0)
+    g_timeout_add (DRAIN_DELETE_MS, shutdown_rooms, n);
+  else
+    g_idle_add (shutdown_rooms, n);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+on_drained (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  Node *n = user_data;
+  g_autoptr (GError) error = NULL;
+
+  if (!sk_room_manager_drain_finish (n->rooms, res, &n->rooms_moved, &error))
+    g_warning ("drain: %s", error->message);
+  if (n->rooms_moved > 0) {
+    g_message ("drain: %u room(s) handed over to other nodes", n->rooms_moved);
+    g_timeout_add (DRAIN_SETTLE_MS, close_sessions, n);
+  } else {
+    close_sessions (n);
+  }
+}
+
+/* SIGTERM, SIGINT or POST /v1/node/drain: not ready any more, rooms go to other nodes, then
+ * the encoders are let go (they reconnect through the load balancer), then we exit. */
+static void
+begin_shutdown (Node *n)
+{
+  n->state = NODE_DRAINING; /* /readyz answers 503 from now on */
+  notify ("STOPPING=1");
+  sk_ingress_registry_set_accepting (n->registry, FALSE);
+  sk_room_manager_drain_async (n->rooms, on_drained, n);
+}
+
 static gboolean
 on_signal (gpointer user_data)
 {
@@ -195,14 +245,29 @@ on_signal (gpointer user_data)
     g_main_loop_quit (n->loop);
     return G_SOURCE_CONTINUE;
   }
-  g_message ("shutting down: %u live sessions end with server_shutdown",
-             sk_ingress_registry_get_n_sessions (n->registry));
-  n->state = NODE_DRAINING; /* /readyz answers 503 from now on */
-  notify ("STOPPING=1");
-  sk_ingress_registry_set_accepting (n->registry, FALSE);
-  sk_ingress_registry_close_all (n->registry, SK_REASON_SERVER_SHUTDOWN);
-  g_idle_add (shutdown_rooms, n);
+  begin_shutdown (n);
   return G_SOURCE_CONTINUE;
+}
+
+static void
+handle_drain (SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
+              gpointer user_data)
+{
+  Node *n = user_data;
+
+  if (soup_server_message_get_method (msg) != SOUP_METHOD_POST) {
+    sk_http_reply_error (msg, SOUP_STATUS_METHOD_NOT_ALLOWED, "method_not_allowed", "use POST");
+    return;
+  }
+  if (!sk_http_require_token (msg, n->config->api_token))
+    return;
+  g_autoptr (JsonObject) o = json_object_new ();
+  json_object_set_string_member (o, "status", "draining");
+  json_object_set_string_member (o, "node", n->config->node_id);
+  g_autoptr (JsonNode) node = json_node_init_object (json_node_alloc (), o);
+  sk_http_reply_json (msg, SOUP_STATUS_ACCEPTED, node);
+  if (n->state != NODE_DRAINING)
+    begin_shutdown (n);
 }
 
 static gboolean
@@ -215,6 +280,7 @@ listen_http (Node *n, GError **error)
   sk_http_limit_request_bodies (n->http, MAX_REQUEST_BODY);
   soup_server_add_handler (n->http, "/healthz", handle_healthz, n, NULL);
   soup_server_add_handler (n->http, "/readyz", handle_readyz, n, NULL);
+  soup_server_add_handler (n->http, "/v1/node/drain", handle_drain, n, NULL);
   sk_room_manager_attach_http (n->rooms, n->http);
   sk_ingress_registry_attach_http (n->registry, n->http);
   n->whip = sk_whip_server_new (n->config, n->registry);

@@ -110,8 +110,12 @@ struct _SkRoomManager {
   GTask *shutdown_task;
   gboolean shutting_down;
 
-  SkCluster *cluster;      /* NULL: a node on its own */
-  GHashTable *hosts;       /* room → host node id, as of the cluster's last view */
+  SkCluster *cluster;    /* NULL: a node on its own */
+  GHashTable *hosts;     /* room → host node id, as of the cluster's last view */
+  GHashTable *releasing; /* rooms whose placement this node is giving up right now */
+  GTask *drain_task;
+  guint drain_pending;
+  guint drain_moved;
   GHashTable *orphan_seen; /* room → views it has been seen orphaned */
 };
 
@@ -362,15 +366,37 @@ shutdown_complete (SkRoomManager *self)
                         g_steal_pointer (&self->shutdown_task));
 }
 
+typedef struct {
+  SkRoomManager *manager;
+  char *room;
+} ReleaseCall;
+
+static void
+on_room_released (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  ReleaseCall *call = user_data;
+
+  if (!store_op_cancelled (result))
+    g_hash_table_remove (call->manager->releasing, call->room);
+  g_free (call->room);
+  g_free (call);
+}
+
 static void
 room_dispose (SkRoom *room)
 {
   SkRoomManager *self = room->manager;
 
   /* Finished and written: the name is free for whichever node starts it next. */
-  if (room->placed && !room->lost) {
+  if (room->placed && !room->lost && !room->remote) {
     sk_store_remove_async (self->store, SK_ROOMS_NS, room->name, NULL, NULL, NULL);
-    sk_store_release_room_async (self->store, room->name, room->epoch, NULL, NULL, NULL);
+    ReleaseCall *call = g_new0 (ReleaseCall, 1);
+
+    call->manager = self;
+    call->room = g_strdup (room->name);
+    g_hash_table_add (self->releasing, g_strdup (room->name));
+    sk_store_release_room_async (self->store, room->name, room->epoch, self->cancellable,
+                                 on_room_released, call);
   }
 
   g_hash_table_remove (self->rooms, room->name);
@@ -500,6 +526,11 @@ on_appended (GObject *source, GAsyncResult *result, gpointer user_data)
   if (store_op_cancelled (result))
     return;
   pe = g_steal_pointer (&room->in_flight);
+  if (room->remote) {
+    /* Handed over meanwhile: whatever the answer, the new host owns the log now. */
+    pending_event_free (pe);
+    return;
+  }
 
   if (!sk_store_append_event_finish (room->manager->store, result, &error)) {
     if (g_error_matches (error, SK_ERROR, SK_ERROR_STALE_EPOCH)) {
@@ -782,6 +813,10 @@ room_follow_host (SkRoom *room, SkStorePlacement *pl)
       return;
     /* Our publishers live: this node is the natural new host. */
     g_message ("room %s: its host %s died; claiming it here", room->name, pl->node);
+  } else if (g_strcmp0 (pl->node, room->host_node) == 0
+             && pl->incarnation == room->host_incarnation) {
+    room->host_epoch = pl->epoch; /* the same host re-claimed it (a hand-over completing) */
+    return;
   } else if (strcmp (pl->node, self->config->node_id) != 0
              && sk_cluster_get_liveness (self->cluster, pl->node, pl->incarnation)
                     == SK_NODE_ALIVE) {
@@ -840,6 +875,7 @@ typedef struct {
   SkRoom *room;
   JsonObject *participants; /* sid → participant object with "tracks" (object sid → track) */
   GPtrArray *order;         /* sids in join order */
+  char *writer;             /* node that wrote the snapshot (the previous host) */
   guint64 seq;              /* state as of this seq */
 } Rebuild;
 
@@ -848,6 +884,7 @@ rebuild_free (Rebuild *rb)
 {
   json_object_unref (rb->participants);
   g_ptr_array_unref (rb->order);
+  g_free (rb->writer);
   g_free (rb);
 }
 
@@ -1004,13 +1041,19 @@ rebuild_finish (Rebuild *rb)
     }
   }
 
+  /* A room handed over by a draining node was placed on us by that node itself. */
+  const char *from = room->prev_node;
+  gboolean handed_over = g_strcmp0 (from, room->manager->config->node_id) == 0;
+  if (handed_over && rb->writer != NULL)
+    from = rb->writer;
   moved = room_event_new (room, "RoomMoved");
-  /* (Participants that joined here while the room was proxied get their events below.) */
-  json_object_set_string_member (moved, "from_node", room->prev_node);
+  json_object_set_string_member (moved, "from_node", from);
   json_object_set_int_member (moved, "epoch", (gint64)room->epoch);
-  json_object_set_string_member (moved, "reason", SK_REASON_NODE_FAILURE);
-  g_message ("room %s: rebuilt here from node %s (epoch %" G_GUINT64_FORMAT ", %u participants)",
-             room->name, room->prev_node, room->epoch, rb->order->len);
+  json_object_set_string_member (moved, "reason",
+                                 handed_over ? SK_REASON_DRAIN : SK_REASON_NODE_FAILURE);
+  g_message (
+      "room %s: rebuilt here from node %s (epoch %" G_GUINT64_FORMAT ", %u participants, %s)",
+      room->name, from, room->epoch, rb->order->len, handed_over ? "handed over" : "its host died");
   room_enqueue (room, moved, NULL);
 
   for (guint i = 0; i < room->participants->len;) {
@@ -1127,6 +1170,7 @@ on_rebuild_snapshot (GObject *source, GAsyncResult *result, gpointer user_data)
     if (ps != NULL
         && (guint64)json_object_get_int_member_with_default (o, "seq", 0) <= rb->room->last_seq) {
       rb->seq = (guint64)json_object_get_int_member_with_default (o, "seq", 0);
+      rb->writer = g_strdup (json_object_get_string_member_with_default (o, "node", NULL));
       for (guint i = 0; i < json_array_get_length (ps); i++) {
         JsonObject *po = json_array_get_object_element (ps, i);
         JsonArray *tracks = json_get_array (po, "tracks", NULL);
@@ -1452,6 +1496,14 @@ sk_room_manager_join_remote (SkRoomManager *self, const char *room_name, const c
   /* Rebuilt here after a move: the participant is already in the room, only its media and
    * its owner are new. */
   room = g_hash_table_lookup (self->rooms, room_name);
+  /* In a cluster a remote publisher only comes to the room's host: until the room is placed
+   * and rebuilt here, the sids it brings may be ones the log already has. It retries. */
+  if (self->cluster != NULL
+      && (room == NULL || room->remote || room->rebuilding || !room->placed || room->lost)) {
+    g_set_error (error, SK_ERROR, SK_ERROR_UNAVAILABLE, "room %s is not hosted here (yet)",
+                 room_name);
+    return NULL;
+  }
   p = room != NULL && !room->finished ? room_find_participant (room, sid) : NULL;
   if (p != NULL) {
     if (strcmp (p->identity, identity != NULL ? identity : "") != 0) {
@@ -1863,6 +1915,16 @@ on_cluster_view (SkCluster *cluster, GPtrArray *placements, gpointer user_data)
     SkStorePlacement *pl = g_ptr_array_index (placements, i);
     guint views;
 
+    /* Handed to us by a draining node: ours to rebuild at once. */
+    if (strcmp (pl->node, self->config->node_id) == 0
+        && pl->incarnation == sk_cluster_get_incarnation (cluster)
+        && !g_hash_table_contains (self->rooms, pl->room)
+        && !g_hash_table_contains (self->releasing, pl->room)) {
+      g_message ("room %s: handed over to this node; rebuilding it", pl->room);
+      room_new (self, pl->room)->adopted = TRUE;
+      continue;
+    }
+
     if (g_hash_table_contains (self->rooms, pl->room)
         || sk_cluster_get_liveness (cluster, pl->node, pl->incarnation) != SK_NODE_DEAD) {
       g_hash_table_remove (self->orphan_seen, pl->room);
@@ -1913,6 +1975,98 @@ sk_room_manager_set_cluster (SkRoomManager *self, SkCluster *cluster)
   sk_cluster_add_callbacks (cluster, &callbacks, self);
 }
 
+/* ---- drain: hand every hosted room to another node --------------------------------------- */
+
+typedef struct {
+  SkRoom *room;
+  char *node;
+  guint64 incarnation;
+} HandOver;
+
+static void
+drain_step_done (SkRoomManager *self)
+{
+  if (--self->drain_pending > 0 || self->drain_task == NULL)
+    return;
+  g_task_return_boolean (self->drain_task, TRUE);
+  g_clear_object (&self->drain_task);
+}
+
+static void
+on_handed_over (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  HandOver *ho = user_data;
+  g_autoptr (GError) error = NULL;
+  guint64 epoch = 0;
+
+  if (store_op_cancelled (result)) {
+    g_free (ho->node);
+    g_free (ho);
+    return;
+  }
+  SkRoom *room = ho->room;
+  SkRoomManager *self = room->manager;
+  if (sk_store_claim_room_finish (self->store, result, &epoch, &error)) {
+    /* The new host rebuilds it from the store; our participants now publish there and
+     * leave through it when their sessions close. */
+    room_become_proxy (room, ho->node, ho->incarnation, epoch);
+    self->drain_moved++;
+  } else {
+    g_warning ("room %s: cannot hand it over to %s: %s; it ends here", room->name, ho->node,
+               error->message);
+  }
+  g_free (ho->node);
+  g_free (ho);
+  drain_step_done (self);
+}
+
+void
+sk_room_manager_drain_async (SkRoomManager *self, GAsyncReadyCallback callback, gpointer user_data)
+{
+  g_autoptr (GPtrArray) rooms = manager_rooms (self);
+  g_autoptr (GPtrArray) live = NULL;
+  GTask *task = g_task_new (NULL, NULL, callback, user_data);
+
+  g_task_set_source_tag (task, sk_room_manager_drain_async);
+  if (self->cluster == NULL || self->drain_task != NULL) {
+    g_task_return_boolean (task, TRUE);
+    g_object_unref (task);
+    return;
+  }
+  live = sk_cluster_get_live_nodes (self->cluster);
+  self->drain_task = task;
+  self->drain_pending = 1;
+  for (guint i = 0; i < rooms->len && live->len > 0; i++) {
+    SkRoom *room = g_ptr_array_index (rooms, i);
+    const char *target;
+    HandOver *ho;
+
+    if (!room->placed || room->remote || room->finished || room->lost || room->rebuilding)
+      continue;
+    /* Spread the rooms over the others the way failover would. */
+    target = g_ptr_array_index (live, g_str_hash (room->name) % live->len);
+    ho = g_new0 (HandOver, 1);
+    ho->room = room;
+    ho->node = g_strdup (target);
+    ho->incarnation = sk_cluster_get_live_incarnation (self->cluster, target);
+    g_message ("room %s: handing it over to node %s (drain)", room->name, target);
+    self->drain_pending++;
+    sk_store_claim_room_async (self->store, room->name, target, ho->incarnation, room->epoch,
+                               room->cancellable, on_handed_over, ho);
+  }
+  drain_step_done (self);
+}
+
+gboolean
+sk_room_manager_drain_finish (SkRoomManager *self, GAsyncResult *result, guint *n_moved,
+                              GError **error)
+{
+  g_return_val_if_fail (g_async_result_is_tagged (result, sk_room_manager_drain_async), FALSE);
+  if (n_moved != NULL)
+    *n_moved = self->drain_moved;
+  return g_task_propagate_boolean (G_TASK (result), error);
+}
+
 /* ---- the manager ------------------------------------------------------------------------ */
 
 SkRoomManager *
@@ -1935,6 +2089,7 @@ sk_room_manager_new (const SkConfig *config, SkStore *store, SkWebhooks *webhook
   self->track_watches = g_hash_table_new_full (NULL, NULL, NULL, track_watch_free);
   self->orphan_seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   self->hosts = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  self->releasing = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   self->events = sk_events_http_new (store, config);
   self->whep = sk_whep_server_new (self, config);
   return self;
@@ -1953,6 +2108,12 @@ sk_room_manager_free (SkRoomManager *self)
   g_hash_table_unref (self->track_watches);
   g_hash_table_unref (self->orphan_seen);
   g_hash_table_unref (self->hosts);
+  g_hash_table_unref (self->releasing);
+  if (self->drain_task != NULL) {
+    g_task_return_new_error (self->drain_task, G_IO_ERROR, G_IO_ERROR_CANCELLED,
+                             "room manager freed during drain");
+    g_clear_object (&self->drain_task);
+  }
   g_hash_table_unref (self->rooms);
   if (self->shutdown_task != NULL) {
     g_task_return_new_error (self->shutdown_task, G_IO_ERROR, G_IO_ERROR_CANCELLED,

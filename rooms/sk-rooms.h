@@ -29,6 +29,7 @@ typedef struct _SkParticipant SkParticipant;
 #define SK_REASON_REPLACED "replaced"
 #define SK_REASON_INGRESS_DELETED "ingress_deleted"
 #define SK_REASON_SERVER_SHUTDOWN "server_shutdown"
+#define SK_REASON_DRAIN "drain" /* RoomMoved only: the host handed the room over */
 
 SkRoomManager *sk_room_manager_new (const SkConfig *config, SkStore *store, SkWebhooks *webhooks,
                                     GError **error);
@@ -39,6 +40,17 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkRoomManager, sk_room_manager_free)
  * node died leave with node_failure, and a fenced node drops its rooms without events. */
 void sk_room_manager_set_cluster (SkRoomManager *self, SkCluster *cluster);
 SkCluster *sk_room_manager_get_cluster (SkRoomManager *self); /* NULL on a node on its own */
+
+/*
+ * Drain: every room hosted here is handed to another live node (compare-and-set of its
+ * placement onto that node, which rebuilds it and writes RoomMoved with reason "drain"); our
+ * participants keep publishing into it from here until their sessions close. Completes once
+ * every hand-over was answered; rooms that could not be handed over stay here.
+ */
+void sk_room_manager_drain_async (SkRoomManager *self, GAsyncReadyCallback callback,
+                                  gpointer user_data);
+gboolean sk_room_manager_drain_finish (SkRoomManager *self, GAsyncResult *result, guint *n_moved,
+                                       GError **error);
 
 /* Registers /v1/rooms, /v1/rooms/{room}, /v1/rooms/{room}/events (SSE) and
  * /v1/rooms/{room}/whep (+ the WHEP resources) on @server. */

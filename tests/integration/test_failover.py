@@ -293,3 +293,39 @@ def test_chaos_soak(make_cluster):
         assert not errors, f"room {room} ({what}):\n" + "\n".join(errors)
         assert events.of("ParticipantDisconnected", reason="client_initiated")
     assert c.wait_no_orphans(timeout=15) == []
+
+
+def test_drain_hands_rooms_over(make_cluster):
+    """POST /v1/node/drain on the node hosting a room with a publisher on it: /readyz turns
+    503, the room is handed to another node (RoomMoved, reason drain, no node_failure), the
+    publisher's participant then leaves with server_shutdown written by the new host, the
+    encoder reconnects through the LB to another node, and the drained node exits 0."""
+    c = make_cluster(nodes=3)
+    room = harness.unique_room("drain")
+    ing = c.api.create_ingress(room, identity="obs-d")
+    events = c.follow(room)
+    c.publish("obs", c.rtmp_url(ing["stream_key"]), reconnect=True)
+    events.wait_event("TrackPublished", count=2, timeout=30)
+    first = events.of("ParticipantConnected")[0]["participant"]
+    host = c.node(events.of("RoomStarted")[0]["node"])
+    assert first["ingress_node"] == host.node_id
+
+    r = host.api.request("POST", "/v1/node/drain", {})
+    assert r.status == 202, r
+    moved = events.wait_event("RoomMoved", timeout=20)[0]
+    assert moved["reason"] == "drain" and moved["from_node"] == host.node_id
+    assert moved["node"] != host.node_id
+    gone = events.wait_event("ParticipantDisconnected", timeout=20)[0]
+    assert gone["participant"]["sid"] == first["sid"]
+    assert gone["reason"] == "server_shutdown" and gone["node"] == moved["node"]
+    assert host.proc.wait(timeout=30) == 0
+    host.killed = True  # gone on purpose
+
+    events.wait_event("ParticipantConnected", count=2, timeout=40)
+    second = events.of("ParticipantConnected")[1]["participant"]
+    assert second["identity"] == "obs-d" and second["ingress_node"] != host.node_id
+    events.wait_event("TrackPublished", count=4, timeout=30)
+    res = c.play(room, frames=20)
+    assert res.rc == 0, f"WHEP after the drain failed: {res.log[-3000:]}"
+    assert not [e for e in events.events if e.get("reason") == "node_failure"]
+    c.assert_invariants(events)
