@@ -37,6 +37,7 @@ typedef struct {
   gint64 started_at_ms, ended_at_ms;
   SkInputInfo input;
   char *node;
+  guint64 node_incarnation; /* of @node when the session started: stale once it is retired */
   char *participant_sid;
 
   SkIngressSession *session; /* the live session, if any */

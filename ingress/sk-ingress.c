@@ -180,12 +180,66 @@ sk_ingress_record_to_json (const SkIngressRecord *rec, gboolean with_key)
   json_builder_end_object (b);
   json_builder_end_object (b); /* input */
   add_string (b, "node", rec->node);
+  if (rec->node_incarnation)
+    add_int (b, "node_incarnation", (gint64)rec->node_incarnation);
   if (rec->participant_sid)
     add_string (b, "participant_sid", rec->participant_sid);
   json_builder_end_object (b); /* state */
 
   json_builder_end_object (b);
   return json_builder_get_root (b);
+}
+
+static const char *status_intern (const char *status);
+
+/* The session state another node (or an earlier run) wrote: a session runs on one node, and
+ * the others show what it last wrote. */
+static void
+record_apply_state (SkIngressRecord *rec, JsonObject *o)
+{
+  JsonNode *state_node = json_object_get_member (o, "state");
+  JsonObject *st, *in, *v, *a;
+
+  if (state_node == NULL || !JSON_NODE_HOLDS_OBJECT (state_node))
+    return;
+  st = json_node_get_object (state_node);
+  rec->status = status_intern (json_object_get_string_member_with_default (st, "status", NULL));
+  g_free (rec->error);
+  rec->error = g_strdup (json_object_get_string_member_with_default (st, "error", NULL));
+  rec->started_at_ms = json_object_get_int_member_with_default (st, "started_at_ms", 0);
+  rec->ended_at_ms = json_object_get_int_member_with_default (st, "ended_at_ms", 0);
+  g_free (rec->node);
+  rec->node = g_strdup (json_object_get_string_member_with_default (st, "node", NULL));
+  rec->node_incarnation
+      = (guint64)json_object_get_int_member_with_default (st, "node_incarnation", 0);
+  g_free (rec->participant_sid);
+  rec->participant_sid
+      = g_strdup (json_object_get_string_member_with_default (st, "participant_sid", NULL));
+  sk_input_info_clear (&rec->input);
+  in = json_object_has_member (st, "input") ? json_object_get_object_member (st, "input") : NULL;
+  v = in != NULL && json_object_has_member (in, "video")
+          ? json_object_get_object_member (in, "video")
+          : NULL;
+  a = in != NULL && json_object_has_member (in, "audio")
+          ? json_object_get_object_member (in, "audio")
+          : NULL;
+  if (v != NULL) {
+    rec->input.video_codec
+        = g_strdup (json_object_get_string_member_with_default (v, "codec", NULL));
+    rec->input.width = (guint)json_object_get_int_member_with_default (v, "width", 0);
+    rec->input.height = (guint)json_object_get_int_member_with_default (v, "height", 0);
+    rec->input.fps = json_object_get_double_member_with_default (v, "fps", 0);
+    rec->input.video_bitrate_bps
+        = (guint64)json_object_get_int_member_with_default (v, "bitrate", 0);
+  }
+  if (a != NULL) {
+    rec->input.audio_codec
+        = g_strdup (json_object_get_string_member_with_default (a, "codec", NULL));
+    rec->input.sample_rate = (guint)json_object_get_int_member_with_default (a, "sample_rate", 0);
+    rec->input.channels = (guint)json_object_get_int_member_with_default (a, "channels", 0);
+    rec->input.audio_bitrate_bps
+        = (guint64)json_object_get_int_member_with_default (a, "bitrate", 0);
+  }
 }
 
 /* Rebuilds a record written by sk_ingress_record_to_json (the store's copy). */
@@ -219,9 +273,23 @@ record_from_json (const char *text)
   rec->enabled = json_object_get_boolean_member_with_default (o, "enabled", TRUE);
   rec->created_at_ms = json_object_get_int_member_with_default (o, "created_at_ms", 0);
 #undef STR
-  /* Sessions do not survive the process that ran them. */
   rec->status = SK_INGRESS_INACTIVE;
+  record_apply_state (rec, o);
   return rec;
+}
+
+static const char *
+status_intern (const char *status)
+{
+  static const char *const known[]
+      = { SK_INGRESS_INACTIVE, SK_INGRESS_BUFFERING, SK_INGRESS_PUBLISHING, SK_INGRESS_ERROR,
+          SK_INGRESS_COMPLETE };
+
+  for (guint i = 0; i < G_N_ELEMENTS (known); i++) {
+    if (g_strcmp0 (status, known[i]) == 0)
+      return known[i];
+  }
+  return SK_INGRESS_INACTIVE;
 }
 
 static void
@@ -315,6 +383,71 @@ sk_ingress_registry_delete (SkIngressRegistry *self, SkIngressRecord *rec)
   g_hash_table_remove (self->records, rec->ingress_id); /* frees rec */
 }
 
+static void send_webhook (SkIngressRegistry *self, const char *event, SkIngressRecord *rec);
+
+static void
+record_take_state (SkIngressRecord *to, SkIngressRecord *from)
+{
+  to->status = from->status;
+  g_free (to->error);
+  to->error = g_steal_pointer (&from->error);
+  to->started_at_ms = from->started_at_ms;
+  to->ended_at_ms = from->ended_at_ms;
+  g_free (to->node);
+  to->node = g_steal_pointer (&from->node);
+  to->node_incarnation = from->node_incarnation;
+  g_free (to->participant_sid);
+  to->participant_sid = g_steal_pointer (&from->participant_sid);
+  sk_input_info_clear (&to->input);
+  to->input = from->input;
+  memset (&from->input, 0, sizeof from->input);
+}
+
+static gint
+compare_strings (gconstpointer a, gconstpointer b)
+{
+  return strcmp (*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A session whose node died ends here, written once by one survivor (picked by the ingress
+ * id among the live nodes): ENDPOINT_INACTIVE (the key stays usable) and ingress_ended. */
+static void
+registry_end_dead_sessions (SkIngressRegistry *self)
+{
+  SkCluster *cluster = self->rooms != NULL ? sk_room_manager_get_cluster (self->rooms) : NULL;
+  GHashTableIter iter;
+  gpointer value;
+
+  if (cluster == NULL || sk_cluster_get_state (cluster) != SK_CLUSTER_MEMBER
+      || sk_cluster_in_grace (cluster))
+    return;
+  g_autoptr (GPtrArray) live = sk_cluster_get_live_nodes (cluster);
+  g_ptr_array_add (live, (gpointer)self->config->node_id);
+  g_ptr_array_sort (live, compare_strings);
+
+  g_hash_table_iter_init (&iter, self->records);
+  while (g_hash_table_iter_next (&iter, NULL, &value)) {
+    SkIngressRecord *rec = value;
+
+    if (rec->session != NULL || rec->node == NULL || rec->node_incarnation == 0
+        || (g_strcmp0 (rec->status, SK_INGRESS_BUFFERING) != 0
+            && g_strcmp0 (rec->status, SK_INGRESS_PUBLISHING) != 0))
+      continue;
+    if (sk_cluster_get_liveness (cluster, rec->node, rec->node_incarnation) != SK_NODE_DEAD)
+      continue;
+    if (strcmp (g_ptr_array_index (live, g_str_hash (rec->ingress_id) % live->len),
+                self->config->node_id)
+        != 0)
+      continue;
+    g_message ("ingress %s: its session ran on dead node %s; ended", rec->ingress_id, rec->node);
+    rec->status = SK_INGRESS_INACTIVE;
+    rec->ended_at_ms = sk_now_ms ();
+    g_clear_pointer (&rec->participant_sid, g_free);
+    sk_ingress_registry_persist (self, rec);
+    send_webhook (self, "ingress_ended", rec);
+  }
+}
+
 /* Records another process (or an earlier run) wrote to the store. */
 static void
 load_done (GObject *source, GAsyncResult *res, gpointer user_data)
@@ -340,7 +473,11 @@ load_done (GObject *source, GAsyncResult *res, gpointer user_data)
       g_warning ("ignoring an unreadable ingress record in the store");
       continue;
     }
-    if (g_hash_table_contains (self->records, rec->ingress_id)) {
+    SkIngressRecord *known = g_hash_table_lookup (self->records, rec->ingress_id);
+    if (known != NULL) {
+      /* Ours while a session runs here; otherwise the store's copy is the news. */
+      if (known->session == NULL)
+        record_take_state (known, rec);
       sk_ingress_record_free (rec);
       continue;
     }
@@ -349,6 +486,7 @@ load_done (GObject *source, GAsyncResult *res, gpointer user_data)
   }
   if (added)
     g_message ("loaded %u ingress records from the store", added);
+  registry_end_dead_sessions (self);
 }
 
 /* Records created through another node's API: a publisher may land here next (the store is
@@ -740,6 +878,10 @@ sk_ingress_registry_start_session (SkIngressRegistry *self, SkInputType type,
   sk_input_info_clear (&rec->input);
   g_free (rec->node);
   rec->node = g_strdup (config->node_id);
+  {
+    SkCluster *cluster = self->rooms != NULL ? sk_room_manager_get_cluster (self->rooms) : NULL;
+    rec->node_incarnation = cluster != NULL ? sk_cluster_get_incarnation (cluster) : 0;
+  }
   g_clear_pointer (&rec->participant_sid, g_free);
   sk_ingress_registry_persist (self, rec);
 

@@ -329,3 +329,25 @@ def test_drain_hands_rooms_over(make_cluster):
     assert res.rc == 0, f"WHEP after the drain failed: {res.log[-3000:]}"
     assert not [e for e in events.events if e.get("reason") == "node_failure"]
     c.assert_invariants(events)
+
+
+def test_dead_nodes_ingress_becomes_inactive(make_cluster):
+    """The ingress record of a session that ran on a killed node does not stay PUBLISHING:
+    one survivor ends it (ENDPOINT_INACTIVE, the key reusable), and every node's API says
+    so (records are read from the store, not from one node's memory)."""
+    c = make_cluster(nodes=3)
+    room = harness.unique_room("rec")
+    ing = c.api.create_ingress(room, identity="obs-r")
+    events = c.follow(room)
+    c.publish("obs", c.rtmp_url(ing["stream_key"]))  # no reconnect: the session just ends
+    events.wait_event("TrackPublished", count=2, timeout=30)
+    victim = c.node(events.of("ParticipantConnected")[0]["participant"]["ingress_node"])
+    for n in c.nodes:
+        harness.wait_until(lambda n=n: n.api.status(ing["ingress_id"]) == "ENDPOINT_PUBLISHING",
+                           10, what=f"{n.node_id} to see the session")
+    c.kill(victim)
+    events.wait_event("ParticipantDisconnected", timeout=20, reason="node_failure")
+    for n in c.live_nodes():
+        harness.wait_until(lambda n=n: n.api.status(ing["ingress_id"]) == "ENDPOINT_INACTIVE",
+                           15, what=f"{n.node_id} to see the ingress ended")
+    c.assert_invariants(events)
