@@ -57,6 +57,7 @@ struct _SkIngressRegistry {
   GCancellable *cancellable;
   guint refresh_id; /* periodic re-read of the records other nodes wrote */
   gboolean refresh_in_flight;
+  GHashTable *unsaved; /* ingress ids whose last store write failed: written again */
 };
 
 const char *sk_input_type_to_string (SkInputType type);

@@ -292,14 +292,34 @@ status_intern (const char *status)
   return SK_INGRESS_INACTIVE;
 }
 
+typedef struct {
+  SkIngressRegistry *registry;
+  char *ingress_id;
+} PersistCall;
+
 static void
 persist_done (GObject *source, GAsyncResult *res, gpointer user_data)
 {
+  PersistCall *call = user_data;
   g_autoptr (GError) error = NULL;
+  SkIngressRegistry *self = call->registry;
+  GCancellable *cancellable = g_task_get_cancellable (G_TASK (res));
 
-  if (!sk_store_put_finish (user_data, res, &error)
-      && !g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
-    g_warning ("cannot write an ingress record to the store: %s", error->message);
+  /* The registry is gone (it cancels before it frees itself). */
+  if (cancellable != NULL && g_cancellable_is_cancelled (cancellable)) {
+    g_free (call->ingress_id);
+    g_free (call);
+    return;
+  }
+  if (!sk_store_put_finish (self->store, res, &error)) {
+    /* Written again by the next refresh: the store must not keep a stale state. */
+    if (!g_hash_table_contains (self->unsaved, call->ingress_id))
+      g_warning ("ingress %s: cannot write its record to the store (%s); retrying",
+                 call->ingress_id, error->message);
+    g_hash_table_add (self->unsaved, g_steal_pointer (&call->ingress_id));
+  }
+  g_free (call->ingress_id);
+  g_free (call);
 }
 
 void
@@ -307,9 +327,34 @@ sk_ingress_registry_persist (SkIngressRegistry *self, SkIngressRecord *rec)
 {
   g_autoptr (JsonNode) node = sk_ingress_record_to_json (rec, TRUE);
   g_autofree char *json = json_to_string (node, FALSE);
+  PersistCall *call = g_new0 (PersistCall, 1);
 
+  call->registry = self;
+  call->ingress_id = g_strdup (rec->ingress_id);
+  g_hash_table_remove (self->unsaved, rec->ingress_id);
   sk_store_put_async (self->store, SK_INGRESS_NS, rec->ingress_id, json, self->cancellable,
-                      persist_done, self->store);
+                      persist_done, call);
+}
+
+/* Records whose last write failed (store unreachable) are written again. */
+static void
+registry_persist_unsaved (SkIngressRegistry *self)
+{
+  g_autoptr (GPtrArray) ids = g_ptr_array_new_with_free_func (g_free);
+  GHashTableIter iter;
+  gpointer id;
+
+  g_hash_table_iter_init (&iter, self->unsaved);
+  while (g_hash_table_iter_next (&iter, &id, NULL))
+    g_ptr_array_add (ids, g_strdup (id));
+  for (guint i = 0; i < ids->len; i++) {
+    SkIngressRecord *rec = g_hash_table_lookup (self->records, g_ptr_array_index (ids, i));
+
+    if (rec != NULL)
+      sk_ingress_registry_persist (self, rec);
+    else
+      g_hash_table_remove (self->unsaved, g_ptr_array_index (ids, i));
+  }
 }
 
 static void
@@ -476,7 +521,7 @@ load_done (GObject *source, GAsyncResult *res, gpointer user_data)
     SkIngressRecord *known = g_hash_table_lookup (self->records, rec->ingress_id);
     if (known != NULL) {
       /* Ours while a session runs here; otherwise the store's copy is the news. */
-      if (known->session == NULL)
+      if (known->session == NULL && !g_hash_table_contains (self->unsaved, known->ingress_id))
         record_take_state (known, rec);
       sk_ingress_record_free (rec);
       continue;
@@ -496,6 +541,7 @@ registry_refresh_cb (gpointer user_data)
 {
   SkIngressRegistry *self = user_data;
 
+  registry_persist_unsaved (self);
   if (!self->refresh_in_flight) {
     self->refresh_in_flight = TRUE;
     sk_store_list_async (self->store, SK_INGRESS_NS, self->cancellable, load_done, self);
@@ -518,6 +564,7 @@ sk_ingress_registry_new (const SkConfig *config, SkStore *store, SkRoomManager *
   self->records = g_hash_table_new_full (g_str_hash, g_str_equal, NULL,
                                          (GDestroyNotify)sk_ingress_record_free);
   self->by_key = g_hash_table_new (g_str_hash, g_str_equal);
+  self->unsaved = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   self->accepting = TRUE;
   self->cancellable = g_cancellable_new ();
   self->refresh_in_flight = TRUE;
@@ -540,6 +587,7 @@ sk_ingress_registry_free (SkIngressRegistry *self)
     g_warning ("registry freed with %u live sessions", self->n_live);
   g_clear_handle_id (&self->refresh_id, g_source_remove);
   g_cancellable_cancel (self->cancellable);
+  g_hash_table_unref (self->unsaved);
   g_clear_object (&self->cancellable);
   g_hash_table_destroy (self->by_key);
   g_hash_table_destroy (self->records);
