@@ -107,6 +107,7 @@ def finish_trial(c, stats, label, follower, kills, workdir):
     follower.save(workdir / f"{label}.sse")
     # Timing is a figure here, not a violation: invariant 5's deadline is left wide open.
     errors = check_events.check(list(follower.events), final=True, killed=kills,
+                                restarted=c.restarts,
                                 require_complete=True, deadline_ms=60_000)
     stats.event_errors += [(label, e) for e in errors]
     for node_id, _ in kills:

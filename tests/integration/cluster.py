@@ -382,6 +382,7 @@ class Cluster:
         self.token = secrets.token_hex(16)
         self.on_log = on_log or (lambda label, path: None)
         self.kills = []  # (node_id, epoch ms) of every kill -9 / stop past the TTL
+        self.restarts = []  # (node_id, epoch ms) of every start of a new incarnation
         self.followers = []
         self.publishers = []
         self.redis, self.replica, self.sentinels = None, None, []
@@ -534,6 +535,7 @@ class Cluster:
         if n.alive():
             self.kill(n)
         n.killed = False
+        self.restarts.append((n.node_id, now_ms()))
         n.start(timeout=timeout)
         self.lb.wait_status(n, "UP", timeout=timeout)
         return n
@@ -678,7 +680,7 @@ class Cluster:
     def check(self, follower, final=False, **kw):
         """check_events.check over what @follower received, with the recorded kills."""
         return check_events.check(list(follower.events), final=final,
-                                  killed=self.kills, **kw)
+                                  killed=self.kills, restarted=self.restarts, **kw)
 
     def assert_invariants(self, follower, final=False, **kw):
         errors = self.check(follower, final=final, **kw)

@@ -260,3 +260,18 @@ def test_cli_killed_and_deadline(tmp_path):
     assert p.returncode == 1 and "deadline 1500 ms" in p.stdout
     assert run("--final", "--killed", f"n1@{KILL - 1000}", "--deadline-ms", "2500").returncode == 0
     assert run("--killed", "n1").returncode == 2  # NODE@MS required
+
+
+def test_inv6_restarted_node_takes_its_old_rooms_over():
+    """n1 is killed and restarted before anyone else claims: its new incarnation rebuilds the
+    room (RoomMoved n1 -> n1) and writes what its dead incarnation owed. Legitimate with the
+    kill on record; without it, a node moving a room to itself is a violation."""
+    log = failover_log()
+    for e in log[7:11]:
+        e["node"] = "n1"
+    log[7]["from_node"] = "n1"
+    assert errors_with(log, "inv6", final=True, killed=[("n1", KILL)],
+                       restarted=[("n1", KILL + 500)]) == []
+    errs = errors_with(log, "inv6", final=True, killed=[("n1", KILL)])
+    assert any("RoomMoved from 'n1' to 'n1'" in e for e in errs)
+    assert any("written by its own ingress node n1" in e for e in errs)

@@ -132,7 +132,20 @@ class _Participant:
                      or r["unpub"].get("reason") == "node_failure")}
 
 
-def check(events, require_complete=None, final=False, killed=(),
+def _restarted_before(restarts, node, at_ms):
+    """Whether a new incarnation of @node was started before @at_ms."""
+    return at_ms is not None and any(n == node and ms <= at_ms for n, ms in restarts)
+
+
+def _restarted_between(restarts, node, start_ms, end_ms):
+    """Whether @node was restarted after @start_ms (the participant joined on the old
+    incarnation) and before @end_ms (the new incarnation writes what the old one owed)."""
+    return end_ms is not None and any(
+        n == node and (start_ms is None or ms >= start_ms) and ms <= end_ms
+        for n, ms in restarts)
+
+
+def check(events, require_complete=None, final=False, killed=(), restarted=(),
           deadline_ms=DEFAULT_DEADLINE_MS):
     """Returns a list of violation strings (empty: all good).
 
@@ -147,6 +160,8 @@ def check(events, require_complete=None, final=False, killed=(),
     if not events:
         return errors
     kills = [parse_killed(k) if isinstance(k, str) else (k[0], int(k[1])) for k in killed]
+    # A node id restarted as a new incarnation may write what its dead incarnation owed.
+    restarts = [parse_killed(k) if isinstance(k, str) else (k[0], int(k[1])) for k in restarted]
     first_seq = events[0].get("seq")
     complete = first_seq == 1 if require_complete is None else require_complete
     if require_complete and first_seq != 1:
@@ -210,7 +225,10 @@ def check(events, require_complete=None, final=False, killed=(),
             reason, src, epoch = ev.get("reason"), ev.get("from_node"), ev.get("epoch")
             if reason not in MOVE_REASONS:
                 errors.append(f"inv6: seq {seq}: RoomMoved with reason {reason!r}")
-            if not src or not writer or src == writer:
+            # A node id comes back as a new incarnation after a restart: a move from its
+            # dead incarnation to the new one is a move (the kill says so).
+            restarted = src == writer and _restarted_before(restarts, src, ev.get("at_ms"))
+            if not src or not writer or (src == writer and not restarted):
                 errors.append(f"inv6: seq {seq}: RoomMoved from {src!r} to {writer!r}")
             elif host is not None and src != host:
                 errors.append(f"inv6: seq {seq}: RoomMoved from {src!r} but the room was "
@@ -379,7 +397,8 @@ def _check_failover(events, people, moves, kills, final, deadline_ms):
         failed = [e for e in [p.disconnect] + [r["unpub"] for r in p.tracks.values()]
                   if e is not None and e.get("reason") == "node_failure"]
         for e in failed:
-            if e.get("node") == p.ingress_node:
+            if e.get("node") == p.ingress_node and not (
+                    _restarted_between(restarts, p.ingress_node, p.connect_at, e.get("at_ms"))):
                 errors.append(f"inv6: seq {e['seq']}: {e['event']} node_failure for {p.psid} "
                               f"written by its own ingress node {p.ingress_node}")
         # (A participant already connected when a resumed capture starts may have lost its
@@ -416,11 +435,14 @@ def main(argv):
     ap.add_argument("--complete", action="store_true", help="the capture must start at seq 1")
     ap.add_argument("--killed", action="append", default=[], metavar="NODE@MS",
                     help="NODE was killed at epoch ms MS (repeatable)")
+    ap.add_argument("--restarted", action="append", default=[], metavar="NODE@MS",
+                    help="a new incarnation of NODE started at epoch ms MS (repeatable)")
     ap.add_argument("--deadline-ms", type=int, default=DEFAULT_DEADLINE_MS,
                     help="invariant 5: kill -> ParticipantDisconnected bound (default 1500)")
     args = ap.parse_args(argv[1:])
     try:
         kills = [parse_killed(k) for k in args.killed]
+        restarts = [parse_killed(k) for k in args.restarted]
     except ValueError as exc:
         ap.error(str(exc))
     bad = 0
@@ -429,7 +451,7 @@ def main(argv):
             text = f.read()
         events = parse_json_lines(text) if args.json else parse_sse(text)
         errors = check(events, require_complete=args.complete or None, final=args.final,
-                       killed=kills, deadline_ms=args.deadline_ms)
+                       killed=kills, restarted=restarts, deadline_ms=args.deadline_ms)
         for e in errors:
             print(f"{path}: {e}")
         bad += len(errors)
