@@ -330,11 +330,11 @@ def check(events, require_complete=None, final=False, killed=(), restarted=(),
                     errors.append(f"inv7: reconnected participant {psid} ({ident!r}) "
                                   f"published no track")
 
-    errors += _check_failover(events, people, moves, kills, final, deadline_ms)
+    errors += _check_failover(events, people, moves, kills, restarts, final, deadline_ms)
     return list(dict.fromkeys(errors))  # one line per distinct violation, in order
 
 
-def _check_failover(events, people, moves, kills, final, deadline_ms):
+def _check_failover(events, people, moves, kills, restarts, final, deadline_ms):
     """Invariants 5 and 6, from the participants' recorded lives."""
     errors = []
     last_at = max((e.get("at_ms") for e in events if isinstance(e.get("at_ms"), int)),
