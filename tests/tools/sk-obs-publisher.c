@@ -570,7 +570,8 @@ publisher_stream (Publisher *pub, RTMP *r)
           return RUN_STOPPED;
         }
         gint64 wait_us = due - g_get_monotonic_time ();
-        int wait_ms = wait_us > 0 ? (int)MIN (wait_us / 1000, 50) : 0;
+        /* Rounded up: a wait under 1 ms as poll (0) would spin until the tag is due. */
+        int wait_ms = wait_us > 0 ? (int)MIN ((wait_us + 999) / 1000, 50) : 0;
         if (socket_readable (r, wait_ms)) {
           if (!read_one (r)) {
             pub->next_ts = ts;

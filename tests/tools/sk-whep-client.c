@@ -28,6 +28,8 @@
 #include <gst/video/video.h>
 #include <gst/webrtc/webrtc.h>
 #include <libsoup/soup.h>
+#include <nice/agent.h>
+#include <sys/socket.h>
 
 #include "rooms/sk-webrtc.h"
 #include "sk-stamp.h"
@@ -202,12 +204,14 @@ on_pad_added (GstElement *webrtc, GstPad *pad, gpointer data)
   gboolean video = g_strcmp0 (media, "video") == 0;
   gboolean vp8 = video && g_ascii_strcasecmp (encoding ? encoding : "", "VP8") == 0;
   const char *desc;
-  /* The depayloaders wait for a keyframe and ask for one (a PLI), as a browser does. */
-  if (opt_no_decode) /* every depayloaded buffer is one whole frame (alignment=au) */
-    desc = !video ? "queue ! rtpopusdepay name=dec ! fakesink sync=false async=false"
-           : vp8  ? "queue ! rtpvp8depay name=dec wait-for-keyframe=true request-keyframe=true ! "
+  /* The depayloaders wait for a keyframe and ask for one (a PLI), as a browser does. Counting
+   * only: depayload on the jitter buffer's thread, no queue thread of our own; every
+   * depayloaded buffer is one whole frame (alignment=au). */
+  if (opt_no_decode)
+    desc = !video ? "rtpopusdepay name=dec ! fakesink sync=false async=false"
+           : vp8  ? "rtpvp8depay name=dec wait-for-keyframe=true request-keyframe=true ! "
                     "fakesink sync=false async=false"
-                  : "queue ! rtph264depay name=dec wait-for-keyframe=true request-keyframe=true ! "
+                  : "rtph264depay name=dec wait-for-keyframe=true request-keyframe=true ! "
                     "fakesink sync=false async=false";
   else
     desc = !video ? "queue ! rtpopusdepay ! opusdec name=dec ! fakesink sync=false async=false"
@@ -424,6 +428,35 @@ on_negotiation_needed (GstElement *webrtc, gpointer data)
                          gst_promise_new_with_change_func (on_offer_created, data, NULL));
 }
 
+/* A receiver that is not scheduled for a while (20 of them on a loaded 2-core machine) must
+ * not lose packets in its socket: give the selected ICE socket(s) a few seconds of media.
+ * Capped by net.core.rmem_max. */
+#define CLIENT_RCVBUF (4 * 1024 * 1024)
+
+static void
+on_ice_connection_state (GstElement *webrtc, GParamSpec *pspec, gpointer data)
+{
+  GstWebRTCICEConnectionState state;
+  g_object_get (webrtc, "ice-connection-state", &state, NULL);
+  if (state != GST_WEBRTC_ICE_CONNECTION_STATE_CONNECTED
+      && state != GST_WEBRTC_ICE_CONNECTION_STATE_COMPLETED)
+    return;
+  g_autoptr (GstObject) ice = NULL;
+  g_object_get (webrtc, "ice-agent", &ice, NULL);
+  if (ice == NULL || g_object_class_find_property (G_OBJECT_GET_CLASS (ice), "agent") == NULL)
+    return;
+  g_autoptr (GObject) agent = NULL;
+  g_object_get (ice, "agent", &agent, NULL);
+  if (!NICE_IS_AGENT (agent))
+    return;
+  /* Streams are numbered from 1; max-bundle uses the first, RTCP is muxed (component 1). */
+  for (guint stream = 1; stream <= 4; stream++) {
+    g_autoptr (GSocket) socket = nice_agent_get_selected_socket (NICE_AGENT (agent), stream, 1);
+    if (socket != NULL)
+      g_socket_set_option (socket, SOL_SOCKET, SO_RCVBUF, CLIENT_RCVBUF, NULL);
+  }
+}
+
 static void
 on_connection_state (GstElement *webrtc, GParamSpec *pspec, gpointer data)
 {
@@ -533,6 +566,8 @@ main (int argc, char **argv)
   g_signal_connect (c.webrtc, "on-negotiation-needed", G_CALLBACK (on_negotiation_needed), &c);
   g_signal_connect (c.webrtc, "notify::ice-gathering-state", G_CALLBACK (on_gathering_state), &c);
   g_signal_connect (c.webrtc, "notify::connection-state", G_CALLBACK (on_connection_state), &c);
+  g_signal_connect (c.webrtc, "notify::ice-connection-state", G_CALLBACK (on_ice_connection_state),
+                    &c);
   g_signal_connect (c.webrtc, "pad-added", G_CALLBACK (on_pad_added), &c);
 
   g_autoptr (GstBus) bus = gst_pipeline_get_bus (GST_PIPELINE (c.pipeline));
