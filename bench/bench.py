@@ -71,6 +71,17 @@ def sample_cpu(pid, seconds):
     return dict(mean=100.0 * (c0 - c_start) / (t0 - t_start), samples=samples)
 
 
+def lower_priority(nice):
+    """In a child before exec: run at @nice. Each process gets a session of its own
+    (harness.ProcessGroup), and with sched_autogroup_enabled the scheduler shares the CPU
+    between sessions, not threads, so the session's autogroup gets the nice value too."""
+    os.nice(nice)
+    try:
+        Path("/proc/self/autogroup").write_text(str(nice))
+    except OSError:
+        pass
+
+
 def pct(values, q):
     """Nearest-rank percentile."""
     v = sorted(values)
@@ -115,7 +126,7 @@ class Stream:
     def wait_publishing(self, timeout=60):
         self.node.api.wait_status(self.ing["ingress_id"], "ENDPOINT_PUBLISHING", timeout)
 
-    def subscribe(self, seconds, decode=True, wait_answer=True):
+    def subscribe(self, seconds, decode=True, wait_answer=True, nice=0):
         argv = [harness.WHEP_CLIENT, "--url", self.node.whep_url(self.room),
                 "--ice-address", "127.0.0.1", "--frames", "100000000",
                 "--timeout", str(int(seconds)), "--delete", "--latency"]
@@ -125,7 +136,8 @@ class Stream:
         self.answer_failures = []
         for attempt in range(3):
             self.sub_log = self.workdir / f"sub-{self.index}-{attempt}.log"
-            self.sub = self.procs.start(argv, self.sub_log, stderr=subprocess.DEVNULL)
+            self.sub = self.procs.start(argv, self.sub_log, stderr=subprocess.DEVNULL,
+                                        preexec_fn=(lambda: lower_priority(nice)) if nice else None)
             if not wait_answer:
                 return
             try:
@@ -224,7 +236,7 @@ def measure_latency(procs, workdir, source, transcode, seconds, stall_every):
         procs.kill_all()
 
 
-def measure_many(procs, workdir, source, n, window, warmup, decode):
+def measure_many(procs, workdir, source, n, window, warmup, decode, client_nice):
     wd = workdir / f"many-{n}"
     node = start_node(procs, wd)
     try:
@@ -238,7 +250,7 @@ def measure_many(procs, workdir, source, n, window, warmup, decode):
         rss_pub = rss_kib(pid)
         cpu_pub = sample_cpu(pid, 5)
         for i, s in enumerate(streams):
-            s.subscribe(window + warmup + 60, decode=i < decode)
+            s.subscribe(window + warmup + 60, decode=i < decode, nice=client_nice)
         for s in streams:
             s.wait_frames()
         time.sleep(warmup)
@@ -291,6 +303,8 @@ def main():
     ap.add_argument("--latency-seconds", type=int, default=45)
     ap.add_argument("--stall-every", type=float, default=3.0)
     ap.add_argument("--skip", default="", help="comma list of phases to skip: one,latency,many")
+    ap.add_argument("--client-nice", type=int, default=10,
+                    help="nice value of the N-stream run's subscribers (0: same as the node)")
     ap.add_argument("--workdir", default="/tmp/streamkeeper-bench")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -333,7 +347,7 @@ def main():
                     table.add(f"{label[mode]}: glass-to-glass ms", "no marks matched")
         if "many" not in skip:
             r = measure_many(procs, workdir, source, args.streams, args.window, args.warmup,
-                             args.decode)
+                             args.decode, args.client_nice)
             results["many"] = r
             n = r["n"]
             growth = (r["rss_n"] - r["rss0"]) / max(n, 1) / 1024
