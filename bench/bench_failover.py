@@ -178,6 +178,7 @@ class Viewer:
     """sk-whep-client --latency through HAProxy, one decoded-frame line each."""
 
     def __init__(self, c, room, participant, workdir, name, frames, timeout):
+        # ?participant= takes the identity (WHEP follows that publisher across reconnects).
         self.log_path = workdir / f"viewer-{name}.log"
         url = f"{c.whep_url(room)}?participant={participant}"
         env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
@@ -244,7 +245,7 @@ def trial_host_killed(c, stats, i, workdir, probe=None):
         if probe is None:
             return False
     room, anchor, remote, events, host, participant = probe
-    viewer = Viewer(c, room, participant["sid"], workdir, f"{label}-a", 100000, 600)
+    viewer = Viewer(c, room, participant["identity"], workdir, f"{label}-a", 100000, 600)
     harness.wait_until(lambda: viewer.frames(), 20, what="the viewer's first frame")
     time.sleep(0.5)
 
@@ -253,7 +254,7 @@ def trial_host_killed(c, stats, i, workdir, probe=None):
     # The old viewer's peer died with the host: its last frame is the gap's start.
     after = None
     for attempt in range(20):
-        v = Viewer(c, room, participant["sid"], workdir, f"{label}-b{attempt}", 1, 10)
+        v = Viewer(c, room, participant["identity"], workdir, f"{label}-b{attempt}", 1, 10)
         v.proc.wait(timeout=30)
         if v.frames():
             after = v.frames()[0]["mono_us"]
