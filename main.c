@@ -49,6 +49,8 @@ typedef struct {
   NodeState state;
   guint shutdown_timeout_id;
   guint rooms_moved;
+  guint drain_timeout_id;
+  gboolean sessions_closed;
 } Node;
 
 static void
@@ -192,11 +194,18 @@ shutdown_rooms (gpointer user_data)
 /* Handed-over rooms: time for the new hosts to rebuild them and for our publications to
  * reach them, before the encoders are told to go. */
 #define DRAIN_SETTLE_MS 1000
+/* The hand-overs themselves are a few store round trips. */
+#define DRAIN_TIMEOUT_MS 5000
 
 static gboolean
 close_sessions (gpointer user_data)
 {
   Node *n = user_data;
+
+  if (n->sessions_closed)
+    return G_SOURCE_REMOVE;
+  n->sessions_closed = TRUE;
+  g_clear_handle_id (&n->drain_timeout_id, g_source_remove);
 
   g_message ("shutting down: %u live sessions end with server_shutdown",
              sk_ingress_registry_get_n_sessions (n->registry));
@@ -216,12 +225,27 @@ on_drained (GObject *source, GAsyncResult *res, gpointer user_data)
 
   if (!sk_room_manager_drain_finish (n->rooms, res, &n->rooms_moved, &error))
     g_warning ("drain: %s", error->message);
+  if (n->sessions_closed)
+    return; /* too late: the drain timed out and the shutdown went on */
+  g_clear_handle_id (&n->drain_timeout_id, g_source_remove);
   if (n->rooms_moved > 0) {
     g_message ("drain: %u room(s) handed over to other nodes", n->rooms_moved);
     g_timeout_add (DRAIN_SETTLE_MS, close_sessions, n);
   } else {
     close_sessions (n);
   }
+}
+
+static gboolean
+on_drain_timeout (gpointer user_data)
+{
+  Node *n = user_data;
+
+  n->drain_timeout_id = 0;
+  g_warning ("drain: rooms not handed over within %d ms; letting the encoders go anyway",
+             DRAIN_TIMEOUT_MS);
+  close_sessions (n);
+  return G_SOURCE_REMOVE;
 }
 
 /* SIGTERM, SIGINT or POST /v1/node/drain: not ready any more, rooms go to other nodes, then
@@ -232,6 +256,8 @@ begin_shutdown (Node *n)
   n->state = NODE_DRAINING; /* /readyz answers 503 from now on */
   notify ("STOPPING=1");
   sk_ingress_registry_set_accepting (n->registry, FALSE);
+  /* A store that does not answer must not hold the node: the encoders go anyway. */
+  n->drain_timeout_id = g_timeout_add (DRAIN_TIMEOUT_MS, on_drain_timeout, n);
   sk_room_manager_drain_async (n->rooms, on_drained, n);
 }
 
@@ -363,6 +389,7 @@ main (int argc, char **argv)
   status = run (&node, argc, argv);
 
   g_clear_handle_id (&node.shutdown_timeout_id, g_source_remove);
+  g_clear_handle_id (&node.drain_timeout_id, g_source_remove);
   /* Front ends first (they end their sessions), then what they feed; the HTTP server goes
    * after the rooms so their open responses (SSE) are finished on live connections. */
   g_clear_pointer (&node.rtmp, sk_rtmp_server_free);

@@ -1978,10 +1978,19 @@ sk_room_manager_set_cluster (SkRoomManager *self, SkCluster *cluster)
 /* ---- drain: hand every hosted room to another node --------------------------------------- */
 
 typedef struct {
-  SkRoom *room;
+  SkRoomManager *manager;
+  char *room;
   char *node;
   guint64 incarnation;
 } HandOver;
+
+static void
+hand_over_free (HandOver *ho)
+{
+  g_free (ho->room);
+  g_free (ho->node);
+  g_free (ho);
+}
 
 static void
 drain_step_done (SkRoomManager *self)
@@ -1992,31 +2001,33 @@ drain_step_done (SkRoomManager *self)
   g_clear_object (&self->drain_task);
 }
 
+/* Runs on the manager's cancellable, not the room's: every hand-over is answered (and counted)
+ * while the manager lives, even if its room went away meanwhile. */
 static void
 on_handed_over (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   HandOver *ho = user_data;
   g_autoptr (GError) error = NULL;
+  SkRoomManager *self = ho->manager;
+  SkRoom *room;
   guint64 epoch = 0;
 
   if (store_op_cancelled (result)) {
-    g_free (ho->node);
-    g_free (ho);
+    hand_over_free (ho);
     return;
   }
-  SkRoom *room = ho->room;
-  SkRoomManager *self = room->manager;
+  room = g_hash_table_lookup (self->rooms, ho->room);
   if (sk_store_claim_room_finish (self->store, result, &epoch, &error)) {
     /* The new host rebuilds it from the store; our participants now publish there and
      * leave through it when their sessions close. */
-    room_become_proxy (room, ho->node, ho->incarnation, epoch);
+    if (room != NULL && !room->remote && !room->lost)
+      room_become_proxy (room, ho->node, ho->incarnation, epoch);
     self->drain_moved++;
   } else {
-    g_warning ("room %s: cannot hand it over to %s: %s; it ends here", room->name, ho->node,
+    g_warning ("room %s: cannot hand it over to %s: %s; it ends here", ho->room, ho->node,
                error->message);
   }
-  g_free (ho->node);
-  g_free (ho);
+  hand_over_free (ho);
   drain_step_done (self);
 }
 
@@ -2046,13 +2057,14 @@ sk_room_manager_drain_async (SkRoomManager *self, GAsyncReadyCallback callback, 
     /* Spread the rooms over the others the way failover would. */
     target = g_ptr_array_index (live, g_str_hash (room->name) % live->len);
     ho = g_new0 (HandOver, 1);
-    ho->room = room;
+    ho->manager = self;
+    ho->room = g_strdup (room->name);
     ho->node = g_strdup (target);
     ho->incarnation = sk_cluster_get_live_incarnation (self->cluster, target);
     g_message ("room %s: handing it over to node %s (drain)", room->name, target);
     self->drain_pending++;
     sk_store_claim_room_async (self->store, room->name, target, ho->incarnation, room->epoch,
-                               room->cancellable, on_handed_over, ho);
+                               self->cancellable, on_handed_over, ho);
   }
   drain_step_done (self);
 }
