@@ -297,6 +297,53 @@ test_stalled (void)
   tr_server_clear (&server);
 }
 
+/* A caller may free the store from a completion; calls still in flight then fail. */
+typedef struct {
+  SkStore *store;
+  guint freed_by;
+  Tally tally;
+} FreeInCallback;
+
+static void
+free_in_callback_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  FreeInCallback *f = user_data;
+  g_autoptr (GError) error = NULL;
+
+  if (f->store == NULL) {
+    /* Answered after the free: must be the store going away, not a reply. */
+    g_assert_false (g_task_propagate_boolean (G_TASK (result), &error));
+    g_assert_error (error, SK_ERROR, SK_ERROR_UNAVAILABLE);
+    f->tally.unavailable++;
+  } else {
+    g_assert_true (sk_store_append_event_finish (f->store, result, &error));
+    g_clear_pointer (&f->store, sk_store_free);
+    f->tally.ok++;
+  }
+  f->tally.done++;
+}
+
+static void
+test_free_in_callback (void)
+{
+  FreeInCallback f = { 0 };
+  const guint n = 500;
+
+  if (!tr_have_redis ()) {
+    g_test_skip ("redis-server is not installed");
+    return;
+  }
+  tr_flushall (contract_server.port);
+  f.store = tr_store_new (contract_server.port);
+  for (guint i = 0; i < n; i++)
+    sk_store_append_event_async (f.store, "r", 0, 1 + i, "{}", NULL, free_in_callback_cb, &f);
+  while (f.tally.done < n)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_null (f.store);
+  g_assert_cmpuint (f.tally.ok, ==, 1);
+  g_assert_cmpuint (f.tally.unavailable, ==, n - 1);
+}
+
 /* ---- several nodes ------------------------------------------------------------------------ */
 
 static void
@@ -542,6 +589,7 @@ main (int argc, char **argv)
   g_test_add_func ("/store-redis/uri", test_uri);
   g_test_add_func ("/store-redis/two-nodes-watch", test_two_nodes_watch);
   g_test_add_func ("/store-redis/concurrent-claims", test_concurrent_claims);
+  g_test_add_func ("/store-redis/free-in-callback", test_free_in_callback);
   g_test_add_func ("/store-redis/reconnect", test_reconnect);
   g_test_add_func ("/store-redis/stalled", test_stalled);
   g_test_add_func ("/store-redis/sentinel-failover", test_sentinel_failover);
