@@ -1668,7 +1668,8 @@ rooms_http_list (SkRoomManager *self, SoupServerMessage *msg)
 
   g_hash_table_iter_init (&iter, self->rooms);
   while (g_hash_table_iter_next (&iter, NULL, (gpointer *)&room)) {
-    if (!room->finished)
+    /* Rooms this node hosts; one it only publishes into is listed by its host. */
+    if (!room->finished && !room->remote && !room->lost)
       g_ptr_array_add (rooms, room);
   }
   g_ptr_array_sort (rooms, compare_room_names);
@@ -1795,7 +1796,7 @@ rooms_http_handler (SoupServer *server, SoupServerMessage *msg, const char *path
     if (!sk_http_require_token (msg, self->config->api_token))
       return;
     room = g_hash_table_lookup (self->rooms, room_name);
-    if (room == NULL || room->finished || room->lost) {
+    if (room == NULL || room->finished || room->lost || room->remote) {
       /* Hosted elsewhere in the cluster (or nowhere): the host's snapshot in the store. */
       soup_server_message_pause (msg);
       g_object_set_data (G_OBJECT (msg), "sk-room-manager", self);
