@@ -110,6 +110,8 @@ node_info (gpointer user_data)
   json_object_set_boolean_member (
       o, "accepting", n->state == NODE_RUNNING && sk_ingress_registry_is_ready (n->registry));
   json_object_set_int_member (o, "rtmp_port", n->config->rtmp_port);
+  json_object_set_int_member (o, "rooms", sk_room_manager_get_n_hosted (n->rooms));
+  json_object_set_int_member (o, "max_rooms", n->config->cluster_max_rooms);
   node = json_node_init_object (json_node_alloc (), o);
   json_object_unref (o);
   return node;

@@ -596,23 +596,32 @@ sk_cluster_get_live_incarnation (SkCluster *self, const char *node)
   return n != NULL ? n->incarnation : 0;
 }
 
-const char *
-sk_cluster_get_node_url (SkCluster *self, const char *node)
+JsonObject *
+sk_cluster_dup_node_info (SkCluster *self, const char *node)
 {
-  SkStoreNode *n;
+  SkStoreNode *n = g_hash_table_lookup (self->live, node);
   g_autoptr (JsonNode) info = NULL;
 
-  if (g_strcmp0 (node, self->config->node_id) == 0)
-    return self->config->cluster_advertise_url;
-  n = g_hash_table_lookup (self->live, node);
   if (n == NULL || n->info == NULL)
     return NULL;
   info = json_from_string (n->info, NULL);
   if (info == NULL || !JSON_NODE_HOLDS_OBJECT (info))
     return NULL;
+  return json_object_ref (json_node_get_object (info));
+}
+
+const char *
+sk_cluster_get_node_url (SkCluster *self, const char *node)
+{
+  g_autoptr (JsonObject) info = NULL;
+
+  if (g_strcmp0 (node, self->config->node_id) == 0)
+    return self->config->cluster_advertise_url;
+  info = sk_cluster_dup_node_info (self, node);
+  if (info == NULL)
+    return NULL;
   /* Interned: the view is rebuilt every heartbeat, callers keep the URL a little longer. */
-  return g_intern_string (
-      json_object_get_string_member_with_default (json_node_get_object (info), "url", ""));
+  return g_intern_string (json_object_get_string_member_with_default (info, "url", ""));
 }
 
 static gint

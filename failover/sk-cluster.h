@@ -82,6 +82,8 @@ SkNodeLiveness sk_cluster_get_liveness (SkCluster *cluster, const char *node, gu
 guint64 sk_cluster_get_live_incarnation (SkCluster *cluster, const char *node);
 /* The advertise URL of a live node, from its lease; NULL if it has none. */
 const char *sk_cluster_get_node_url (SkCluster *cluster, const char *node);
+/* The JSON object a live node (not this one) published with its lease; NULL if none. */
+JsonObject *sk_cluster_dup_node_info (SkCluster *cluster, const char *node);
 /* Live nodes other than this one, by id (borrowed strings, valid until the next view). */
 GPtrArray *sk_cluster_get_live_nodes (SkCluster *cluster);
 

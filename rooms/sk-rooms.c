@@ -687,6 +687,96 @@ manager_incarnation (SkRoomManager *self)
   return self->cluster != NULL ? sk_cluster_get_incarnation (self->cluster) : 0;
 }
 
+/* Rooms hosted (or being placed) here, @except aside. */
+static guint
+manager_n_hosted (SkRoomManager *self, SkRoom *except)
+{
+  GHashTableIter iter;
+  SkRoom *room;
+  guint n = 0;
+
+  g_hash_table_iter_init (&iter, self->rooms);
+  while (g_hash_table_iter_next (&iter, NULL, (gpointer *)&room))
+    if (room != except && !room->remote && !room->finished && !room->lost)
+      n++;
+  return n;
+}
+
+static gboolean
+manager_is_full (SkRoomManager *self, SkRoom *room)
+{
+  return self->cluster != NULL && self->config->cluster_max_rooms > 0
+         && manager_n_hosted (self, room) >= self->config->cluster_max_rooms;
+}
+
+/* Rooms placed on @node as of the last view. */
+static guint
+manager_n_placed_on (SkRoomManager *self, const char *node)
+{
+  GHashTableIter iter;
+  const char *host;
+  guint n = 0;
+
+  g_hash_table_iter_init (&iter, self->hosts);
+  while (g_hash_table_iter_next (&iter, NULL, (gpointer *)&host))
+    if (strcmp (host, node) == 0)
+      n++;
+  return n;
+}
+
+/*
+ * Another live node to host @room_name: one that accepts streams (not draining, store
+ * reachable), under its own max_rooms if @need_capacity, the least loaded first (the room's
+ * name breaks ties, so concurrent callers agree). NULL if there is none.
+ */
+static const char *
+manager_pick_host (SkRoomManager *self, const char *room_name, gboolean need_capacity,
+                   guint64 *incarnation)
+{
+  g_autoptr (GPtrArray) live = sk_cluster_get_live_nodes (self->cluster);
+  const char *best = NULL;
+  guint best_load = G_MAXUINT;
+
+  for (guint k = 0; k < live->len; k++) {
+    /* Start at the name's hash: among equals, rooms spread as failover spreads them. */
+    const char *node = g_ptr_array_index (live, (g_str_hash (room_name) + k) % live->len);
+    g_autoptr (JsonObject) info = sk_cluster_dup_node_info (self->cluster, node);
+    guint max_rooms, load;
+
+    if (info == NULL || !json_object_get_boolean_member_with_default (info, "accepting", FALSE))
+      continue;
+    max_rooms = (guint)json_object_get_int_member_with_default (info, "max_rooms", 0);
+    load = manager_n_placed_on (self, node);
+    if (need_capacity && max_rooms > 0 && load >= max_rooms)
+      continue;
+    if (load < best_load) {
+      best = node;
+      best_load = load;
+    }
+  }
+  if (best != NULL && incarnation != NULL)
+    *incarnation = sk_cluster_get_live_incarnation (self->cluster, best);
+  return best;
+}
+
+/* Placed on another node because this one is full: that node adopts it (it finds the
+ * placement naming it in its view) and our participants publish there. */
+static void
+on_claimed_for_other (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  SkRoom *room = user_data;
+  g_autoptr (GError) error = NULL;
+  guint64 epoch = 0;
+
+  if (store_op_cancelled (result))
+    return;
+  if (!sk_store_claim_room_finish (room->manager->store, result, &epoch, &error)) {
+    room_place_failed (room, error); /* a conflict re-reads the placement someone else made */
+    return;
+  }
+  room_become_proxy (room, room->host_node, room->host_incarnation, epoch);
+}
+
 static void
 on_placement (GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -717,6 +807,24 @@ on_placement (GObject *source, GAsyncResult *result, gpointer user_data)
       room_become_proxy (room, node, incarnation, epoch);
       return;
     }
+  }
+  if (node == NULL && room->fresh && !room->adopted && manager_is_full (self, room)) {
+    guint64 target_incarnation = 0;
+    const char *target = manager_pick_host (self, room->name, TRUE, &target_incarnation);
+
+    if (target != NULL) {
+      g_message ("room %s: this node hosts its max_rooms (%u); placing it on node %s", room->name,
+                 self->config->cluster_max_rooms, target);
+      g_free (room->host_node);
+      room->host_node = g_strdup (target);
+      room->host_incarnation = target_incarnation;
+      sk_store_claim_room_async (self->store, room->name, target, target_incarnation, 0,
+                                 room->cancellable, on_claimed_for_other, room);
+      return;
+    }
+    g_warning ("room %s: this node hosts its max_rooms (%u) but no other node has room; "
+               "hosting it here",
+               room->name, self->config->cluster_max_rooms);
   }
   g_free (room->prev_node);
   room->prev_node = g_steal_pointer (&node);
@@ -877,6 +985,7 @@ typedef struct {
   GPtrArray *order;         /* sids in join order */
   char *writer;             /* node that wrote the snapshot (the previous host) */
   guint64 seq;              /* state as of this seq */
+  gboolean open;            /* the log leaves the room started (not finished, not empty) */
 } Rebuild;
 
 static void
@@ -944,6 +1053,9 @@ rebuild_apply (Rebuild *rb, JsonObject *event)
 
   if (strcmp (type, "RoomStarted") == 0 || strcmp (type, "RoomFinished") == 0) {
     rebuild_clear (rb);
+    rb->open = strcmp (type, "RoomStarted") == 0;
+  } else if (strcmp (type, "RoomMoved") == 0) {
+    rb->open = TRUE;
   } else if (strcmp (type, "ParticipantConnected") == 0 && p != NULL) {
     rebuild_add_participant (rb, p);
   } else if (strcmp (type, "ParticipantDisconnected") == 0) {
@@ -1046,15 +1158,24 @@ rebuild_finish (Rebuild *rb)
   gboolean handed_over = g_strcmp0 (from, room->manager->config->node_id) == 0;
   if (handed_over && rb->writer != NULL)
     from = rb->writer;
-  moved = room_event_new (room, "RoomMoved");
-  json_object_set_string_member (moved, "from_node", from);
-  json_object_set_int_member (moved, "epoch", (gint64)room->epoch);
-  json_object_set_string_member (moved, "reason",
-                                 handed_over ? SK_REASON_DRAIN : SK_REASON_NODE_FAILURE);
-  g_message (
-      "room %s: rebuilt here from node %s (epoch %" G_GUINT64_FORMAT ", %u participants, %s)",
-      room->name, from, room->epoch, rb->order->len, handed_over ? "handed over" : "its host died");
-  room_enqueue (room, moved, NULL);
+  if (!rb->open) {
+    /* Nothing had started it: placed here by a node over its max_rooms (or a dead host's
+     * room that had already finished). */
+    g_message ("room %s: placed on this node (epoch %" G_GUINT64_FORMAT "); starting it",
+               room->name, room->epoch);
+    room_enqueue (room, room_event_new (room, "RoomStarted"), "room_started");
+  } else {
+    moved = room_event_new (room, "RoomMoved");
+    json_object_set_string_member (moved, "from_node", from);
+    json_object_set_int_member (moved, "epoch", (gint64)room->epoch);
+    json_object_set_string_member (moved, "reason",
+                                   handed_over ? SK_REASON_DRAIN : SK_REASON_NODE_FAILURE);
+    g_message ("room %s: rebuilt here from node %s (epoch %" G_GUINT64_FORMAT
+               ", %u participants, %s)",
+               room->name, from, room->epoch, rb->order->len,
+               handed_over ? "handed over" : "its host died");
+    room_enqueue (room, moved, NULL);
+  }
 
   for (guint i = 0; i < room->participants->len;) {
     SkParticipant *p = g_ptr_array_index (room->participants, i);
@@ -1171,6 +1292,7 @@ on_rebuild_snapshot (GObject *source, GAsyncResult *result, gpointer user_data)
         && (guint64)json_object_get_int_member_with_default (o, "seq", 0) <= rb->room->last_seq) {
       rb->seq = (guint64)json_object_get_int_member_with_default (o, "seq", 0);
       rb->writer = g_strdup (json_object_get_string_member_with_default (o, "node", NULL));
+      rb->open = TRUE; /* snapshots are written of started rooms only */
       for (guint i = 0; i < json_array_get_length (ps); i++) {
         JsonObject *po = json_array_get_object_element (ps, i);
         JsonArray *tracks = json_get_array (po, "tracks", NULL);
@@ -1958,6 +2080,12 @@ on_cluster_fenced (SkCluster *cluster, gpointer user_data)
     room_lost (g_ptr_array_index (rooms, i), error);
 }
 
+guint
+sk_room_manager_get_n_hosted (SkRoomManager *self)
+{
+  return manager_n_hosted (self, NULL);
+}
+
 SkCluster *
 sk_room_manager_get_cluster (SkRoomManager *self)
 {
@@ -2051,17 +2179,27 @@ sk_room_manager_drain_async (SkRoomManager *self, GAsyncReadyCallback callback, 
   for (guint i = 0; i < rooms->len && live->len > 0; i++) {
     SkRoom *room = g_ptr_array_index (rooms, i);
     const char *target;
+    guint64 incarnation = 0;
     HandOver *ho;
 
     if (!room->placed || room->remote || room->finished || room->lost || room->rebuilding)
       continue;
-    /* Spread the rooms over the others the way failover would. */
-    target = g_ptr_array_index (live, g_str_hash (room->name) % live->len);
+    /* A node with room to spare; over capacity rather than ending the room; any live node
+     * rather than none (a draining one would hand it on again). */
+    target = manager_pick_host (self, room->name, TRUE, &incarnation);
+    if (target == NULL)
+      target = manager_pick_host (self, room->name, FALSE, &incarnation);
+    if (target == NULL) {
+      target = g_ptr_array_index (live, g_str_hash (room->name) % live->len);
+      incarnation = sk_cluster_get_live_incarnation (self->cluster, target);
+    }
+    /* The load counted for the next room includes this one. */
+    g_hash_table_insert (self->hosts, g_strdup (room->name), g_strdup (target));
     ho = g_new0 (HandOver, 1);
     ho->manager = self;
     ho->room = g_strdup (room->name);
     ho->node = g_strdup (target);
-    ho->incarnation = sk_cluster_get_live_incarnation (self->cluster, target);
+    ho->incarnation = incarnation;
     g_message ("room %s: handing it over to node %s (drain)", room->name, target);
     self->drain_pending++;
     sk_store_claim_room_async (self->store, room->name, target, ho->incarnation, room->epoch,

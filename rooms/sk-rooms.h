@@ -40,6 +40,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkRoomManager, sk_room_manager_free)
  * node died leave with node_failure, and a fenced node drops its rooms without events. */
 void sk_room_manager_set_cluster (SkRoomManager *self, SkCluster *cluster);
 SkCluster *sk_room_manager_get_cluster (SkRoomManager *self); /* NULL on a node on its own */
+/* Rooms this node hosts (for its lease info and its max_rooms). */
+guint sk_room_manager_get_n_hosted (SkRoomManager *self);
 
 /*
  * Drain: every room hosted here is handed to another live node (compare-and-set of its

@@ -351,3 +351,51 @@ def test_dead_nodes_ingress_becomes_inactive(make_cluster):
         harness.wait_until(lambda n=n: n.api.status(ing["ingress_id"]) == "ENDPOINT_INACTIVE",
                            15, what=f"{n.node_id} to see the ingress ended")
     c.assert_invariants(events)
+
+
+def test_full_node_places_new_rooms_elsewhere(make_cluster):
+    """max_rooms = 1 on every node. Room A's publisher lands on node n1, which hosts A; room
+    B's publisher also lands on n1: n1 is full, so B is placed on the least loaded other node
+    (it starts B: RoomStarted written by that node) and n1 publishes B's tracks there. Both
+    rooms play. Then every node is full: a fourth room published on n1 is hosted on n1 anyway
+    (a soft limit: a publisher is never refused for it)."""
+    c = make_cluster(nodes=3, redis=True,
+                     cluster=dict(cluster.DEFAULT_CLUSTER_SETTINGS, max_rooms=1))
+    n1 = c.nodes[0]
+    rooms = [harness.unique_room(f"cap{i}") for i in range(4)]
+    ings = [c.api.create_ingress(r, identity=f"cam-{i}") for i, r in enumerate(rooms)]
+    for ing in ings:
+        harness.wait_until(
+            lambda: n1.api.get(f"/v1/ingress/{ing['ingress_id']}").status == 200, 10,
+            what=f"{n1.node_id} to know ingress {ing['ingress_id']}")
+
+    def publish_on(node, i):
+        events = c.follow(rooms[i])
+        pub = c.publish("obs", node.rtmp_url(ings[i]["stream_key"]))
+        events.wait_event("TrackPublished", count=2, timeout=30)
+        return events, pub
+
+    ev_a, pub_a = publish_on(n1, 0)
+    assert ev_a.of("RoomStarted")[0]["node"] == n1.node_id
+    ev_b, pub_b = publish_on(n1, 1)
+    host_b = ev_b.of("RoomStarted")[0]["node"]
+    assert host_b != n1.node_id, "a full node hosted a new room itself"
+    assert ev_b.of("ParticipantConnected")[0]["participant"]["ingress_node"] == n1.node_id
+    assert c.store_view()[0][rooms[1]][0] == host_b
+    assert not ev_b.of("RoomMoved"), "a new room is started, not moved"
+    for i in (0, 1):
+        res = c.play(rooms[i], frames=20)
+        assert res.rc == 0, f"WHEP of room {i} failed: {res.log[-3000:]}"
+
+    # The third node takes the next room; then nobody has room left and n1 hosts the fourth.
+    ev_c, pub_c = publish_on(n1, 2)
+    host_c = ev_c.of("RoomStarted")[0]["node"]
+    assert host_c not in (n1.node_id, host_b)
+    ev_d, pub_d = publish_on(n1, 3)
+    assert ev_d.of("RoomStarted")[0]["node"] == n1.node_id
+    res = c.play(rooms[3], frames=20)
+    assert res.rc == 0, f"WHEP of the over-capacity room failed: {res.log[-3000:]}"
+
+    for events, pub in ((ev_a, pub_a), (ev_b, pub_b), (ev_c, pub_c), (ev_d, pub_d)):
+        _end_cleanly(c, events, pub)
+        c.assert_invariants(events)
