@@ -256,21 +256,20 @@ class LoadBalancer:
         return f"{self.base}/v1/rooms/{room}/whep"
 
 
-class RoomFollower:
+class RoomFollower(harness.EventLog):
     """Follows a room's SSE stream through the load balancer on a thread, like a client
     that must not lose anything: when the connection drops (its node died, HAProxy cut
     it) it reconnects with Last-Event-ID = the last seq it got. Events are kept exactly as
     received, duplicates included, so that the checker can see them."""
 
     def __init__(self, host, port, room, token, retry_s=0.2):
-        self.host, self.port, self.room, self.token = host, port, room, token
+        super().__init__(room)
+        self.host, self.port, self.token = host, port, token
         self.retry_s = retry_s
-        self.events, self.raw = [], []
         self.connections = 0   # successful (200) connections
         self.errors = []       # why each connection ended, for failure messages
         self.stopping = False
         self.conn = None
-        self.cond = threading.Condition()
         self.thread = threading.Thread(target=self._run, daemon=True,
                                        name=f"sse-{room}")
 
@@ -330,34 +329,8 @@ class RoomFollower:
                     self.cond.notify_all()
             frame = []
 
-    def wait_for(self, predicate, timeout=20, what="events"):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                value = predicate(list(self.events))
-                if value:
-                    return value
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    names = [(e.get("seq"), e.get("event"), e.get("reason"))
-                             for e in self.events]
-                    raise AssertionError(f"SSE {self.room}: timed out waiting for {what}; "
-                                         f"have {names}; connection ends {self.errors[-5:]}")
-                self.cond.wait(min(left, 0.5))
-
-    def wait_event(self, name, timeout=20, count=1, **match):
-        def pred(evs):
-            hits = [e for e in evs if e.get("event") == name and harness._matches(e, match)]
-            return hits if len(hits) >= count else None
-        return self.wait_for(pred, timeout, what=f"{count}x {name} {match}")
-
-    def of(self, name, **match):
-        with self.cond:
-            return [e for e in self.events
-                    if e.get("event") == name and harness._matches(e, match)]
-
-    def save(self, path):
-        Path(path).write_text("\n".join(self.raw) + "\n")
+    def _ended(self):
+        return f"connection ends {self.errors[-5:]}"
 
     def stop(self):
         self.stopping = True

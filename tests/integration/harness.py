@@ -283,18 +283,58 @@ class Node:
 # --- Server-Sent Events ------------------------------------------------------------------
 
 
-class SseReader:
+class EventLog:
+    """Events of a room's SSE stream, gathered on a thread by a subclass (under self.cond),
+    with the waits and lookups tests use. A subclass sets self.done once nothing more can
+    come, and describes how its connection(s) ended in _ended()."""
+
+    def __init__(self, room):
+        self.room = room
+        self.events, self.raw = [], []
+        self.done = False
+        self.cond = threading.Condition()
+
+    def _ended(self):
+        return ""
+
+    def wait_for(self, predicate, timeout=20, what="events"):
+        """Waits until predicate(events) is truthy; returns its value."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                value = predicate(list(self.events))
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0 or self.done:
+                    names = [(e.get("seq"), e.get("event"), e.get("reason")) for e in self.events]
+                    raise AssertionError(f"SSE {self.room}: timed out waiting for {what}; "
+                                         f"have {names}; {self._ended()}")
+                self.cond.wait(min(left, 0.5))
+
+    def wait_event(self, name, timeout=20, count=1, **match):
+        def pred(evs):
+            hits = [e for e in evs if e.get("event") == name and _matches(e, match)]
+            return hits if len(hits) >= count else None
+        return self.wait_for(pred, timeout, what=f"{count}x {name} {match}")
+
+    def of(self, name, **match):
+        with self.cond:
+            return [e for e in self.events if e.get("event") == name and _matches(e, match)]
+
+    def save(self, path):
+        Path(path).write_text("\n".join(self.raw) + "\n")
+
+
+class SseReader(EventLog):
     """Follows /v1/rooms/{room}/events on a thread; parses id/event/data frames."""
 
     def __init__(self, host, port, room, token, last_event_id=None, since=None):
-        self.host, self.port, self.room, self.token = host, port, room, token
+        super().__init__(room)
+        self.host, self.port, self.token = host, port, token
         self.last_event_id, self.since = last_event_id, since
-        self.events = []
-        self.raw = []
         self.status = None
         self.error = None
-        self.done = False
-        self.cond = threading.Condition()
         self.conn = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -362,33 +402,8 @@ class SseReader:
             self.events.append(obj)
             self.cond.notify_all()
 
-    def wait_for(self, predicate, timeout=20, what="events"):
-        """Waits until predicate(events) is truthy; returns its value."""
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                value = predicate(list(self.events))
-                if value:
-                    return value
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.done and not value):
-                    names = [(e.get("seq"), e.get("event"), e.get("reason")) for e in self.events]
-                    raise AssertionError(f"SSE {self.room}: timed out waiting for {what}; "
-                                         f"have {names}; error={self.error!r}")
-                self.cond.wait(min(left, 0.5))
-
-    def wait_event(self, name, timeout=20, count=1, **match):
-        def pred(evs):
-            hits = [e for e in evs if e.get("event") == name and _matches(e, match)]
-            return hits if len(hits) >= count else None
-        return self.wait_for(pred, timeout, what=f"{count}x {name} {match}")
-
-    def of(self, name, **match):
-        with self.cond:
-            return [e for e in self.events if e.get("event") == name and _matches(e, match)]
-
-    def save(self, path):
-        Path(path).write_text("\n".join(self.raw) + "\n")
+    def _ended(self):
+        return f"error={self.error!r}"
 
     def stop(self):
         self.done = True
