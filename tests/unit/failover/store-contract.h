@@ -130,7 +130,8 @@ sc_claim_cas (SkStore *store)
   gboolean ok1, ok2;
 
   sk_store_get_placement_async (store, "r", NULL, rt_async_cb, &a);
-  g_assert_true (sk_store_get_placement_finish (store, rt_async_wait (&a), &node, NULL, &epoch, &error));
+  g_assert_true (
+      sk_store_get_placement_finish (store, rt_async_wait (&a), &node, NULL, &epoch, &error));
   g_assert_null (node);
   g_assert_cmpuint (epoch, ==, 0);
   rt_async_clear (&a);
@@ -149,7 +150,8 @@ sc_claim_cas (SkStore *store)
   rt_async_clear (&b);
 
   sk_store_get_placement_async (store, "r", NULL, rt_async_cb, &a);
-  g_assert_true (sk_store_get_placement_finish (store, rt_async_wait (&a), &node, NULL, &epoch, &error));
+  g_assert_true (
+      sk_store_get_placement_finish (store, rt_async_wait (&a), &node, NULL, &epoch, &error));
   g_assert_cmpstr (node, ==, "n1");
   g_assert_cmpuint (epoch, ==, 1);
   rt_async_clear (&a);

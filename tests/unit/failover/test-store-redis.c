@@ -428,7 +428,8 @@ test_concurrent_claims (void)
       g_assert_error (ea, SK_ERROR, SK_ERROR_CONFLICT);
     }
     sk_store_get_placement_async (b, room, NULL, rt_async_cb, &rp);
-    g_assert_true (sk_store_get_placement_finish (b, rt_async_wait (&rp), &node, NULL, &epoch, NULL));
+    g_assert_true (
+        sk_store_get_placement_finish (b, rt_async_wait (&rp), &node, NULL, &epoch, NULL));
     g_assert_cmpstr (node, ==, ok_a ? "na" : "nb");
     g_assert_cmpuint (epoch, ==, 1);
     rt_async_clear (&ra);
