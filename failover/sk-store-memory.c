@@ -12,6 +12,7 @@
  */
 #include "failover/sk-store.h"
 #include "failover/sk-store-backend.h"
+#include "failover/sk-store-watches.h"
 
 #include "common/sk-common.h"
 
@@ -34,26 +35,13 @@ typedef struct {
 } MemoryNode;
 
 typedef struct {
-  guint id;
-  char *room;
-  SkStoreWatchFunc func;
-  gpointer user_data;
-  GDestroyNotify destroy;
-} MemoryWatch;
-
-typedef struct {
   SkStore parent;
 
-  GHashTable *rooms;        /* name → MemoryRoom */
-  GHashTable *namespaces;   /* ns → (key → value) */
-  GHashTable *watches;      /* id → MemoryWatch */
-  GHashTable *room_watches; /* room → GArray of watch ids */
-  guint next_watch_id;
+  GHashTable *rooms;      /* name → MemoryRoom */
+  GHashTable *namespaces; /* ns → (key → value) */
+  SkStoreWatches *watches;
 
   GHashTable *nodes; /* id → MemoryNode */
-
-  GHashTable *dirty_rooms; /* rooms whose watchers are owed a notification */
-  GSource *notify_source;
 } SkStoreMemory;
 
 static void
@@ -73,17 +61,6 @@ memory_node_free (gpointer data)
 
   g_free (node->info);
   g_free (node);
-}
-
-static void
-memory_watch_free (gpointer data)
-{
-  MemoryWatch *watch = data;
-
-  if (watch->destroy != NULL)
-    watch->destroy (watch->user_data);
-  g_free (watch->room);
-  g_free (watch);
 }
 
 static MemoryRoom *
@@ -119,53 +96,6 @@ memory_room_push (MemoryRoom *room, SkStoreEvent *event)
   room->head = (room->head + 1) % room->log->len;
 }
 
-static gboolean
-memory_notify_cb (gpointer user_data)
-{
-  SkStoreMemory *self = user_data;
-  g_autoptr (GHashTable) dirty = g_steal_pointer (&self->dirty_rooms);
-  GHashTableIter iter;
-  const char *name;
-
-  self->dirty_rooms = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
-  g_clear_pointer (&self->notify_source, g_source_unref);
-
-  g_hash_table_iter_init (&iter, dirty);
-  while (g_hash_table_iter_next (&iter, (gpointer *)&name, NULL)) {
-    GArray *ids = g_hash_table_lookup (self->room_watches, name);
-    MemoryRoom *room = memory_lookup_room (self, name, FALSE);
-    g_autoptr (GArray) snapshot = NULL;
-
-    if (ids == NULL || room == NULL)
-      continue;
-    /* Callbacks may add or remove watches: walk a copy and re-check each id. */
-    snapshot = g_array_copy (ids);
-    for (guint i = 0; i < snapshot->len; i++) {
-      guint id = g_array_index (snapshot, guint, i);
-      MemoryWatch *watch = g_hash_table_lookup (self->watches, GUINT_TO_POINTER (id));
-
-      if (watch != NULL)
-        watch->func (name, room->last_seq, watch->user_data);
-    }
-  }
-  return G_SOURCE_REMOVE;
-}
-
-static void
-memory_schedule_notify (SkStoreMemory *self, const char *room)
-{
-  if (!g_hash_table_contains (self->room_watches, room))
-    return;
-  g_hash_table_add (self->dirty_rooms, g_strdup (room));
-  if (self->notify_source != NULL)
-    return;
-  self->notify_source = g_idle_source_new ();
-  g_source_set_priority (self->notify_source, G_PRIORITY_DEFAULT);
-  g_source_set_callback (self->notify_source, memory_notify_cb, self, NULL);
-  g_source_set_static_name (self->notify_source, "sk-store-memory-notify");
-  g_source_attach (self->notify_source, g_main_context_get_thread_default ());
-}
-
 static void
 memory_append_event (SkStore *store, const char *name, guint64 epoch, guint64 seq, const char *json,
                      GTask *task)
@@ -189,7 +119,7 @@ memory_append_event (SkStore *store, const char *name, guint64 epoch, guint64 se
     event->json = g_strdup (json);
     memory_room_push (room, event);
     room->last_seq = seq;
-    memory_schedule_notify (self, name);
+    sk_store_watches_notify (self->watches, name, room->last_seq);
     g_task_return_boolean (task, TRUE);
   }
   g_object_unref (task);
@@ -232,45 +162,13 @@ static guint
 memory_watch_events (SkStore *store, const char *name, SkStoreWatchFunc func, gpointer user_data,
                      GDestroyNotify destroy)
 {
-  SkStoreMemory *self = (SkStoreMemory *)store;
-  MemoryWatch *watch = g_new0 (MemoryWatch, 1);
-  GArray *ids = g_hash_table_lookup (self->room_watches, name);
-
-  watch->id = ++self->next_watch_id;
-  watch->room = g_strdup (name);
-  watch->func = func;
-  watch->user_data = user_data;
-  watch->destroy = destroy;
-  g_hash_table_insert (self->watches, GUINT_TO_POINTER (watch->id), watch);
-
-  if (ids == NULL) {
-    ids = g_array_new (FALSE, FALSE, sizeof (guint));
-    g_hash_table_insert (self->room_watches, g_strdup (name), ids);
-  }
-  g_array_append_val (ids, watch->id);
-  return watch->id;
+  return sk_store_watches_add (((SkStoreMemory *)store)->watches, name, func, user_data, destroy);
 }
 
 static void
 memory_unwatch_events (SkStore *store, guint watch_id)
 {
-  SkStoreMemory *self = (SkStoreMemory *)store;
-  MemoryWatch *watch = g_hash_table_lookup (self->watches, GUINT_TO_POINTER (watch_id));
-  GArray *ids;
-
-  if (watch == NULL)
-    return;
-  ids = g_hash_table_lookup (self->room_watches, watch->room);
-  for (guint i = 0; ids != NULL && i < ids->len; i++) {
-    if (g_array_index (ids, guint, i) == watch_id) {
-      g_array_remove_index (ids, i);
-      break;
-    }
-  }
-  if (ids != NULL && ids->len == 0)
-    g_hash_table_remove (self->room_watches, watch->room);
-  /* Frees @watch and runs its destroy notify last, once the tables are consistent. */
-  g_hash_table_remove (self->watches, GUINT_TO_POINTER (watch_id));
+  sk_store_watches_remove (((SkStoreMemory *)store)->watches, watch_id);
 }
 
 static GHashTable *
@@ -501,14 +399,8 @@ memory_free (SkStore *store)
 {
   SkStoreMemory *self = (SkStoreMemory *)store;
 
-  if (self->notify_source != NULL) {
-    g_source_destroy (self->notify_source);
-    g_source_unref (self->notify_source);
-  }
-  g_hash_table_unref (self->dirty_rooms);
+  sk_store_watches_free (self->watches);
   g_hash_table_unref (self->nodes);
-  g_hash_table_unref (self->room_watches);
-  g_hash_table_unref (self->watches);
   g_hash_table_unref (self->namespaces);
   g_hash_table_unref (self->rooms);
   g_free (self);
@@ -545,10 +437,7 @@ sk_store_memory_new (void)
   self->rooms = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, memory_room_free);
   self->namespaces
       = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify)g_hash_table_unref);
-  self->watches = g_hash_table_new_full (NULL, NULL, NULL, memory_watch_free);
-  self->room_watches
-      = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify)g_array_unref);
-  self->dirty_rooms = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  self->watches = sk_store_watches_new (NULL, "sk-store-memory-notify");
   self->nodes = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, memory_node_free);
   return &self->parent;
 }

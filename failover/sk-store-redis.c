@@ -28,6 +28,7 @@
 #include "failover/sk-store.h"
 #include "failover/sk-store-backend.h"
 #include "failover/sk-redis-glib.h"
+#include "failover/sk-store-watches.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -217,20 +218,8 @@ struct _SkStoreRedis {
 
   GSource *tick_source;
 
-  GHashTable *watches;      /* id → RedisWatch */
-  GHashTable *room_watches; /* room → GArray of ids */
-  guint next_watch_id;
-  GHashTable *dirty; /* room → guint64* newest seq owed to watchers */
-  GSource *notify_source;
+  SkStoreWatches *watches;
 };
-
-typedef struct {
-  guint id;
-  char *room;
-  SkStoreWatchFunc func;
-  gpointer user_data;
-  GDestroyNotify destroy;
-} RedisWatch;
 
 typedef gboolean (*RedisParseFunc) (RedisOp *op, const redisReply *reply, GError **error);
 typedef void (*RedisInternalFunc) (RedisOp *op, const redisReply *reply);
@@ -817,116 +806,17 @@ parse_nodes (RedisOp *op, const redisReply *reply, GError **error)
 
 /* ---- watches ------------------------------------------------------------------------------ */
 
-static void
-redis_watch_free (gpointer data)
-{
-  RedisWatch *watch = data;
-
-  if (watch->destroy != NULL)
-    watch->destroy (watch->user_data);
-  g_free (watch->room);
-  g_free (watch);
-}
-
-static gboolean
-redis_notify_cb (gpointer user_data)
-{
-  SkStoreRedis *self = user_data;
-  GSource *source = g_main_current_source ();
-  g_autoptr (GHashTable) dirty = g_steal_pointer (&self->dirty);
-  GHashTableIter iter;
-  const char *room;
-  guint64 *seq;
-
-  self->dirty = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
-  g_clear_pointer (&self->notify_source, g_source_unref);
-
-  g_hash_table_iter_init (&iter, dirty);
-  while (g_hash_table_iter_next (&iter, (gpointer *)&room, (gpointer *)&seq)) {
-    GArray *ids = g_hash_table_lookup (self->room_watches, room);
-    g_autoptr (GArray) snapshot = NULL;
-
-    if (ids == NULL)
-      continue;
-    /* Callbacks may add or remove watches, or free the store: walk a copy, re-check. */
-    snapshot = g_array_copy (ids);
-    for (guint i = 0; i < snapshot->len; i++) {
-      RedisWatch *watch = g_hash_table_lookup (
-          self->watches, GUINT_TO_POINTER (g_array_index (snapshot, guint, i)));
-
-      if (watch == NULL)
-        continue;
-      watch->func (room, *seq, watch->user_data);
-      if (g_source_is_destroyed (source))
-        return G_SOURCE_REMOVE; /* the store was freed */
-    }
-  }
-  return G_SOURCE_REMOVE;
-}
-
-static void
-redis_mark_dirty (SkStoreRedis *self, const char *room, guint64 seq)
-{
-  guint64 *owed;
-
-  if (!g_hash_table_contains (self->room_watches, room))
-    return;
-  owed = g_hash_table_lookup (self->dirty, room);
-  if (owed == NULL) {
-    owed = g_new0 (guint64, 1);
-    g_hash_table_insert (self->dirty, g_strdup (room), owed);
-  }
-  *owed = MAX (*owed, seq);
-  if (self->notify_source != NULL)
-    return;
-  self->notify_source = g_idle_source_new ();
-  g_source_set_priority (self->notify_source, G_PRIORITY_DEFAULT);
-  g_source_set_callback (self->notify_source, redis_notify_cb, self, NULL);
-  g_source_set_static_name (self->notify_source, "sk-store-redis-notify");
-  g_source_attach (self->notify_source, self->context);
-}
-
 static guint
 redis_watch_events (SkStore *store, const char *room, SkStoreWatchFunc func, gpointer user_data,
                     GDestroyNotify destroy)
 {
-  SkStoreRedis *self = (SkStoreRedis *)store;
-  RedisWatch *watch = g_new0 (RedisWatch, 1);
-  GArray *ids = g_hash_table_lookup (self->room_watches, room);
-
-  watch->id = ++self->next_watch_id;
-  watch->room = g_strdup (room);
-  watch->func = func;
-  watch->user_data = user_data;
-  watch->destroy = destroy;
-  g_hash_table_insert (self->watches, GUINT_TO_POINTER (watch->id), watch);
-  if (ids == NULL) {
-    ids = g_array_new (FALSE, FALSE, sizeof (guint));
-    g_hash_table_insert (self->room_watches, g_strdup (room), ids);
-  }
-  g_array_append_val (ids, watch->id);
-  return watch->id;
+  return sk_store_watches_add (((SkStoreRedis *)store)->watches, room, func, user_data, destroy);
 }
 
 static void
 redis_unwatch_events (SkStore *store, guint watch_id)
 {
-  SkStoreRedis *self = (SkStoreRedis *)store;
-  RedisWatch *watch = g_hash_table_lookup (self->watches, GUINT_TO_POINTER (watch_id));
-  GArray *ids;
-
-  if (watch == NULL)
-    return;
-  ids = g_hash_table_lookup (self->room_watches, watch->room);
-  for (guint i = 0; ids != NULL && i < ids->len; i++) {
-    if (g_array_index (ids, guint, i) == watch_id) {
-      g_array_remove_index (ids, i);
-      break;
-    }
-  }
-  if (ids != NULL && ids->len == 0)
-    g_hash_table_remove (self->room_watches, watch->room);
-  g_hash_table_remove (self->watches, GUINT_TO_POINTER (watch_id));
+  sk_store_watches_remove (((SkStoreRedis *)store)->watches, watch_id);
 }
 
 /* ---- keys --------------------------------------------------------------------------------- */
@@ -1560,7 +1450,7 @@ resync_reply_cb (RedisOp *op, const redisReply *reply)
   guint64 seq;
 
   if (reply_to_u64 (reply, &seq) && seq > 0)
-    redis_mark_dirty (self, op->what, seq);
+    sk_store_watches_notify (self->watches, op->what, seq);
 }
 
 /* After (re)subscribing: anything appended while we were not listening is owed to watchers,
@@ -1568,13 +1458,13 @@ resync_reply_cb (RedisOp *op, const redisReply *reply)
 static void
 sub_resync (SkStoreRedis *self)
 {
-  GHashTableIter iter;
-  const char *room;
+  g_autoptr (GPtrArray) rooms = NULL;
 
   if (!self->cmd.ready)
     return;
-  g_hash_table_iter_init (&iter, self->room_watches);
-  while (g_hash_table_iter_next (&iter, (gpointer *)&room, NULL)) {
+  rooms = sk_store_watches_get_rooms (self->watches);
+  for (guint i = 0; i < rooms->len; i++) {
+    const char *room = g_ptr_array_index (rooms, i);
     RedisOp *op = link_internal_op (&self->cmd, room, resync_reply_cb);
 
     op_add (op, "HGET");
@@ -1610,8 +1500,8 @@ sub_message_cb (redisAsyncContext *ac, void *r, void *privdata)
              && reply->element[2]->type == REDIS_REPLY_STRING
              && g_str_has_prefix (reply->element[2]->str, link->self->channel_prefix)
              && reply_to_u64 (reply->element[3], &seq)) {
-    redis_mark_dirty (link->self, reply->element[2]->str + strlen (link->self->channel_prefix),
-                      seq);
+    sk_store_watches_notify (link->self->watches,
+                             reply->element[2]->str + strlen (link->self->channel_prefix), seq);
   }
 }
 
@@ -1732,19 +1622,13 @@ redis_free (SkStore *store)
     g_source_destroy (self->tick_source);
     g_source_unref (self->tick_source);
   }
-  if (self->notify_source != NULL) {
-    g_source_destroy (self->notify_source);
-    g_source_unref (self->notify_source);
-  }
   link_close (&self->watch, "the store was closed");
   link_close (&self->query, "the store was closed");
   link_close (&self->sub, "the store was closed");
   link_close (&self->cmd, "the store was closed");
   redis_fail_pending (self, "the store was closed");
 
-  g_hash_table_unref (self->room_watches);
-  g_hash_table_unref (self->watches);
-  g_hash_table_unref (self->dirty);
+  sk_store_watches_free (self->watches);
   for (guint i = 0; i < N_SCRIPTS; i++)
     g_free (self->sha[i]);
   g_free (self->cmd.host);
@@ -1867,10 +1751,7 @@ sk_store_redis_new (const char *uri, GError **error)
 
   self->parent.vtable = &redis_vtable;
   self->context = g_main_context_ref_thread_default ();
-  self->watches = g_hash_table_new_full (NULL, NULL, NULL, redis_watch_free);
-  self->room_watches
-      = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify)g_array_unref);
-  self->dirty = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  self->watches = sk_store_watches_new (self->context, "sk-store-redis-notify");
   for (guint i = 0; i < G_N_ELEMENTS (links); i++) {
     links[i]->self = self;
     links[i]->kind = (RedisLinkKind)i;
