@@ -1698,8 +1698,17 @@ manager_redirect_to_host (SkRoomManager *self, SoupServerMessage *msg, const cha
   if (host == NULL || strcmp (host, self->config->node_id) == 0)
     return FALSE;
   url = sk_cluster_get_node_url (self->cluster, host);
-  if (url == NULL || url[0] == '\0')
-    return FALSE;
+  if (url == NULL || url[0] == '\0') {
+    /* Its host holds no lease (it died, or left): the room is being rebuilt elsewhere. A
+     * subscriber here would wait for a room this node may never get; the viewer retries. */
+    sk_http_add_cors (msg, "POST, OPTIONS");
+    sk_http_reply_error (msg, SOUP_STATUS_SERVICE_UNAVAILABLE, "room_moving",
+                         "room %s: its host %s is gone and the room is not rebuilt yet; retry",
+                         room_name, host);
+    soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Retry-After",
+                                  "1");
+    return TRUE;
+  }
   uri = soup_server_message_get_uri (msg);
   location = g_strdup_printf ("%s%s%s%s", url, g_uri_get_path (uri),
                               g_uri_get_query (uri) != NULL ? "?" : "",
