@@ -492,9 +492,12 @@ sk_peers_want (SkPeers *self, const char *node, guint64 incarnation, const char 
     return;
   }
   if (self->http == NULL) {
-    self->http = soup_session_new_with_options ("timeout", WATCH_IO_TIMEOUT_S, "max-conns", 1024,
-                                                "max-conns-per-host", 4, NULL);
+    /* Straight to the node: a proxy in between would answer for it. */
+    self->http
+        = soup_session_new_with_options ("timeout", WATCH_IO_TIMEOUT_S, "max-conns", 1024,
+                                         "max-conns-per-host", 4, "proxy-resolver", NULL, NULL);
     self->prober = g_socket_client_new ();
+    g_socket_client_set_enable_proxy (self->prober, FALSE);
     g_socket_client_set_timeout (self->prober, PROBE_TIMEOUT_S);
   }
   w = g_new0 (Watch, 1);
