@@ -415,6 +415,8 @@ on_nodes (GObject *source, GAsyncResult *result, gpointer user_data)
 static void
 cluster_refresh_view (SkCluster *self)
 {
+  if (self->state != SK_CLUSTER_MEMBER && self->state != SK_CLUSTER_STORE_UNREACHABLE)
+    return;
   if (self->view_in_flight) {
     self->view_again = TRUE;
     return;
@@ -594,6 +596,12 @@ sk_cluster_leave_finish (SkCluster *self, GAsyncResult *result, GError **error)
 {
   g_return_val_if_fail (g_async_result_is_tagged (result, sk_cluster_leave_async), FALSE);
   return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+void
+sk_cluster_refresh_view (SkCluster *self)
+{
+  cluster_refresh_view (self);
 }
 
 void

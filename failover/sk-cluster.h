@@ -71,6 +71,9 @@ void sk_cluster_set_info_func (SkCluster *cluster, SkClusterInfoFunc func, gpoin
  * node's process is gone (sk-peers.h). */
 void sk_cluster_attach_http (SkCluster *cluster, SoupServer *server);
 
+/* Reads the view now rather than at the next heartbeat (the view callbacks get it). */
+void sk_cluster_refresh_view (SkCluster *cluster);
+
 /* Joins and starts heartbeats. */
 void sk_cluster_start (SkCluster *cluster);
 

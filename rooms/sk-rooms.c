@@ -28,6 +28,10 @@
 #define SK_SSE_DRAIN_TIMEOUT_MS 2000 /* SSE clients get this long to take the end of the log */
 #define REBUILD_READ_LIMIT 1000
 #define ORPHAN_PATIENCE_VIEWS 5 /* views before any survivor, not only the chosen one, claims */
+/* The chosen survivor adopts an orphan on the view after the first one that showed it, this
+ * much later: a node with a live publisher in that room claims it at once (room_follow_host)
+ * and must not lose that race to a node that has nothing there. */
+#define ORPHAN_DEFER_MS 100
 #define SK_ROOMS_NS "rooms"
 
 typedef struct _SkRoom SkRoom;
@@ -117,6 +121,7 @@ struct _SkRoomManager {
   guint drain_pending;
   guint drain_moved;
   GHashTable *orphan_seen; /* room → views it has been seen orphaned */
+  guint orphan_view_id;    /* the deferred view (ORPHAN_DEFER_MS) */
 };
 
 static void room_pump (SkRoom *room);
@@ -1895,6 +1900,16 @@ manager_find_placement (GPtrArray *placements, const char *room)
   return NULL;
 }
 
+static gboolean
+on_orphan_view (gpointer user_data)
+{
+  SkRoomManager *self = user_data;
+
+  self->orphan_view_id = 0;
+  sk_cluster_refresh_view (self->cluster);
+  return G_SOURCE_REMOVE;
+}
+
 static void
 on_cluster_view (SkCluster *cluster, GPtrArray *placements, gpointer user_data)
 {
@@ -1942,7 +1957,9 @@ on_cluster_view (SkCluster *cluster, GPtrArray *placements, gpointer user_data)
     }
     views = GPOINTER_TO_UINT (g_hash_table_lookup (self->orphan_seen, pl->room)) + 1;
     g_hash_table_insert (self->orphan_seen, g_strdup (pl->room), GUINT_TO_POINTER (views));
-    if (views > ORPHAN_PATIENCE_VIEWS || manager_is_first_choice (self, pl->room)) {
+    if (views == 1 && self->orphan_view_id == 0)
+      self->orphan_view_id = g_timeout_add (ORPHAN_DEFER_MS, on_orphan_view, self);
+    if (views > ORPHAN_PATIENCE_VIEWS || (views > 1 && manager_is_first_choice (self, pl->room))) {
       SkRoom *room;
 
       g_message ("room %s: host %s (incarnation %" G_GUINT64_FORMAT ") is dead; claiming it",
@@ -2124,6 +2141,7 @@ sk_room_manager_free (SkRoomManager *self)
     return;
   /* Outstanding store callbacks see the cancellation and leave the rooms alone. */
   g_cancellable_cancel (self->cancellable);
+  g_clear_handle_id (&self->orphan_view_id, g_source_remove);
   g_clear_pointer (&self->whep, sk_whep_server_free);
   g_clear_pointer (&self->events, sk_events_http_free);
   g_hash_table_remove_all (self->rooms);
