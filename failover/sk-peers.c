@@ -354,7 +354,7 @@ peers_handler (SoupServer *server, SoupServerMessage *msg, const char *path, GHa
   const char *bearer, *from;
   SoupMessageHeaders *headers = soup_server_message_get_response_headers (msg);
   GHashTableIter iter;
-  Served *s, *old;
+  Served *s, *old, *replaced = NULL;
   g_autofree char *hello = NULL;
 
   if (strcmp (path, SK_PEERS_PATH) != 0) {
@@ -384,10 +384,12 @@ peers_handler (SoupServer *server, SoupServerMessage *msg, const char *path, GHa
   }
   /* One watch per calling node: a new one means the old connection is dead to its caller. */
   g_hash_table_iter_init (&iter, self->served);
-  while (g_hash_table_iter_next (&iter, (gpointer *)&old, NULL)) {
-    if (strcmp (old->from, from) == 0)
-      served_drop (old, "replaced by a new watch");
+  while (replaced == NULL && g_hash_table_iter_next (&iter, (gpointer *)&old, NULL)) {
+    if (strcmp (old->from, from) == 0 && !old->closing)
+      replaced = old;
   }
+  if (replaced != NULL)
+    served_drop (replaced, "replaced by a new watch");
   if (g_hash_table_size (self->served) >= SK_PEERS_MAX_SERVED) {
     sk_http_reply_error (msg, SOUP_STATUS_SERVICE_UNAVAILABLE, "limit",
                          "this node is watched by %u nodes already", SK_PEERS_MAX_SERVED);
