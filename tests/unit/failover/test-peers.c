@@ -64,15 +64,18 @@ serve (SoupServer *server)
   g_autoptr (GError) error = NULL;
   g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
   g_autoptr (GSocketAddress) sa = g_inet_socket_address_new (lo, 0);
-  GSList *uris;
-  char *url;
+  g_autoptr (GSocketAddress) bound = NULL;
+  GSList *listeners;
 
   g_assert_true (soup_server_listen (server, sa, 0, &error));
   g_assert_no_error (error);
-  uris = soup_server_get_uris (server);
-  url = g_strdup_printf ("http://127.0.0.1:%d", g_uri_get_port (uris->data));
-  g_slist_free_full (uris, (GDestroyNotify)g_uri_unref);
-  return url;
+  /* The port from the socket itself (soup_server_get_uris leaks an address in libsoup 3.2). */
+  listeners = soup_server_get_listeners (server);
+  bound = g_socket_get_local_address (listeners->data, &error);
+  g_slist_free (listeners);
+  g_assert_no_error (error);
+  return g_strdup_printf ("http://127.0.0.1:%u",
+                          g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (bound)));
 }
 
 static void
