@@ -7,6 +7,8 @@ The clusters here run with a long lease TTL, so that "before the lease could hav
 a property of the mechanism, not a timing figure: a lease renewed at most one heartbeat before
 the kill cannot expire earlier than kill + TTL - heartbeat."""
 
+import http.client
+import threading
 import time
 
 import pytest
@@ -117,3 +119,64 @@ def test_stopped_node_is_left_to_its_lease(make_cluster):
     assert not events.of("RoomMoved")
     for n in survivors:
         assert f"node {victim.node_id} incarnation {victim_inc} is dead" not in log_text(n)
+
+
+def whep_post(node, room):
+    """One WHEP POST straight to @node (no redirect followed): (status, Retry-After)."""
+    conn = http.client.HTTPConnection("127.0.0.1", node.http_port, timeout=5)
+    try:
+        conn.request("POST", f"/v1/rooms/{room}/whep", body=b"v=0\r\n",
+                     headers={"Content-Type": "application/sdp"})
+        r = conn.getresponse()
+        r.read()
+        return r.status, r.getheader("Retry-After")
+    finally:
+        conn.close()
+
+
+def test_whep_post_while_the_room_moves_is_retryable(make_cluster):
+    """WHEP POSTs sent to the survivors without pause while the room's host is killed: until
+    the room is rebuilt, a survivor that knows its host is gone answers 503 with Retry-After
+    (retryable), never another 5xx and never a hang; a local subscriber would have been
+    answered from here (400 for this deliberately empty offer). Afterwards: a 307 to the new
+    host, or the new host's own answer."""
+    c = make_cluster(nodes=3, cluster={"heartbeat_ms": HEARTBEAT_MS, "lease_ttl_ms": LONG_TTL_MS})
+    room = harness.unique_room("mv")
+    ing = c.api.create_ingress(room, identity="obs-m")
+    events = c.follow(room)
+    victim = c.nodes[0]
+    harness.wait_until(
+        lambda: victim.api.get(f"/v1/ingress/{ing['ingress_id']}").status == 200, 10,
+        what=f"{victim.node_id} to know the ingress")
+    c.publish("obs", victim.rtmp_url(ing["stream_key"]))  # no reconnect: the room is orphaned
+    events.wait_event("TrackPublished", count=2, timeout=30)
+    survivors = [n for n in c.nodes if n is not victim]
+    for n in survivors:
+        assert whep_post(n, room)[0] == 307
+
+    answers, stop = [], threading.Event()
+
+    def poll(node):
+        while not stop.is_set():
+            answers.append((node.node_id, time.monotonic(), *whep_post(node, room)))
+            time.sleep(0.005)
+
+    threads = [threading.Thread(target=poll, args=(n,), daemon=True) for n in survivors]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    c.kill(victim)
+    events.wait_event("RoomMoved", timeout=20)
+    time.sleep(0.6)
+    stop.set()
+    for t in threads:
+        t.join(timeout=10)
+
+    statuses = [a[2] for a in answers]
+    assert all(s in (307, 400, 503) for s in statuses), sorted(set(statuses))
+    unavailable = [a for a in answers if a[2] == 503]
+    assert unavailable, f"no survivor answered 503 while the room moved: {sorted(set(statuses))}"
+    assert all(a[3] == "1" for a in unavailable)
+    # The 503s were a passing state: each survivor's last answer is settled.
+    for n in survivors:
+        assert [a[2] for a in answers if a[0] == n.node_id][-1] in (307, 400)
