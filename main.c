@@ -309,6 +309,7 @@ listen_http (Node *n, GError **error)
   soup_server_add_handler (n->http, "/healthz", handle_healthz, n, NULL);
   soup_server_add_handler (n->http, "/readyz", handle_readyz, n, NULL);
   soup_server_add_handler (n->http, "/v1/node/drain", handle_drain, n, NULL);
+  sk_cluster_attach_http (n->cluster, n->http);
   sk_room_manager_attach_http (n->rooms, n->http);
   sk_ingress_registry_attach_http (n->registry, n->http);
   n->whip = sk_whip_server_new (n->config, n->registry);

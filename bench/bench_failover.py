@@ -19,9 +19,13 @@ Kinds of trial (--trials each):
     first and for the last of its two tracks; and from "handshake_done" too.
   * room host killed while its ingress lives (subscriber media gap): an anchor publisher on
     node A makes A host the room; a second publisher connected to node B publishes into it
-    remotely; a WHEP viewer of the second one decodes; kill -9 of A; the viewer re-subscribes
-    through HAProxy (307 to the new host). Figure = first frame decoded after - last frame
-    decoded before (CLOCK_MONOTONIC of sk-whep-client --latency). Needs remote publication
+    remotely; ONE WHEP viewer of the second one decodes, started with
+    sk-whep-client --resubscribe-after-ms (like a player: no frame for that long, it POSTs
+    again through HAProxy, follows the 307 to the new host, retries 5xx every 100 ms); kill -9
+    of A. Figure = first frame decoded after - last frame decoded before, both from the same
+    process on one CLOCK_MONOTONIC (sk-whep-client --latency), with its parts: kill -> the
+    viewer gives up its session, -> the 201 of its new session, -> first frame decoded; and
+    kill -> RoomMoved in the log. Needs remote publication
     ("proxy mode"); without it the trial is skipped with a message (detected as: the second
     publisher's participant never appears, or the store's placement no longer names the
     anchor's node, or its ingress_node is the room's host, or a RoomMoved was written).
@@ -62,8 +66,8 @@ def summary(label, values, unit="ms"):
     if not values:
         print(f"  {label:<64} no samples")
         return
-    print(f"  {label:<64} n={len(values):<3} p50 {pct(values, 50):7.0f} {unit}  "
-          f"p95 {pct(values, 95):7.0f} {unit}  max {max(values):7.0f} {unit}")
+    print(f"  {label:<64} n={len(values):<3} p50 {pct(values, 50):7.0f} {unit:<2}  "
+          f"p95 {pct(values, 95):7.0f} {unit:<2}  max {max(values):7.0f} {unit}")
 
 
 def pub_lines(pub):
@@ -89,12 +93,14 @@ def reconnect_marks(pub, after_ms):
 class Stats:
     def __init__(self):
         self.figures = {}
+        self.units = {}
         self.event_errors = []    # (trial, message)
         self.store_problems = []  # (trial, message)
         self.trials = {}
 
-    def add(self, name, value):
+    def add(self, name, value, unit="ms"):
         self.figures.setdefault(name, []).append(value)
+        self.units[name] = unit
 
     def count(self, kind):
         self.trials[kind] = self.trials.get(kind, 0) + 1
@@ -177,7 +183,7 @@ def trial_ingress_killed(c, stats, i, workdir):
 class Viewer:
     """sk-whep-client --latency through HAProxy, one decoded-frame line each."""
 
-    def __init__(self, c, room, participant, workdir, name, frames, timeout):
+    def __init__(self, c, room, participant, workdir, name, frames, timeout, resubscribe_ms=0):
         # ?participant= takes the identity (WHEP follows that publisher across reconnects).
         self.log_path = workdir / f"viewer-{name}.log"
         url = f"{c.whep_url(room)}?participant={participant}"
@@ -186,12 +192,14 @@ class Viewer:
             self.proc = c.procs.start(
                 [harness.WHEP_CLIENT, "--url", url, "--ice-address", "127.0.0.1",
                  "--frames", str(frames), "--timeout", str(timeout), "--latency",
-                 "--delete"], stdout=out,
+                 "--delete", "--resubscribe-after-ms", str(resubscribe_ms)], stdout=out,
                 stderr=subprocess.STDOUT, env=env)
 
+    def lines(self):
+        return harness.parse_json_lines(self.log_path.read_text(errors="replace"))
+
     def frames(self):
-        return [o for o in harness.parse_json_lines(self.log_path.read_text(errors="replace"))
-                if "frame" in o and "mono_us" in o]
+        return [o for o in self.lines() if "frame" in o and "mono_us" in o]
 
     def stop(self):
         harness.ProcessGroup.signal(self.proc, 2)
@@ -238,32 +246,55 @@ def probe_remote_publication(c, workdir):
     return room, anchor, remote, events, host, p
 
 
-def trial_host_killed(c, stats, i, workdir, probe=None):
+def trial_host_killed(c, stats, i, workdir, probe=None, resubscribe_ms=300):
     label = f"host-{i:02d}"
     if probe is None:
         probe = probe_remote_publication(c, workdir)
         if probe is None:
             return False
     room, anchor, remote, events, host, participant = probe
-    viewer = Viewer(c, room, participant["identity"], workdir, f"{label}-a", 100000, 600)
+    viewer = Viewer(c, room, participant["identity"], workdir, label, 100000, 600,
+                    resubscribe_ms=resubscribe_ms)
     harness.wait_until(lambda: viewer.frames(), 20, what="the viewer's first frame")
     time.sleep(0.5)
 
+    kill_mono_us = time.monotonic_ns() // 1000
     kill_ms = c.kill(host)
-    events.wait_event("RoomMoved", timeout=20)
-    # The old viewer's peer died with the host: its last frame is the gap's start.
-    after = None
-    for attempt in range(20):
-        v = Viewer(c, room, participant["identity"], workdir, f"{label}-b{attempt}", 1, 10)
-        v.proc.wait(timeout=30)
-        if v.frames():
-            after = v.frames()[0]["mono_us"]
-            break
-        time.sleep(0.1)
+    moved = events.wait_event("RoomMoved", timeout=20)[0]
+    stats.add("room host killed: kill -> RoomMoved", moved["at_ms"] - kill_ms)
+
+    def resumed():
+        """The gap (last frame before, first frame after) once the viewer decodes again."""
+        lines = viewer.lines()
+        resub = [o["mono_us"] for o in lines if "resubscribe" in o and o["mono_us"] > kill_mono_us]
+        if not resub:
+            return None
+        frames = [o["mono_us"] for o in lines if "frame" in o and "mono_us" in o]
+        if sum(1 for f in frames if f > resub[0]) < 10:
+            return None
+        pairs = [(a, b) for a, b in zip(frames, frames[1:]) if b > kill_mono_us]
+        return max(pairs, key=lambda p: p[1] - p[0]), lines
+
+    got = None
+    try:
+        got = harness.wait_until(resumed, 30, interval=0.2, what="the viewer to decode again")
+    except AssertionError:
+        pass
     viewer.stop()
-    before = [f["mono_us"] for f in viewer.frames()]
-    if after is not None and before:
-        stats.add("room host killed: subscriber media gap", (after - max(before)) / 1000.0)
+    if got is not None:
+        (before, after), lines = got
+        stats.add("room host killed: subscriber media gap", (after - before) / 1000.0)
+        resub = [o for o in lines if "resubscribe" in o and kill_mono_us < o["mono_us"] < after]
+        answers = [o["answer_us"] for o in lines if "answer_us" in o and o["answer_us"] < after]
+        retries = [o for o in lines if "post_status" in o and kill_mono_us < o["mono_us"] < after]
+        if resub and answers:
+            stats.add("  gap part: kill -> viewer gives up its session (no frame for "
+                      f"{resubscribe_ms} ms)", (resub[0]["mono_us"] - kill_mono_us) / 1000.0)
+            stats.add("  gap part: gives up -> 201 of the new session (POSTs, 307)",
+                      (answers[-1] - resub[0]["mono_us"]) / 1000.0)
+            stats.add("  gap part: 201 -> first frame decoded", (after - answers[-1]) / 1000.0)
+        stats.add("  viewer: POSTs retried (503/conn. refused) per trial", len(retries), unit="")
+        stats.add("  viewer: sessions given up per trial", len(resub), unit="")
     else:
         stats.store_problems.append((label, "the viewer never decoded again"))
     if not remote.running() or any(o.get("event") == "disconnected" for o in pub_lines(remote)):
@@ -286,6 +317,8 @@ def main():
     ap.add_argument("--room-empty-timeout-ms", type=int, default=1000,
                     help="the nodes' empty-room timeout (the tests' 1000; the daemon's "
                     "default is 10000)")
+    ap.add_argument("--resubscribe-after-ms", type=int, default=300,
+                    help="the viewer re-subscribes after this long without a decoded frame")
     ap.add_argument("--workdir", default=os.environ.get("SK_BENCH_DIR", "/tmp/sk-bench-failover"))
     args = ap.parse_args()
 
@@ -314,14 +347,15 @@ def main():
             print(f"    {host_skipped}", flush=True)
         else:
             for i in range(args.trials):
-                trial_host_killed(c, stats, i, c.workdir, probe if i == 0 else None)
+                trial_host_killed(c, stats, i, c.workdir, probe if i == 0 else None,
+                                  resubscribe_ms=args.resubscribe_after_ms)
         problems = c.stop()
 
     print()
     print(f"failover benchmark: 3 nodes, heartbeat {args.heartbeat_ms} ms, TTL {args.ttl_ms} ms, "
           f"{time.monotonic() - started:.0f} s")
     for name, values in stats.figures.items():
-        summary(name, values)
+        summary(name, values, stats.units[name])
     if host_skipped:
         print(f"  room host killed: {host_skipped}")
     print(f"  trials: {stats.trials}")

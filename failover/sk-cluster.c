@@ -12,6 +12,7 @@
 
 #include "common/sk-common.h"
 #include "common/sk-http.h"
+#include "failover/sk-peers.h"
 
 typedef struct {
   SkClusterCallbacks callbacks;
@@ -39,6 +40,8 @@ struct _SkCluster {
   GHashTable *dead;    /* node id → highest retired incarnation (guint64*) */
   GHashTable *watched; /* "node\nincarnation" → NULL: incarnations to retire once gone */
   GHashTable *retiring;
+  gboolean view_again; /* a refresh was asked for while one was in flight */
+  SkPeers *peers;      /* fast detection of dead node processes */
   GTask *leave_task;
   SoupSession *http; /* forwarding to other nodes; created on first use */
 };
@@ -113,6 +116,7 @@ cluster_fence (SkCluster *self, const GError *error)
              "then the node rejoins",
              self->config->node_id, self->incarnation, error->message);
   cluster_set_state (self, SK_CLUSTER_FENCED);
+  sk_peers_clear (self->peers);
   for (guint i = 0; i < self->listeners->len; i++) {
     Listener *l = &g_array_index (self->listeners, Listener, i);
 
@@ -198,7 +202,11 @@ cluster_renew (SkCluster *self)
 typedef struct {
   SkCluster *self;
   char *key;
+  const char *why; /* static */
+  gboolean fast;   /* from the peer watch: refresh the view at once */
 } RetireCall;
+
+static void cluster_refresh_view (SkCluster *self);
 
 static void
 on_retired (GObject *source, GAsyncResult *result, gpointer user_data)
@@ -211,12 +219,17 @@ on_retired (GObject *source, GAsyncResult *result, gpointer user_data)
   const char *nl;
   guint64 incarnation, *known;
 
-  g_free (call);
-  if (op_cancelled (result))
+  if (op_cancelled (result)) {
+    g_free (call);
     return;
+  }
   g_hash_table_remove (self->retiring, key);
   if (!sk_store_retire_node_finish (self->store, result, &error)) {
-    g_debug ("cluster: retiring %s: %s", key, error->message);
+    if (call->fast)
+      g_warning ("cluster: retiring %s failed: %s; its lease decides", key, error->message);
+    else
+      g_debug ("cluster: retiring %s: %s", key, error->message);
+    g_free (call);
     return;
   }
   nl = strchr (key, '\n');
@@ -224,16 +237,22 @@ on_retired (GObject *source, GAsyncResult *result, gpointer user_data)
   incarnation = g_ascii_strtoull (nl + 1, NULL, 10);
   known = g_hash_table_lookup (self->dead, node);
   if (known == NULL || *known < incarnation) {
-    g_message ("cluster: node %s incarnation %" G_GUINT64_FORMAT " is dead (lease expired)", node,
-               incarnation);
+    g_message ("cluster: node %s incarnation %" G_GUINT64_FORMAT " is dead (%s)", node, incarnation,
+               call->why);
     g_hash_table_replace (self->dead, g_strdup (node),
                           g_memdup2 (&incarnation, sizeof incarnation));
   }
   g_hash_table_remove (self->watched, key);
+  /* Survivors act on the next view: get it now rather than at the next heartbeat. */
+  if (call->fast)
+    cluster_refresh_view (self);
+  g_free (call);
 }
 
+/* @fast: the peer watch saw its process gone; the lease it may still hold is dropped with
+ * it (the store only retires that incarnation: a newer one of the same node is untouched). */
 static void
-cluster_retire (SkCluster *self, const char *key)
+cluster_retire (SkCluster *self, const char *key, gboolean fast)
 {
   const char *nl = strchr (key, '\n');
   g_autofree char *node = g_strndup (key, nl - key);
@@ -245,8 +264,32 @@ cluster_retire (SkCluster *self, const char *key)
   call = g_new0 (RetireCall, 1);
   call->self = self;
   call->key = g_strdup (key);
-  sk_store_retire_node_async (self->store, node, g_ascii_strtoull (nl + 1, NULL, 10), FALSE,
+  call->why = fast ? "its process is gone" : "its lease is gone";
+  call->fast = fast;
+  sk_store_retire_node_async (self->store, node, g_ascii_strtoull (nl + 1, NULL, 10), fast,
                               self->cancellable, on_retired, call);
+}
+
+/* The peer watch's verdict: nothing listens where @node's @incarnation did. */
+static void
+cluster_on_peer_dead (const char *node, guint64 incarnation, const char *reason, gpointer user_data)
+{
+  SkCluster *self = user_data;
+  g_autofree char *key = watch_key (node, incarnation);
+  guint64 *dead = g_hash_table_lookup (self->dead, node);
+
+  if (dead != NULL && *dead >= incarnation)
+    return; /* known already (e.g. it left cleanly) */
+  if (self->state != SK_CLUSTER_MEMBER) {
+    g_message ("cluster: node %s incarnation %" G_GUINT64_FORMAT
+               ": %s; not acting on it while this node is %s (its lease decides)",
+               node, incarnation, reason, sk_cluster_state_to_string (self->state));
+    return;
+  }
+  g_message ("cluster: node %s incarnation %" G_GUINT64_FORMAT
+             ": %s; retiring it now instead of waiting up to %u ms for its lease to expire",
+             node, incarnation, reason, self->config->cluster_lease_ttl_ms);
+  cluster_retire (self, key, TRUE);
 }
 
 static void
@@ -294,7 +337,7 @@ cluster_process_view (SkCluster *self, GPtrArray *placements)
         g_ptr_array_add (gone, g_strdup (key));
     }
     for (guint i = 0; i < gone->len; i++)
-      cluster_retire (self, g_ptr_array_index (gone, i));
+      cluster_retire (self, g_ptr_array_index (gone, i), FALSE);
   }
   cluster_emit_view (self, placements);
 }
@@ -316,6 +359,32 @@ on_placements (GObject *source, GAsyncResult *result, gpointer user_data)
   }
   if (self->state != SK_CLUSTER_LEFT)
     cluster_process_view (self, placements);
+  if (self->view_again) {
+    self->view_again = FALSE;
+    cluster_refresh_view (self);
+  }
+}
+
+/* Every other node with a lease is watched, under the incarnation that holds it. */
+static void
+cluster_sync_peers (SkCluster *self)
+{
+  GHashTableIter iter;
+  gpointer value;
+
+  if (self->state != SK_CLUSTER_MEMBER) {
+    sk_peers_clear (self->peers);
+    return;
+  }
+  sk_peers_begin_sync (self->peers);
+  g_hash_table_iter_init (&iter, self->live);
+  while (g_hash_table_iter_next (&iter, NULL, &value)) {
+    SkStoreNode *n = value;
+
+    if (g_strcmp0 (n->node, self->config->node_id) != 0)
+      sk_peers_want (self->peers, n->node, n->incarnation, sk_cluster_get_node_url (self, n->node));
+  }
+  sk_peers_end_sync (self->peers);
 }
 
 static void
@@ -339,14 +408,19 @@ on_nodes (GObject *source, GAsyncResult *result, gpointer user_data)
 
     g_hash_table_replace (self->live, n->node, n);
   }
+  cluster_sync_peers (self);
   sk_store_list_placements_async (self->store, self->cancellable, on_placements, self);
 }
 
 static void
 cluster_refresh_view (SkCluster *self)
 {
-  if (self->view_in_flight)
+  if (self->state != SK_CLUSTER_MEMBER && self->state != SK_CLUSTER_STORE_UNREACHABLE)
     return;
+  if (self->view_in_flight) {
+    self->view_again = TRUE;
+    return;
+  }
   self->view_in_flight = TRUE;
   sk_store_list_nodes_async (self->store, self->cancellable, on_nodes, self);
 }
@@ -384,6 +458,7 @@ on_joined (GObject *source, GAsyncResult *result, gpointer user_data)
     return;
   }
   self->incarnation = incarnation;
+  sk_peers_set_incarnation (self->peers, incarnation);
   self->last_renew_ok_us = g_get_monotonic_time ();
   cluster_start_grace (self);
   cluster_set_state (self, SK_CLUSTER_MEMBER);
@@ -427,6 +502,7 @@ sk_cluster_new (const SkConfig *config, SkStore *store)
   self->dead = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   self->watched = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   self->retiring = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  self->peers = sk_peers_new (config, cluster_on_peer_dead, self);
   return self;
 }
 
@@ -443,6 +519,7 @@ sk_cluster_free (SkCluster *self)
     g_clear_object (&self->leave_task);
   }
   g_clear_object (&self->http);
+  g_clear_pointer (&self->peers, sk_peers_free);
   g_hash_table_unref (self->retiring);
   g_hash_table_unref (self->watched);
   g_hash_table_unref (self->dead);
@@ -503,6 +580,7 @@ sk_cluster_leave_async (SkCluster *self, GAsyncReadyCallback callback, gpointer 
   g_task_set_source_tag (task, sk_cluster_leave_async);
   g_clear_handle_id (&self->tick_id, g_source_remove);
   cluster_set_state (self, SK_CLUSTER_LEFT);
+  sk_peers_clear (self->peers);
   if (incarnation == 0 || self->leave_task != NULL) {
     g_task_return_boolean (task, TRUE);
     g_object_unref (task);
@@ -518,6 +596,18 @@ sk_cluster_leave_finish (SkCluster *self, GAsyncResult *result, GError **error)
 {
   g_return_val_if_fail (g_async_result_is_tagged (result, sk_cluster_leave_async), FALSE);
   return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+void
+sk_cluster_refresh_view (SkCluster *self)
+{
+  cluster_refresh_view (self);
+}
+
+void
+sk_cluster_attach_http (SkCluster *self, SoupServer *server)
+{
+  sk_peers_attach_http (self->peers, server);
 }
 
 SkClusterState

@@ -13,6 +13,12 @@
  * stops accepting new ones (not ready), and after the store is back (e.g. a Sentinel
  * failover) everyone gets a grace period to re-assert their leases before anyone is declared
  * dead. With the memory store this is a cluster of one.
+ *
+ * Besides the TTL, each node holds a connection to every other live node (sk-peers.h): when
+ * one ends and nothing listens at that node's address any more (connection refused), its
+ * incarnation is retired at once and the view refreshed, so a killed process is handled in
+ * a few milliseconds. A stopped or unreachable node still connects or times out: the TTL
+ * decides for it as before.
  */
 #pragma once
 
@@ -60,6 +66,13 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkCluster, sk_cluster_free)
 void sk_cluster_add_callbacks (SkCluster *cluster, const SkClusterCallbacks *callbacks,
                                gpointer user_data);
 void sk_cluster_set_info_func (SkCluster *cluster, SkClusterInfoFunc func, gpointer user_data);
+
+/* Serves GET /internal/v1/peer, which other nodes hold open to learn at once when this
+ * node's process is gone (sk-peers.h). */
+void sk_cluster_attach_http (SkCluster *cluster, SoupServer *server);
+
+/* Reads the view now rather than at the next heartbeat (the view callbacks get it). */
+void sk_cluster_refresh_view (SkCluster *cluster);
 
 /* Joins and starts heartbeats. */
 void sk_cluster_start (SkCluster *cluster);

@@ -28,6 +28,10 @@
 #define SK_SSE_DRAIN_TIMEOUT_MS 2000 /* SSE clients get this long to take the end of the log */
 #define REBUILD_READ_LIMIT 1000
 #define ORPHAN_PATIENCE_VIEWS 5 /* views before any survivor, not only the chosen one, claims */
+/* The chosen survivor adopts an orphan on the view after the first one that showed it, this
+ * much later: a node with a live publisher in that room claims it at once (room_follow_host)
+ * and must not lose that race to a node that has nothing there. */
+#define ORPHAN_DEFER_MS 100
 #define SK_ROOMS_NS "rooms"
 
 typedef struct _SkRoom SkRoom;
@@ -117,6 +121,7 @@ struct _SkRoomManager {
   guint drain_pending;
   guint drain_moved;
   GHashTable *orphan_seen; /* room → views it has been seen orphaned */
+  guint orphan_view_id;    /* the deferred view (ORPHAN_DEFER_MS) */
 };
 
 static void room_pump (SkRoom *room);
@@ -1820,8 +1825,17 @@ manager_redirect_to_host (SkRoomManager *self, SoupServerMessage *msg, const cha
   if (host == NULL || strcmp (host, self->config->node_id) == 0)
     return FALSE;
   url = sk_cluster_get_node_url (self->cluster, host);
-  if (url == NULL || url[0] == '\0')
-    return FALSE;
+  if (url == NULL || url[0] == '\0') {
+    /* Its host holds no lease (it died, or left): the room is being rebuilt elsewhere. A
+     * subscriber here would wait for a room this node may never get; the viewer retries. */
+    sk_http_add_cors (msg, "POST, OPTIONS");
+    sk_http_reply_error (msg, SOUP_STATUS_SERVICE_UNAVAILABLE, "room_moving",
+                         "room %s: its host %s is gone and the room is not rebuilt yet; retry",
+                         room_name, host);
+    soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Retry-After",
+                                  "1");
+    return TRUE;
+  }
   uri = soup_server_message_get_uri (msg);
   location = g_strdup_printf ("%s%s%s%s", url, g_uri_get_path (uri),
                               g_uri_get_query (uri) != NULL ? "?" : "",
@@ -2008,6 +2022,16 @@ manager_find_placement (GPtrArray *placements, const char *room)
   return NULL;
 }
 
+static gboolean
+on_orphan_view (gpointer user_data)
+{
+  SkRoomManager *self = user_data;
+
+  self->orphan_view_id = 0;
+  sk_cluster_refresh_view (self->cluster);
+  return G_SOURCE_REMOVE;
+}
+
 static void
 on_cluster_view (SkCluster *cluster, GPtrArray *placements, gpointer user_data)
 {
@@ -2055,7 +2079,9 @@ on_cluster_view (SkCluster *cluster, GPtrArray *placements, gpointer user_data)
     }
     views = GPOINTER_TO_UINT (g_hash_table_lookup (self->orphan_seen, pl->room)) + 1;
     g_hash_table_insert (self->orphan_seen, g_strdup (pl->room), GUINT_TO_POINTER (views));
-    if (views > ORPHAN_PATIENCE_VIEWS || manager_is_first_choice (self, pl->room)) {
+    if (views == 1 && self->orphan_view_id == 0)
+      self->orphan_view_id = g_timeout_add (ORPHAN_DEFER_MS, on_orphan_view, self);
+    if (views > ORPHAN_PATIENCE_VIEWS || (views > 1 && manager_is_first_choice (self, pl->room))) {
       SkRoom *room;
 
       g_message ("room %s: host %s (incarnation %" G_GUINT64_FORMAT ") is dead; claiming it",
@@ -2253,6 +2279,7 @@ sk_room_manager_free (SkRoomManager *self)
     return;
   /* Outstanding store callbacks see the cancellation and leave the rooms alone. */
   g_cancellable_cancel (self->cancellable);
+  g_clear_handle_id (&self->orphan_view_id, g_source_remove);
   g_clear_pointer (&self->whep, sk_whep_server_free);
   g_clear_pointer (&self->events, sk_events_http_free);
   g_hash_table_remove_all (self->rooms);

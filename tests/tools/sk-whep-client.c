@@ -4,7 +4,7 @@
  *   sk-whep-client --url http://127.0.0.1:8080/v1/rooms/ROOM/whep [--token T]
  *                  [--ice-address 127.0.0.1] [--frames N] [--timeout S] [--expect-audio]
  *                  [--delete] [--latency] [--no-decode] [--codec h264|vp8|any]
- *                  [--jitterbuffer-ms N]
+ *                  [--jitterbuffer-ms N] [--resubscribe-after-ms N]
  *
  * Offers recvonly video (H.264 by default; --codec vp8 or any: VP8, or both) + Opus, decodes
  * what arrives (asking for a keyframe with a PLI, as a browser does, until one comes) and prints
@@ -20,6 +20,15 @@
  * gst-libav inside the first buffer's pad-added took over a second on a busy machine, which
  * first-frame figures would have charged to the server. --jitterbuffer-ms sets webrtcbin's
  * latency (default 200), which the first packet of each stream waits out before going on.
+ *
+ * --resubscribe-after-ms N makes it behave like a player that recovers by itself: when no frame
+ * was decoded for N ms (a new session gets max(N, 3 s) for its first frame) or the peer
+ * connection fails, it tears its peer connection down and POSTs a new offer to the --url
+ * again (following a 307 to the room's host), retrying every 100 ms while the answer is a 5xx,
+ * a 404 or a connection error. Frames keep being counted across sessions, on one monotonic
+ * clock: {"resubscribe":K,"why":...,"mono_us":T} when it gives up a session,
+ * {"post_status":S,"mono_us":T} for each POST that must be retried, and the {"location":...}
+ * line of each session carries "answer_us" (when its 201 arrived).
  */
 #include <string.h>
 
@@ -34,15 +43,32 @@
 #include "rooms/sk-webrtc.h"
 #include "sk-stamp.h"
 
+typedef struct _Client Client;
+
+/* One WebRTC session (one POST): replaced whole when the client re-subscribes. Never freed
+ * before exit, so a callback that arrives late finds it and sees it is stale. */
 typedef struct {
-  GMainLoop *loop;
-  SoupSession *session;
+  Client *c;
+  guint index;
   GstElement *pipeline;
   GstElement *webrtc;
-  GUri *url;
-  char *resource; /* absolute URL of the session (Location) */
+  guint bus_watch;
+  GUri *url; /* where the next POST goes (a 307 changes it) */
   guint redirects;
   gboolean offer_sent;
+  char *offer; /* SDP text, kept for retried POSTs */
+  GCancellable *cancellable;
+  gint64 answered_us; /* 0 until the 201 */
+  gboolean ended;
+} Peer;
+
+struct _Client {
+  GMainLoop *loop;
+  SoupSession *session;
+  Peer *peer;     /* the current session */
+  GPtrArray *old; /* Peer*: replaced sessions */
+  GUri *url;      /* --url */
+  char *resource; /* absolute URL of the session (Location) */
   gboolean done;
   const char *result;
   char *error;
@@ -52,8 +78,11 @@ typedef struct {
   gint video_frames;
   gint audio_buffers;
   gint width, height;
-  gint64 post_us; /* CLOCK_MONOTONIC when the (first) POST went out */
-} Client;
+  gint64 post_us;       /* CLOCK_MONOTONIC when the (first) POST went out */
+  gint64 last_frame_us; /* of the newest decoded video frame (atomic) */
+  guint resubscribes;
+  guint retry_id;
+};
 
 static char *opt_url;
 static char *opt_token;
@@ -66,6 +95,11 @@ static gboolean opt_latency;
 static gboolean opt_no_decode;
 static char *opt_codec;
 static int opt_jitterbuffer_ms = 200;
+static int opt_resubscribe_ms;
+
+/* A new session's first frame may take ICE, DTLS and a keyframe: give it at least this. */
+#define FIRST_FRAME_GRACE_MS 3000
+#define POST_RETRY_MS 100
 
 static GOptionEntry entries[] = {
   { "url", 0, 0, G_OPTION_ARG_STRING, &opt_url, "WHEP endpoint URL", "URL" },
@@ -83,6 +117,10 @@ static GOptionEntry entries[] = {
     "video codec to offer: h264 (default), vp8, any", "CODEC" },
   { "jitterbuffer-ms", 0, 0, G_OPTION_ARG_INT, &opt_jitterbuffer_ms,
     "jitter buffer latency (default 200, webrtcbin's)", "N" },
+  { "resubscribe-after-ms", 0, 0, G_OPTION_ARG_INT, &opt_resubscribe_ms,
+    "re-subscribe (new POST to --url) after N ms without a decoded frame, or when the peer "
+    "connection fails; retry a failed POST every 100 ms (default 0: never)",
+    "N" },
   { NULL },
 };
 
@@ -156,8 +194,9 @@ on_video_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
     }
   }
   int n = g_atomic_int_add (&c->video_frames, 1) + 1;
+  gint64 now = g_get_monotonic_time ();
+  __atomic_store_n (&c->last_frame_us, now, __ATOMIC_RELAXED);
   if (opt_latency) {
-    gint64 now = g_get_monotonic_time ();
     gint64 stamp = -1;
     g_autoptr (GstCaps) caps = opt_no_decode ? NULL : gst_pad_get_current_caps (pad);
     GstVideoInfo vinfo;
@@ -191,7 +230,8 @@ on_audio_buffer (GstPad *pad, GstPadProbeInfo *info, gpointer data)
 static void
 on_pad_added (GstElement *webrtc, GstPad *pad, gpointer data)
 {
-  Client *c = data;
+  Peer *peer = data;
+  Client *c = peer->c;
 
   if (GST_PAD_DIRECTION (pad) != GST_PAD_SRC)
     return;
@@ -225,7 +265,7 @@ on_pad_added (GstElement *webrtc, GstPad *pad, gpointer data)
     g_printerr ("cannot build the %s decoder: %s\n", video ? "video" : "audio", error->message);
     return;
   }
-  gst_bin_add (GST_BIN (c->pipeline), bin);
+  gst_bin_add (GST_BIN (peer->pipeline), bin);
   g_autoptr (GstElement) dec = gst_bin_get_by_name (GST_BIN (bin), "dec");
   g_autoptr (GstPad) decsrc = gst_element_get_static_pad (dec, "src");
   gst_pad_add_probe (decsrc, GST_PAD_PROBE_TYPE_BUFFER, video ? on_video_frame : on_audio_buffer, c,
@@ -239,6 +279,15 @@ on_pad_added (GstElement *webrtc, GstPad *pad, gpointer data)
 /* ------------------------------------------------------------------------------------- */
 /* Signalling */
 
+static void peer_start (Client *c);
+static void client_resubscribe (Client *c, const char *why);
+
+static gboolean
+peer_is_current (Peer *peer)
+{
+  return peer == peer->c->peer && !peer->ended && !peer->c->done;
+}
+
 static void
 on_answer_set (GstPromise *promise, gpointer data)
 {
@@ -247,48 +296,90 @@ on_answer_set (GstPromise *promise, gpointer data)
 
 static gboolean post_offer (gpointer data);
 
+static gboolean
+on_retry_post (gpointer data)
+{
+  Peer *peer = data;
+
+  peer->c->retry_id = 0;
+  if (!peer_is_current (peer))
+    return G_SOURCE_REMOVE;
+  /* From the start again: the host we were sent to may be the one that is gone. */
+  g_uri_unref (peer->url);
+  peer->url = g_uri_ref (peer->c->url);
+  peer->redirects = 0;
+  peer->offer_sent = FALSE;
+  post_offer (peer);
+  return G_SOURCE_REMOVE;
+}
+
+/* A POST that a re-subscribing player would simply try again. */
+static gboolean
+post_retry (Peer *peer, guint status, const char *why)
+{
+  Client *c = peer->c;
+
+  if (opt_resubscribe_ms <= 0)
+    return FALSE;
+  g_autofree char *escaped = g_strescape (why, NULL);
+  g_print ("{\"post_status\":%u,\"error\":\"%s\",\"mono_us\":%" G_GINT64_FORMAT "}\n", status,
+           escaped, g_get_monotonic_time ());
+  g_clear_handle_id (&c->retry_id, g_source_remove);
+  c->retry_id = g_timeout_add (POST_RETRY_MS, on_retry_post, peer);
+  return TRUE;
+}
+
 static void
 on_post_done (GObject *source, GAsyncResult *res, gpointer data)
 {
-  Client *c = data;
+  Peer *peer = data;
+  Client *c = peer->c;
   SoupMessage *msg = soup_session_get_async_result_message (SOUP_SESSION (source), res);
   g_autoptr (GError) error = NULL;
   g_autoptr (GBytes) body = soup_session_send_and_read_finish (SOUP_SESSION (source), res, &error);
 
+  if (!peer_is_current (peer))
+    return;
   if (body == NULL) {
-    client_finish (c, "error", error->message);
+    if (!post_retry (peer, 0, error->message))
+      client_finish (c, "error", error->message);
     return;
   }
   guint status = soup_message_get_status (msg);
   const char *redirect
       = soup_message_headers_get_one (soup_message_get_response_headers (msg), "Location");
   if ((status == SOUP_STATUS_TEMPORARY_REDIRECT || status == SOUP_STATUS_PERMANENT_REDIRECT)
-      && redirect != NULL && c->redirects++ < 3) {
+      && redirect != NULL && peer->redirects++ < 3) {
     /* A cluster node that does not host the room sends us to its host; keep the offer. */
-    g_autoptr (GUri) next = g_uri_parse_relative (c->url, redirect, SOUP_HTTP_URI_FLAGS, NULL);
+    g_autoptr (GUri) next = g_uri_parse_relative (peer->url, redirect, SOUP_HTTP_URI_FLAGS, NULL);
     if (next != NULL) {
       g_print ("{\"redirect\":\"%s\"}\n", redirect);
-      g_uri_unref (c->url);
-      c->url = g_steal_pointer (&next);
-      c->offer_sent = FALSE;
-      post_offer (c);
+      g_uri_unref (peer->url);
+      peer->url = g_steal_pointer (&next);
+      peer->offer_sent = FALSE;
+      post_offer (peer);
       return;
     }
   }
   if (status != SOUP_STATUS_CREATED) {
     g_autofree char *text = g_strndup (g_bytes_get_data (body, NULL), g_bytes_get_size (body));
     g_autofree char *why = g_strdup_printf ("POST answered %u: %s", status, text);
+    if ((status >= 500 || status == SOUP_STATUS_NOT_FOUND) && post_retry (peer, status, why))
+      return;
     client_finish (c, "error", why);
     return;
   }
+  peer->answered_us = g_get_monotonic_time ();
   const char *location
       = soup_message_headers_get_one (soup_message_get_response_headers (msg), "Location");
+  g_clear_pointer (&c->resource, g_free);
   if (location != NULL) {
-    g_autoptr (GUri) abs = g_uri_parse_relative (c->url, location, SOUP_HTTP_URI_FLAGS, NULL);
+    g_autoptr (GUri) abs = g_uri_parse_relative (peer->url, location, SOUP_HTTP_URI_FLAGS, NULL);
     if (abs != NULL)
       c->resource = g_uri_to_string (abs);
-    g_print ("{\"location\":\"%s\",\"post_us\":%" G_GINT64_FORMAT "}\n",
-             c->resource != NULL ? c->resource : location, c->post_us);
+    g_print ("{\"location\":\"%s\",\"post_us\":%" G_GINT64_FORMAT ",\"answer_us\":%" G_GINT64_FORMAT
+             "}\n",
+             c->resource != NULL ? c->resource : location, c->post_us, peer->answered_us);
   }
 
   GstSDPMessage *sdp = NULL;
@@ -301,30 +392,33 @@ on_post_done (GObject *source, GAsyncResult *res, gpointer data)
   }
   GstWebRTCSessionDescription *answer
       = gst_webrtc_session_description_new (GST_WEBRTC_SDP_TYPE_ANSWER, sdp);
-  g_signal_emit_by_name (c->webrtc, "set-remote-description", answer,
-                         gst_promise_new_with_change_func (on_answer_set, c, NULL));
+  g_signal_emit_by_name (peer->webrtc, "set-remote-description", answer,
+                         gst_promise_new_with_change_func (on_answer_set, peer, NULL));
   gst_webrtc_session_description_free (answer);
 }
 
 static gboolean
 post_offer (gpointer data)
 {
-  Client *c = data;
-  GstWebRTCSessionDescription *local = NULL;
+  Peer *peer = data;
+  Client *c = peer->c;
 
-  if (c->offer_sent)
+  if (!peer_is_current (peer) || peer->offer_sent)
     return G_SOURCE_REMOVE;
-  c->offer_sent = TRUE;
-  g_object_get (c->webrtc, "local-description", &local, NULL);
-  if (local == NULL) {
-    client_finish (c, "error", "no local description");
-    return G_SOURCE_REMOVE;
+  peer->offer_sent = TRUE;
+  if (peer->offer == NULL) {
+    GstWebRTCSessionDescription *local = NULL;
+    g_object_get (peer->webrtc, "local-description", &local, NULL);
+    if (local == NULL) {
+      client_finish (c, "error", "no local description");
+      return G_SOURCE_REMOVE;
+    }
+    peer->offer = gst_sdp_message_as_text (local->sdp);
+    gst_webrtc_session_description_free (local);
   }
-  char *text = gst_sdp_message_as_text (local->sdp);
-  gst_webrtc_session_description_free (local);
 
-  SoupMessage *msg = soup_message_new_from_uri ("POST", c->url);
-  g_autoptr (GBytes) body = g_bytes_new_take (text, strlen (text));
+  SoupMessage *msg = soup_message_new_from_uri ("POST", peer->url);
+  g_autoptr (GBytes) body = g_bytes_new (peer->offer, strlen (peer->offer));
   soup_message_set_request_body_from_bytes (msg, "application/sdp", body);
   if (opt_token != NULL) {
     g_autofree char *auth = g_strdup_printf ("Bearer %s", opt_token);
@@ -332,7 +426,8 @@ post_offer (gpointer data)
   }
   if (c->post_us == 0)
     c->post_us = g_get_monotonic_time ();
-  soup_session_send_and_read_async (c->session, msg, G_PRIORITY_DEFAULT, NULL, on_post_done, c);
+  soup_session_send_and_read_async (c->session, msg, G_PRIORITY_DEFAULT, peer->cancellable,
+                                    on_post_done, peer);
   g_object_unref (msg);
   return G_SOURCE_REMOVE;
 }
@@ -405,7 +500,7 @@ add_missing_rtx (GstSDPMessage *sdp)
 static void
 on_offer_created (GstPromise *promise, gpointer data)
 {
-  Client *c = data;
+  Peer *peer = data;
   GstWebRTCSessionDescription *offer = NULL;
   const GstStructure *reply = gst_promise_get_reply (promise);
 
@@ -417,7 +512,7 @@ on_offer_created (GstPromise *promise, gpointer data)
     return;
   }
   add_missing_rtx (offer->sdp);
-  g_signal_emit_by_name (c->webrtc, "set-local-description", offer, NULL);
+  g_signal_emit_by_name (peer->webrtc, "set-local-description", offer, NULL);
   gst_webrtc_session_description_free (offer);
 }
 
@@ -457,23 +552,39 @@ on_ice_connection_state (GstElement *webrtc, GParamSpec *pspec, gpointer data)
   }
 }
 
+static gboolean
+on_peer_failed (gpointer data)
+{
+  Peer *peer = data;
+
+  if (peer_is_current (peer))
+    client_resubscribe (peer->c, "peer connection failed");
+  return G_SOURCE_REMOVE;
+}
+
 static void
 on_connection_state (GstElement *webrtc, GParamSpec *pspec, gpointer data)
 {
   GstWebRTCPeerConnectionState state;
   g_object_get (webrtc, "connection-state", &state, NULL);
-  if (state == GST_WEBRTC_PEER_CONNECTION_STATE_FAILED)
+  if (state == GST_WEBRTC_PEER_CONNECTION_STATE_FAILED) {
     g_printerr ("peer connection failed\n");
+    if (opt_resubscribe_ms > 0)
+      g_idle_add (on_peer_failed, data);
+  }
 }
 
 static gboolean
 on_bus (GstBus *bus, GstMessage *message, gpointer data)
 {
-  Client *c = data;
-  if (GST_MESSAGE_TYPE (message) == GST_MESSAGE_ERROR) {
+  Peer *peer = data;
+  if (GST_MESSAGE_TYPE (message) == GST_MESSAGE_ERROR && peer_is_current (peer)) {
     g_autoptr (GError) error = NULL;
     gst_message_parse_error (message, &error, NULL);
-    client_finish (c, "error", error->message);
+    if (opt_resubscribe_ms > 0)
+      client_resubscribe (peer->c, error->message);
+    else
+      client_finish (peer->c, "error", error->message);
   }
   return G_SOURCE_CONTINUE;
 }
@@ -489,6 +600,114 @@ add_recvonly (GstElement *webrtc, const char *caps_str)
   if (trans != NULL)
     g_object_set (trans, "do-nack", TRUE, NULL);
   gst_clear_object (&trans);
+}
+
+/* ------------------------------------------------------------------------------------- */
+/* Sessions */
+
+static const char *opt_video_caps;
+
+static void
+peer_start (Client *c)
+{
+  Peer *peer = g_new0 (Peer, 1);
+
+  peer->c = c;
+  peer->index = c->resubscribes;
+  peer->url = g_uri_ref (c->url);
+  peer->cancellable = g_cancellable_new ();
+  c->peer = peer;
+  g_autofree char *name = g_strdup_printf ("whep-client-%u", peer->index);
+  peer->pipeline = gst_pipeline_new (name);
+  peer->webrtc = gst_element_factory_make ("webrtcbin", "webrtc");
+  gst_bin_add (GST_BIN (peer->pipeline), peer->webrtc);
+  gst_util_set_object_arg (G_OBJECT (peer->webrtc), "bundle-policy", "max-bundle");
+  g_object_set (peer->webrtc, "latency", (guint)MAX (opt_jitterbuffer_ms, 0), NULL);
+  const char *loopback[] = { "127.0.0.1", NULL };
+  sk_webrtc_configure_ice (peer->webrtc, opt_ice != NULL ? (const char *const *)opt_ice : loopback,
+                           0, 0);
+  add_recvonly (peer->webrtc, opt_video_caps);
+  add_recvonly (peer->webrtc, "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,"
+                              "payload=111,encoding-params=(string)2");
+  g_signal_connect (peer->webrtc, "on-negotiation-needed", G_CALLBACK (on_negotiation_needed),
+                    peer);
+  g_signal_connect (peer->webrtc, "notify::ice-gathering-state", G_CALLBACK (on_gathering_state),
+                    peer);
+  g_signal_connect (peer->webrtc, "notify::connection-state", G_CALLBACK (on_connection_state),
+                    peer);
+  g_signal_connect (peer->webrtc, "notify::ice-connection-state",
+                    G_CALLBACK (on_ice_connection_state), peer);
+  g_signal_connect (peer->webrtc, "pad-added", G_CALLBACK (on_pad_added), peer);
+
+  g_autoptr (GstBus) bus = gst_pipeline_get_bus (GST_PIPELINE (peer->pipeline));
+  peer->bus_watch = gst_bus_add_watch (bus, on_bus, peer);
+  gst_element_set_state (peer->pipeline, GST_STATE_PLAYING);
+}
+
+/* Stops the session's media; late callbacks find it ended. */
+static void
+peer_end (Peer *peer)
+{
+  if (peer->ended)
+    return;
+  peer->ended = TRUE;
+  g_cancellable_cancel (peer->cancellable);
+  g_clear_handle_id (&peer->bus_watch, g_source_remove);
+  gst_element_set_state (peer->pipeline, GST_STATE_NULL);
+}
+
+static void
+peer_free (Peer *peer)
+{
+  peer_end (peer);
+  gst_object_unref (peer->pipeline);
+  g_object_unref (peer->cancellable);
+  g_uri_unref (peer->url);
+  g_free (peer->offer);
+  g_free (peer);
+}
+
+/* Like a player: drop the session and ask for a new one (the room may have moved). */
+static void
+client_resubscribe (Client *c, const char *why)
+{
+  Peer *old = c->peer;
+
+  if (c->done)
+    return;
+  c->resubscribes++;
+  g_autofree char *escaped = g_strescape (why, NULL);
+  g_print ("{\"resubscribe\":%u,\"why\":\"%s\",\"mono_us\":%" G_GINT64_FORMAT "}\n",
+           c->resubscribes, escaped, g_get_monotonic_time ());
+  g_clear_handle_id (&c->retry_id, g_source_remove);
+  peer_end (old);
+  g_ptr_array_add (c->old, old);
+  g_clear_pointer (&c->resource, g_free);
+  peer_start (c);
+}
+
+static gboolean
+on_stall_check (gpointer data)
+{
+  Client *c = data;
+  Peer *peer = c->peer;
+  gint64 now = g_get_monotonic_time ();
+  gint64 last = __atomic_load_n (&c->last_frame_us, __ATOMIC_RELAXED);
+  gint64 limit_us = (gint64)opt_resubscribe_ms * 1000;
+
+  /* Until the answer, the POST's own retries are the player's business. */
+  if (peer->answered_us == 0 || c->done)
+    return G_SOURCE_CONTINUE;
+  if (last < peer->answered_us) {
+    last = peer->answered_us;
+    limit_us = MAX (limit_us, (gint64)FIRST_FRAME_GRACE_MS * 1000);
+  }
+  if (now - last > limit_us) {
+    g_autofree char *why
+        = g_strdup_printf ("no frame for %" G_GINT64_FORMAT " ms", (now - last) / 1000);
+    client_resubscribe (c, why);
+  }
+  return G_SOURCE_CONTINUE;
 }
 
 static void
@@ -533,17 +752,6 @@ main (int argc, char **argv)
       gst_object_unref (gst_object_ref_sink (e));
   }
 
-  c.loop = g_main_loop_new (NULL, FALSE);
-  c.session = soup_session_new ();
-  c.pipeline = gst_pipeline_new ("whep-client");
-  c.webrtc = gst_element_factory_make ("webrtcbin", "webrtc");
-  gst_bin_add (GST_BIN (c.pipeline), c.webrtc);
-  gst_util_set_object_arg (G_OBJECT (c.webrtc), "bundle-policy", "max-bundle");
-  g_object_set (c.webrtc, "latency", (guint)MAX (opt_jitterbuffer_ms, 0), NULL);
-  const char *loopback[] = { "127.0.0.1", NULL };
-  sk_webrtc_configure_ice (c.webrtc, opt_ice != NULL ? (const char *const *)opt_ice : loopback, 0,
-                           0);
-
   const char *h264 = "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,"
                      "payload=102,packetization-mode=(string)1,profile-level-id=(string)42e01f;"
                      "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,"
@@ -560,37 +768,36 @@ main (int argc, char **argv)
     g_printerr ("--codec h264|vp8|any\n");
     return 2;
   }
-  add_recvonly (c.webrtc, video_caps);
-  add_recvonly (c.webrtc, "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,"
-                          "payload=111,encoding-params=(string)2");
-  g_signal_connect (c.webrtc, "on-negotiation-needed", G_CALLBACK (on_negotiation_needed), &c);
-  g_signal_connect (c.webrtc, "notify::ice-gathering-state", G_CALLBACK (on_gathering_state), &c);
-  g_signal_connect (c.webrtc, "notify::connection-state", G_CALLBACK (on_connection_state), &c);
-  g_signal_connect (c.webrtc, "notify::ice-connection-state", G_CALLBACK (on_ice_connection_state),
-                    &c);
-  g_signal_connect (c.webrtc, "pad-added", G_CALLBACK (on_pad_added), &c);
+  opt_video_caps = video_caps;
 
-  g_autoptr (GstBus) bus = gst_pipeline_get_bus (GST_PIPELINE (c.pipeline));
-  gst_bus_add_watch (bus, on_bus, &c);
+  c.loop = g_main_loop_new (NULL, FALSE);
+  /* A player that re-subscribes does not wait forever for a host that accepted and hangs. */
+  c.session = opt_resubscribe_ms > 0 ? soup_session_new_with_options ("timeout", 5, NULL)
+                                     : soup_session_new ();
+  c.old = g_ptr_array_new_with_free_func ((GDestroyNotify)peer_free);
+  peer_start (&c);
+
   guint tick_id = g_timeout_add_seconds (1, on_tick, &c);
+  guint stall_id = opt_resubscribe_ms > 0 ? g_timeout_add (50, on_stall_check, &c) : 0;
   g_timeout_add_seconds (opt_timeout, on_timeout, &c);
 
-  gst_element_set_state (c.pipeline, GST_STATE_PLAYING);
   g_main_loop_run (c.loop);
   /* The verdict must stay the last line: no tick while the DELETE below runs the loop. */
   g_source_remove (tick_id);
+  g_clear_handle_id (&stall_id, g_source_remove);
+  g_clear_handle_id (&c.retry_id, g_source_remove);
 
   print_stats (&c);
   g_autofree char *escaped = c.error != NULL ? g_strescape (c.error, NULL) : NULL;
   g_print ("{\"result\":\"%s\",\"video_frames\":%d,\"audio_buffers\":%d,\"width\":%d,"
-           "\"height\":%d%s%s%s}\n",
+           "\"height\":%d,\"resubscribes\":%u%s%s%s}\n",
            c.result, g_atomic_int_get (&c.video_frames), g_atomic_int_get (&c.audio_buffers),
-           g_atomic_int_get (&c.width), g_atomic_int_get (&c.height),
+           g_atomic_int_get (&c.width), g_atomic_int_get (&c.height), c.resubscribes,
            c.error != NULL ? ",\"error\":\"" : "", escaped != NULL ? escaped : "",
            c.error != NULL ? "\"" : "");
   c.exit_code = g_strcmp0 (c.result, "ok") == 0 ? 0 : 1;
 
-  gst_element_set_state (c.pipeline, GST_STATE_NULL);
+  peer_end (c.peer);
   if (opt_delete && c.resource != NULL) {
     SoupMessage *msg = soup_message_new ("DELETE", c.resource);
     if (opt_token != NULL) {
@@ -602,7 +809,8 @@ main (int argc, char **argv)
     g_main_loop_run (c.loop);
   }
 
-  gst_object_unref (c.pipeline);
+  peer_free (c.peer);
+  g_ptr_array_unref (c.old);
   g_object_unref (c.session);
   g_main_loop_unref (c.loop);
   g_uri_unref (c.url);
