@@ -2081,7 +2081,9 @@ on_cluster_view (SkCluster *cluster, GPtrArray *placements, gpointer user_data)
     g_hash_table_insert (self->orphan_seen, g_strdup (pl->room), GUINT_TO_POINTER (views));
     if (views == 1 && self->orphan_view_id == 0)
       self->orphan_view_id = g_timeout_add (ORPHAN_DEFER_MS, on_orphan_view, self);
-    if (views > ORPHAN_PATIENCE_VIEWS || (views > 1 && manager_is_first_choice (self, pl->room))) {
+    /* A full node leaves its first choices to the others, unless nobody takes them. */
+    if (views > ORPHAN_PATIENCE_VIEWS
+        || (views > 1 && !manager_is_full (self, NULL) && manager_is_first_choice (self, pl->room))) {
       SkRoom *room;
 
       g_message ("room %s: host %s (incarnation %" G_GUINT64_FORMAT ") is dead; claiming it",
