@@ -328,6 +328,7 @@ session_connected_main (RemoteSession *s)
   if (s->connected || pub->session != s)
     return;
   s->connected = TRUE;
+  SK_TIMING ("%s: connected", s->name);
   g_clear_handle_id (&pub->connect_timeout_id, g_source_remove);
   pub->retry_ms = SK_REMOTE_RETRY_MIN_MS;
   session_bind_tracks (s);
@@ -501,6 +502,7 @@ on_post_done (GObject *source, GAsyncResult *result, gpointer user_data)
   g_autofree char *url = NULL;
 
   s->answered = TRUE;
+  SK_TIMING ("%s: POST answered %u", s->name, status);
   if (body != NULL && status == SOUP_STATUS_CREATED && location != NULL) {
     g_autoptr (GUri) base = g_uri_parse (call->host_url, G_URI_FLAGS_NONE, NULL);
     g_autoptr (GUri) resolved
@@ -603,6 +605,7 @@ session_maybe_post (RemoteSession *s)
   call->host_url = g_strdup (pub->host_url);
   call->secret = g_strdup (secret);
   GST_INFO ("%s: POST %s", s->name, url);
+  SK_TIMING ("%s: POST %s", s->name, url);
   soup_session_send_and_read_async (pub->http, msg, G_PRIORITY_DEFAULT, s->cancellable,
                                     on_post_done, call);
 }
@@ -610,6 +613,7 @@ session_maybe_post (RemoteSession *s)
 static void
 session_local_set_main (RemoteSession *s)
 {
+  SK_TIMING ("%s: local description set", s->name);
   s->local_set = TRUE;
   session_maybe_post (s);
 }
@@ -617,6 +621,7 @@ session_local_set_main (RemoteSession *s)
 static void
 session_gathered_main (RemoteSession *s)
 {
+  SK_TIMING ("%s: candidates gathered", s->name);
   s->gathered = TRUE;
   session_maybe_post (s);
 }
@@ -662,6 +667,7 @@ on_offer_created (GstPromise *promise, gpointer user_data)
     session_call_on_main (s, session_offer_failed_main);
     return;
   }
+  SK_TIMING ("%s: offer created", s->name);
   GstPromise *next = gst_promise_new_with_change_func (on_local_set, session_ref (s),
                                                        (GDestroyNotify)session_unref);
   g_signal_emit_by_name (s->webrtcbin, "set-local-description", offer, next);
@@ -858,6 +864,7 @@ publication_start (SkRemotePublication *pub)
     return;
   }
   pub->connect_timeout_id = g_timeout_add (SK_REMOTE_CONNECT_TIMEOUT_MS, on_connect_timeout, pub);
+  SK_TIMING ("%s: session started (%u tracks)", pub->session->name, pub->tracks->len);
   publication_set_state (pub, SK_REMOTE_CONNECTING, NULL);
 }
 

@@ -376,8 +376,10 @@ on_room_released (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   ReleaseCall *call = user_data;
 
-  if (!store_op_cancelled (result))
+  if (!store_op_cancelled (result)) {
+    SK_TIMING ("room %s: released", call->room);
     g_hash_table_remove (call->manager->releasing, call->room);
+  }
   g_free (call->room);
   g_free (call);
 }
@@ -388,6 +390,7 @@ room_dispose (SkRoom *room)
   SkRoomManager *self = room->manager;
 
   /* Finished and written: the name is free for whichever node starts it next. */
+  SK_TIMING ("room %s: disposed", room->name);
   if (room->placed && !room->lost && !room->remote) {
     sk_store_remove_async (self->store, SK_ROOMS_NS, room->name, NULL, NULL, NULL);
     ReleaseCall *call = g_new0 (ReleaseCall, 1);
@@ -560,6 +563,8 @@ on_appended (GObject *source, GAsyncResult *result, gpointer user_data)
   }
 
   room->last_seq = pe->seq;
+  SK_TIMING ("room %s: seq %" G_GUINT64_FORMAT " %s written", room->name, pe->seq,
+             json_object_get_string_member_with_default (pe->event, "event", "?"));
   room_send_webhook (room, pe);
   pending_event_free (pe);
   room->snapshot_dirty = TRUE;
@@ -624,6 +629,8 @@ room_placed (SkRoom *room)
 {
   room->placed = TRUE;
   room->place_attempts = 0;
+  SK_TIMING ("room %s: placed here (epoch %" G_GUINT64_FORMAT ", last seq %" G_GUINT64_FORMAT ")",
+             room->name, room->epoch, room->last_seq);
   if (room->adopted && !room_is_takeover (room)) {
     /* Released or rebuilt elsewhere meanwhile: nothing to adopt, give the claim back. */
     room->finished = TRUE;
@@ -677,6 +684,7 @@ on_claimed (GObject *source, GAsyncResult *result, gpointer user_data)
     return;
   }
   room->epoch = epoch;
+  SK_TIMING ("room %s: claimed (epoch %" G_GUINT64_FORMAT ")", room->name, epoch);
   /* Read after the claim: from now on no older writer can add to the log. */
   sk_store_last_seq_async (room->manager->store, room->name, room->cancellable, on_last_seq, room);
 }
@@ -794,6 +802,8 @@ on_placement (GObject *source, GAsyncResult *result, gpointer user_data)
     return;
   }
 
+  SK_TIMING ("room %s: placement is %s (epoch %" G_GUINT64_FORMAT ")", room->name,
+             node != NULL ? node : "none", epoch);
   if (self->cluster != NULL && node != NULL && epoch != room->epoch) {
     SkNodeLiveness liveness = sk_cluster_get_liveness (self->cluster, node, incarnation);
 
@@ -873,6 +883,8 @@ participant_start_remote (SkParticipant *p)
   g_autofree char *json = json_to_string (node, FALSE);
   const char *url = room_host_url (p->room);
 
+  SK_TIMING ("room %s: participant %s publishes to host %s (%u tracks)", p->room->name, p->sid,
+             p->room->host_node, p->tracks->len);
   g_clear_pointer (&p->publication, sk_remote_publication_free);
   p->publication = sk_remote_publication_new (p->room->manager->config, p->room->name, json,
                                               on_publication_state, p);
@@ -1176,6 +1188,7 @@ rebuild_finish (Rebuild *rb)
                handed_over ? "handed over" : "its host died");
     room_enqueue (room, moved, NULL);
   }
+  SK_TIMING ("room %s: rebuilt", room->name);
 
   for (guint i = 0; i < room->participants->len;) {
     SkParticipant *p = g_ptr_array_index (room->participants, i);
@@ -1391,6 +1404,7 @@ room_empty_timeout_cb (gpointer user_data)
   SkRoom *room = user_data;
 
   room->empty_timeout_id = 0;
+  SK_TIMING ("room %s: empty timeout", room->name);
   room_finish (room);
   return G_SOURCE_REMOVE;
 }
@@ -1530,6 +1544,12 @@ room_manager_join (SkRoomManager *self, const char *room_name, const char *sid,
   }
 
   room = g_hash_table_lookup (self->rooms, room_name);
+  SK_TIMING ("room %s: %s joins (room %s)", room_name, identity,
+             room == NULL     ? "new"
+             : room->finished ? "finishing"
+             : room->remote   ? "proxied"
+             : room->placed   ? "placed"
+                              : "placing");
   if (room == NULL)
     room = room_new (self, room_name);
   else if (room->finished)
@@ -2061,6 +2081,7 @@ on_cluster_view (SkCluster *cluster, GPtrArray *placements, gpointer user_data)
       g_message ("room %s: host %s (incarnation %" G_GUINT64_FORMAT ") is dead; claiming it",
                  pl->room, pl->node, pl->incarnation);
       g_hash_table_remove (self->orphan_seen, pl->room);
+      SK_TIMING ("room %s: claiming from dead host %s", pl->room, pl->node);
       room = room_new (self, pl->room);
       room->adopted = TRUE;
     }

@@ -158,6 +158,8 @@ target_publish_track (gpointer data, SkTrackKind kind, GstCaps *caps, GError **e
     return NULL;
   }
   SkTrack *track = sk_participant_publish_track_with_sid (pub->participant, spec->sid, kind, caps);
+  SK_TIMING ("remote participant %s: %s track %s", pub->spec->sid, sk_track_kind_to_string (kind),
+             track != NULL ? "published" : "refused");
   if (track == NULL) {
     g_set_error (error, SK_ERROR, SK_ERROR_CONFLICT, "track %s cannot be published", spec->sid);
     return NULL;
@@ -328,6 +330,7 @@ handle_publish (SkWhipInternal *self, SoupServerMessage *msg, const char *room)
   }
 
   /* Everything checked: join (or re-attach) the participant. */
+  SK_TIMING ("remote participant %s: POST for room %s", spec->sid, room);
   g_autofree char *key = g_strconcat (room, "/", spec->sid, NULL);
   SkInternalPub *pub = g_hash_table_lookup (self->by_key, key);
   gboolean created = pub == NULL;
