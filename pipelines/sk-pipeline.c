@@ -1139,6 +1139,35 @@ parse_encoder (const char *desc, const char *what, GError **error)
   return gst_object_ref_sink (bin);
 }
 
+void
+sk_pipeline_warm_up (const SkConfig *config)
+{
+  static const char *const factories[] = {
+    "appsrc",         "flvdemux",       "h264parse",  "aacparse",     "avdec_aac",
+    "mpegaudioparse", "mpg123audiodec", "avdec_h264", "audioconvert", "audioresample",
+    "videoconvert",   "capsfilter",     "queue",      "appsink",
+  };
+  const char *aenc = config && config->audio_encoder && *config->audio_encoder
+                         ? config->audio_encoder
+                         : DEFAULT_AUDIO_ENCODER;
+  gint64 start = g_get_monotonic_time ();
+
+  for (guint i = 0; i < G_N_ELEMENTS (factories); i++) {
+    GstElement *e = gst_element_factory_make (factories[i], NULL);
+    if (e != NULL)
+      gst_object_unref (gst_object_ref_sink (e));
+  }
+  /* The configured encoders (their errors are the first stream's to report). */
+  GstElement *venc = sk_pipeline_make_video_encoder (config, NULL);
+  if (venc != NULL)
+    gst_object_unref (venc);
+  GstElement *abin = parse_encoder (aenc, "audio_encoder", NULL);
+  if (abin != NULL)
+    gst_object_unref (abin);
+  g_debug ("ingress pipeline plugins loaded in %" G_GINT64_FORMAT " ms",
+           (g_get_monotonic_time () - start) / 1000);
+}
+
 SkIngressPipeline *
 sk_ingress_pipeline_new_flv (const char *name, SkTranscodeMode mode, const SkConfig *config,
                              const SkIngressPipelineCallbacks *callbacks, gpointer user_data,
