@@ -860,6 +860,9 @@ on_track_ready (SkIngressPipeline *pipeline, SkTrackKind kind, GstCaps *caps, gp
       session_close (s, SK_REASON_PUBLISHER_LOST, SK_INGRESS_ERROR, message, "error");
       return NULL;
     }
+    if (s->pipeline != NULL)
+      sk_participant_expect_tracks (s->participant,
+                                    sk_ingress_pipeline_get_n_outputs (s->pipeline));
     g_free (s->record->participant_sid);
     s->record->participant_sid = g_strdup (sk_participant_get_sid (s->participant));
     sk_ingress_registry_persist (s->registry, s->record);

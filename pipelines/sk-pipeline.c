@@ -1125,6 +1125,12 @@ sk_ingress_pipeline_is_transcoding (SkIngressPipeline *self)
   return self->started && self->want_video && self->transcode;
 }
 
+guint
+sk_ingress_pipeline_get_n_outputs (SkIngressPipeline *self)
+{
+  return self->started ? (guint)self->want_video + (guint)self->want_audio : 0;
+}
+
 /* ---- life cycle --------------------------------------------------------------------------- */
 
 static GstElement *

@@ -75,6 +75,9 @@ gboolean sk_ingress_pipeline_push_flv_tag (SkIngressPipeline *self, guint8 tag_t
  * profile or SK_TRANSCODE_ALWAYS); FALSE while undecided, for passthrough and without video. */
 gboolean sk_ingress_pipeline_is_transcoding (SkIngressPipeline *self);
 
+/* How many tracks the pipeline will output (1 or 2) once it started; 0 before. */
+guint sk_ingress_pipeline_get_n_outputs (SkIngressPipeline *self);
+
 /*
  * The transcode path, shared by RTMP and WHIP ingest.
  *

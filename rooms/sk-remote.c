@@ -34,6 +34,8 @@ GST_DEBUG_CATEGORY_STATIC (sk_remote_debug);
 #define SK_REMOTE_HTTP_TIMEOUT_S 5
 #define SK_REMOTE_MAX_ANSWER_BYTES (64 * 1024)
 #define SK_REMOTE_MAX_TRACKS 2
+/* A publisher's tracks get their caps within a few frames of each other. */
+#define SK_REMOTE_TRACK_WAIT_MS 300
 
 typedef struct _RemoteSession RemoteSession;
 
@@ -88,6 +90,9 @@ struct _SkRemotePublication {
   guint retry_ms;
   guint connect_timeout_id;
   gboolean ended;
+  guint expected_tracks; /* 0: start with whatever there is */
+  guint track_wait_id;
+  gboolean track_waited;
 };
 
 static void publication_start (SkRemotePublication *pub);
@@ -848,6 +853,17 @@ on_connect_timeout (gpointer data)
   return G_SOURCE_REMOVE;
 }
 
+static gboolean
+on_track_wait (gpointer data)
+{
+  SkRemotePublication *pub = data;
+
+  pub->track_wait_id = 0;
+  pub->track_waited = TRUE;
+  publication_start (pub);
+  return G_SOURCE_REMOVE;
+}
+
 /* A new session to the current target with the current tracks (the old one is dropped). */
 static void
 publication_start (SkRemotePublication *pub)
@@ -858,6 +874,14 @@ publication_start (SkRemotePublication *pub)
   g_clear_handle_id (&pub->retry_id, g_source_remove);
   if (pub->ended || pub->host_url == NULL || pub->tracks->len == 0)
     return;
+  /* The first session: one POST with every track rather than one per track. */
+  if (pub->tracks->len < pub->expected_tracks && !pub->track_waited) {
+    if (pub->track_wait_id == 0)
+      pub->track_wait_id = g_timeout_add (SK_REMOTE_TRACK_WAIT_MS, on_track_wait, pub);
+    return;
+  }
+  pub->track_waited = TRUE;
+  g_clear_handle_id (&pub->track_wait_id, g_source_remove);
   pub->session = session_new (pub, &error);
   if (pub->session == NULL) {
     publication_failed (pub, error);
@@ -907,6 +931,7 @@ sk_remote_publication_free (SkRemotePublication *pub)
   pub->ended = TRUE;
   publication_drop_session (pub);
   g_clear_handle_id (&pub->retry_id, g_source_remove);
+  g_clear_handle_id (&pub->track_wait_id, g_source_remove);
   g_ptr_array_unref (pub->tracks);
   json_object_unref (pub->participant);
   g_object_unref (pub->http);
@@ -935,6 +960,14 @@ sk_remote_publication_add_track (SkRemotePublication *pub, SkTrack *track)
   g_ptr_array_add (pub->tracks, sk_track_ref (track));
   if (pub->host_url != NULL)
     publication_start (pub);
+}
+
+void
+sk_remote_publication_expect_tracks (SkRemotePublication *pub, guint n_tracks)
+{
+  g_return_if_fail (pub != NULL);
+
+  pub->expected_tracks = MIN (n_tracks, SK_REMOTE_MAX_TRACKS);
 }
 
 void
@@ -977,6 +1010,7 @@ sk_remote_publication_end (SkRemotePublication *pub, const char *reason)
     return;
   pub->ended = TRUE;
   g_clear_handle_id (&pub->retry_id, g_source_remove);
+  g_clear_handle_id (&pub->track_wait_id, g_source_remove);
   if (reason == NULL)
     reason = "client_initiated";
   RemoteSession *s = pub->session;

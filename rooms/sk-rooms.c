@@ -50,6 +50,7 @@ struct _SkParticipant {
   guint64 ingress_incarnation; /* of that node when the participant joined; 0 = unknown */
   GPtrArray *tracks;           /* SkTrack*, owned, in publish order */
   SkRemotePublication *publication; /* room hosted elsewhere: our media goes there */
+  guint expected_tracks;            /* announced by the publisher; 0 = unknown */
   SkParticipantEvictedFunc evicted;
   gpointer user_data;
   gboolean departed; /* left the room; only the evicted callback still sees it */
@@ -888,6 +889,7 @@ participant_start_remote (SkParticipant *p)
   g_clear_pointer (&p->publication, sk_remote_publication_free);
   p->publication = sk_remote_publication_new (p->room->manager->config, p->room->name, json,
                                               on_publication_state, p);
+  sk_remote_publication_expect_tracks (p->publication, p->expected_tracks);
   for (guint i = 0; i < p->tracks->len; i++)
     sk_remote_publication_add_track (p->publication, g_ptr_array_index (p->tracks, i));
   if (url != NULL)
@@ -1698,6 +1700,16 @@ participant_publish_track (SkParticipant *p, const char *sid, SkTrackKind kind, 
     sk_remote_publication_add_track (p->publication, track);
   notify_track (p->room, p, track, TRUE);
   return track;
+}
+
+void
+sk_participant_expect_tracks (SkParticipant *p, guint n_tracks)
+{
+  g_return_if_fail (p != NULL);
+
+  p->expected_tracks = n_tracks;
+  if (p->publication != NULL)
+    sk_remote_publication_expect_tracks (p->publication, n_tracks);
 }
 
 SkTrack *
