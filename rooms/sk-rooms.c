@@ -1220,6 +1220,21 @@ rebuild_finish (Rebuild *rb)
     if (!replaced)
       i++;
   }
+  /* What joined here while the room was being placed is queued already (sids borrowed from
+   * @queued, appended below). */
+  g_autoptr (GHashTable) queued_sids = g_hash_table_new (g_str_hash, g_str_equal);
+  for (GList *l = queued.head; l != NULL; l = l->next) {
+    JsonObject *event = ((PendingEvent *)l->data)->event;
+    const char *type = json_object_get_string_member_with_default (event, "event", "");
+    JsonObject *o = strcmp (type, "ParticipantConnected") == 0
+                        ? json_get_object (event, "participant", NULL)
+                    : strcmp (type, "TrackPublished") == 0 ? json_get_object (event, "track", NULL)
+                                                           : NULL;
+
+    if (o != NULL)
+      g_hash_table_add (queued_sids,
+                        (gpointer)json_object_get_string_member_with_default (o, "sid", ""));
+  }
   /* Ours, proxied to the dead host: what it never wrote (its POST was not through, a track
    * came or went meanwhile) is written now. */
   for (guint i = room->participants->len - n_local; i < room->participants->len; i++) {
@@ -1227,13 +1242,13 @@ rebuild_finish (Rebuild *rb)
     JsonObject *known = json_get_object (rb->participants, p->sid, NULL);
     JsonObject *known_tracks = known != NULL ? json_get_object (known, "tracks", NULL) : NULL;
 
-    if (known == NULL)
+    if (known == NULL && !g_hash_table_contains (queued_sids, p->sid))
       room_enqueue (room, participant_event_new (p, "ParticipantConnected"), "participant_joined");
     for (guint j = 0; j < p->tracks->len; j++) {
       SkTrack *track = g_ptr_array_index (p->tracks, j);
 
-      if (known_tracks == NULL
-          || !json_object_has_member (known_tracks, sk_track_get_sid (track))) {
+      if ((known_tracks == NULL || !json_object_has_member (known_tracks, sk_track_get_sid (track)))
+          && !g_hash_table_contains (queued_sids, sk_track_get_sid (track))) {
         JsonObject *event = participant_event_new (p, "TrackPublished");
 
         json_object_set_object_member (event, "track", track_to_json (track));
