@@ -16,8 +16,10 @@
 #include "ingress/rtmp/sk-rtmp-server.h"
 #include "ingress/sk-ingress.h"
 #include "ingress/whip/sk-whip-server.h"
+#include "pipelines/sk-pipeline.h"
 #include "rooms/sk-rooms.h"
 #include "rooms/sk-webhooks.h"
+#include "rooms/sk-webrtc.h"
 
 #if SK_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
@@ -335,6 +337,9 @@ run (Node *n, int argc, char **argv)
     g_printerr ("streamkeeper: store %s: %s\n", n->config->store, error->message);
     return 1;
   }
+  /* Before the node takes anything: its first stream should not load plugins. */
+  sk_pipeline_warm_up (n->config);
+  sk_webrtc_warm_up ();
   n->webhooks = sk_webhooks_new (n->config);
   n->rooms = sk_room_manager_new (n->config, n->store, n->webhooks, &error);
   if (n->rooms == NULL) {

@@ -26,6 +26,11 @@ typedef enum {
 /* Wall-clock milliseconds since the Unix epoch (event at_ms, started_at_ms). */
 gint64 sk_now_ms (void);
 
+/* A debug line stamped with sk_now_ms (the clock of the events' at_ms), for latency
+ * timelines: run with G_MESSAGES_DEBUG=all and grep "timing". */
+#define SK_TIMING(fmt, ...)                                                                        \
+  g_debug ("timing %" G_GINT64_FORMAT " " fmt, sk_now_ms (), ##__VA_ARGS__)
+
 /* Fills @buf with cryptographically secure random bytes (getrandom). */
 void sk_random_bytes (guint8 *buf, gsize len);
 

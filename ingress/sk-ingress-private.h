@@ -57,6 +57,10 @@ struct _SkIngressRegistry {
   GCancellable *cancellable;
   guint refresh_id; /* periodic re-read of the records other nodes wrote */
   gboolean refresh_in_flight;
+  guint lists_started; /* store reads of the records: started, and the newest one answered */
+  guint lists_done;
+  GList *refresh_waiters; /* RefreshWaiter*: front ends waiting for a fresh read */
+  guint next_waiter_id;
   GHashTable *unsaved; /* ingress ids whose last store write failed: written again */
 };
 

@@ -493,6 +493,115 @@ registry_end_dead_sessions (SkIngressRegistry *self)
   }
 }
 
+/* ---- on-demand refresh (a key created through another node moments ago) ---- */
+
+typedef struct {
+  SkIngressRegistry *registry;
+  guint id;
+  guint need_list; /* answered once this store read (lists_started numbering) is done */
+  guint timeout_id;
+  SkIngressRefreshFunc func;
+  gpointer user_data;
+} RefreshWaiter;
+
+static void load_done (GObject *source, GAsyncResult *res, gpointer user_data);
+
+static void
+registry_start_list (SkIngressRegistry *self)
+{
+  self->refresh_in_flight = TRUE;
+  self->lists_started++;
+  sk_store_list_async (self->store, SK_INGRESS_NS, self->cancellable, load_done, self);
+}
+
+static void
+refresh_waiter_free (RefreshWaiter *w)
+{
+  g_clear_handle_id (&w->timeout_id, g_source_remove);
+  g_free (w);
+}
+
+/* Takes @w out of the registry and calls it. */
+static void
+refresh_waiter_answer (RefreshWaiter *w, const GError *error)
+{
+  SkIngressRegistry *self = w->registry;
+
+  self->refresh_waiters = g_list_remove (self->refresh_waiters, w);
+  w->func (error, w->user_data);
+  refresh_waiter_free (w);
+}
+
+static gboolean
+refresh_waiter_timeout (gpointer user_data)
+{
+  RefreshWaiter *w = user_data;
+  g_autoptr (GError) error
+      = g_error_new_literal (SK_ERROR, SK_ERROR_UNAVAILABLE, "the state store did not answer");
+
+  w->timeout_id = 0;
+  refresh_waiter_answer (w, error);
+  return G_SOURCE_REMOVE;
+}
+
+/* A store read is done (@error: it failed): answer whoever waited for it, and start the read
+ * that later waiters need. */
+static void
+registry_answer_waiters (SkIngressRegistry *self, const GError *error)
+{
+  gboolean more = FALSE;
+
+  self->lists_done = self->lists_started;
+  /* From the start again after each answer: a callback may cancel other waiters. */
+  for (GList *l = self->refresh_waiters; l != NULL;) {
+    RefreshWaiter *w = l->data;
+
+    if (w->need_list <= self->lists_done) {
+      refresh_waiter_answer (w, error);
+      l = self->refresh_waiters;
+      more = FALSE;
+      continue;
+    }
+    more = TRUE;
+    l = l->next;
+  }
+  if (more && !self->refresh_in_flight)
+    registry_start_list (self);
+}
+
+guint
+sk_ingress_registry_refresh (SkIngressRegistry *self, guint timeout_ms, SkIngressRefreshFunc func,
+                             gpointer user_data)
+{
+  RefreshWaiter *w = g_new0 (RefreshWaiter, 1);
+
+  w->registry = self;
+  w->id = ++self->next_waiter_id;
+  w->func = func;
+  w->user_data = user_data;
+  /* A read already under way may have started before the record was written: the next. */
+  w->need_list = self->lists_started + 1;
+  w->timeout_id = g_timeout_add (timeout_ms, refresh_waiter_timeout, w);
+  self->refresh_waiters = g_list_append (self->refresh_waiters, w);
+  if (!self->refresh_in_flight)
+    registry_start_list (self);
+  return w->id;
+}
+
+void
+sk_ingress_registry_cancel_refresh (SkIngressRegistry *self, guint id)
+{
+  for (GList *l = self->refresh_waiters; l != NULL; l = l->next) {
+    RefreshWaiter *w = l->data;
+
+    if (w->id == id) {
+      self->refresh_waiters = g_list_delete_link (self->refresh_waiters, l);
+      refresh_waiter_free (w);
+      return;
+    }
+  }
+}
+
 /* Records another process (or an earlier run) wrote to the store. */
 static void
 load_done (GObject *source, GAsyncResult *res, gpointer user_data)
@@ -505,6 +614,7 @@ load_done (GObject *source, GAsyncResult *res, gpointer user_data)
     if (!g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED)) {
       self->refresh_in_flight = FALSE;
       g_debug ("cannot read ingress records from the store: %s", error->message);
+      registry_answer_waiters (self, error);
     }
     return;
   }
@@ -532,6 +642,7 @@ load_done (GObject *source, GAsyncResult *res, gpointer user_data)
   if (added)
     g_message ("loaded %u ingress records from the store", added);
   registry_end_dead_sessions (self);
+  registry_answer_waiters (self, NULL);
 }
 
 /* Records created through another node's API: a publisher may land here next (the store is
@@ -542,10 +653,8 @@ registry_refresh_cb (gpointer user_data)
   SkIngressRegistry *self = user_data;
 
   registry_persist_unsaved (self);
-  if (!self->refresh_in_flight) {
-    self->refresh_in_flight = TRUE;
-    sk_store_list_async (self->store, SK_INGRESS_NS, self->cancellable, load_done, self);
-  }
+  if (!self->refresh_in_flight)
+    registry_start_list (self);
   return G_SOURCE_CONTINUE;
 }
 
@@ -567,8 +676,7 @@ sk_ingress_registry_new (const SkConfig *config, SkStore *store, SkRoomManager *
   self->unsaved = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   self->accepting = TRUE;
   self->cancellable = g_cancellable_new ();
-  self->refresh_in_flight = TRUE;
-  sk_store_list_async (store, SK_INGRESS_NS, self->cancellable, load_done, self);
+  registry_start_list (self);
   self->refresh_id = g_timeout_add (REGISTRY_REFRESH_MS, registry_refresh_cb, self);
   return self;
 }
@@ -586,6 +694,8 @@ sk_ingress_registry_free (SkIngressRegistry *self)
   if (self->n_live)
     g_warning ("registry freed with %u live sessions", self->n_live);
   g_clear_handle_id (&self->refresh_id, g_source_remove);
+  /* The front ends that asked are gone already. */
+  g_list_free_full (g_steal_pointer (&self->refresh_waiters), (GDestroyNotify)refresh_waiter_free);
   g_cancellable_cancel (self->cancellable);
   g_hash_table_unref (self->unsaved);
   g_clear_object (&self->cancellable);
@@ -740,6 +850,7 @@ on_track_ready (SkIngressPipeline *pipeline, SkTrackKind kind, GstCaps *caps, gp
 
   if (s->closing)
     return NULL;
+  SK_TIMING ("ingress %s: %s track ready", s->ingress_id, sk_track_kind_to_string (kind));
   if (s->participant == NULL) {
     s->participant = sk_room_manager_join (s->registry->rooms, s->room_name, s->identity, s->name,
                                            "ingress", on_evicted, s, &error);
@@ -749,6 +860,9 @@ on_track_ready (SkIngressPipeline *pipeline, SkTrackKind kind, GstCaps *caps, gp
       session_close (s, SK_REASON_PUBLISHER_LOST, SK_INGRESS_ERROR, message, "error");
       return NULL;
     }
+    if (s->pipeline != NULL)
+      sk_participant_expect_tracks (s->participant,
+                                    sk_ingress_pipeline_get_n_outputs (s->pipeline));
     g_free (s->record->participant_sid);
     s->record->participant_sid = g_strdup (sk_participant_get_sid (s->participant));
     sk_ingress_registry_persist (s->registry, s->record);
@@ -767,6 +881,7 @@ on_publishing (SkIngressPipeline *pipeline, gpointer user_data)
   s->record->status = SK_INGRESS_PUBLISHING;
   s->record->started_at_ms = sk_now_ms ();
   g_message ("ingress %s: publishing into room %s as %s", s->ingress_id, s->room_name, s->identity);
+  SK_TIMING ("ingress %s: media flowing", s->ingress_id);
   sk_ingress_registry_persist (s->registry, s->record);
   send_webhook (s->registry, "ingress_started", s->record);
 }

@@ -83,6 +83,19 @@ gboolean sk_ingress_session_push_flv_tag (SkIngressSession *session, guint8 tag_
 gboolean sk_ingress_registry_check_key (SkIngressRegistry *self, SkInputType type,
                                         const char *stream_key, GError **error);
 
+/* Called once the registry has read the store's records after the call that asked for it
+ * (NULL @error), or with an error if the store did not answer in time. */
+typedef void (*SkIngressRefreshFunc) (const GError *error, gpointer user_data);
+
+/* Re-reads every ingress record from the store now, for a front end that got
+ * SK_ERROR_NOT_FOUND for a key that may have been created through another node's API less
+ * than a periodic refresh ago: @func runs once (never from inside this call), at most
+ * @timeout_ms later; then start_session again knows what the store knew. Returns an id for
+ * sk_ingress_registry_cancel_refresh (after which @func is not called). */
+guint sk_ingress_registry_refresh (SkIngressRegistry *self, guint timeout_ms,
+                                   SkIngressRefreshFunc func, gpointer user_data);
+void sk_ingress_registry_cancel_refresh (SkIngressRegistry *self, guint id);
+
 /* Publishes a track of @kind with fixed @caps (video/x-h264 byte-stream/au, video/x-vp8,
  * audio/x-opus), joining the room on the first one. Returns the track (borrowed: ref it), or
  * NULL with an error when the session is closing or the room refused the participant (the

@@ -314,6 +314,7 @@ on_new_sample (GstAppSink *sink, gpointer user_data)
       GST_INFO ("%s: %s output caps %" GST_PTR_FORMAT, self->name,
                 sk_track_kind_to_string (out->kind), caps);
       out->state = OUTPUT_WAIT_TRACK;
+      SK_TIMING ("pipeline %s: %s output caps", self->name, sk_track_kind_to_string (out->kind));
       Call *call = g_new0 (Call, 1);
       call->type = CALL_TRACK_READY;
       call->kind = out->kind;
@@ -903,6 +904,8 @@ maybe_start (SkIngressPipeline *self, gboolean force, GError **error)
   self->want_video = self->video_configured;
   self->want_audio = self->audio_configured;
   self->started = TRUE;
+  SK_TIMING ("pipeline %s: started at stream time %u ms (%u tags held)", self->name,
+             self->last_rel_ts, g_queue_get_length (&self->held_tags));
   GST_INFO ("%s: starting with%s%s, video %s", self->name, self->want_video ? " video" : "",
             self->want_audio ? " audio" : "",
             !self->want_video ? "none"
@@ -1065,6 +1068,7 @@ sk_ingress_pipeline_push_flv_tag (SkIngressPipeline *self, guint8 tag_type, guin
   else if (!self->have_first_ts) {
     self->have_first_ts = TRUE;
     self->first_ts = timestamp_ms;
+    SK_TIMING ("pipeline %s: first media tag", self->name);
     self->rt_offset = gst_element_get_current_running_time (self->pipeline);
     if (!GST_CLOCK_TIME_IS_VALID (self->rt_offset))
       self->rt_offset = 0;
@@ -1121,6 +1125,12 @@ sk_ingress_pipeline_is_transcoding (SkIngressPipeline *self)
   return self->started && self->want_video && self->transcode;
 }
 
+guint
+sk_ingress_pipeline_get_n_outputs (SkIngressPipeline *self)
+{
+  return self->started ? (guint)self->want_video + (guint)self->want_audio : 0;
+}
+
 /* ---- life cycle --------------------------------------------------------------------------- */
 
 static GstElement *
@@ -1133,6 +1143,35 @@ parse_encoder (const char *desc, const char *what, GError **error)
     return NULL;
   }
   return gst_object_ref_sink (bin);
+}
+
+void
+sk_pipeline_warm_up (const SkConfig *config)
+{
+  static const char *const factories[] = {
+    "appsrc",         "flvdemux",       "h264parse",  "aacparse",     "avdec_aac",
+    "mpegaudioparse", "mpg123audiodec", "avdec_h264", "audioconvert", "audioresample",
+    "videoconvert",   "capsfilter",     "queue",      "appsink",
+  };
+  const char *aenc = config && config->audio_encoder && *config->audio_encoder
+                         ? config->audio_encoder
+                         : DEFAULT_AUDIO_ENCODER;
+  gint64 start = g_get_monotonic_time ();
+
+  for (guint i = 0; i < G_N_ELEMENTS (factories); i++) {
+    GstElement *e = gst_element_factory_make (factories[i], NULL);
+    if (e != NULL)
+      gst_object_unref (gst_object_ref_sink (e));
+  }
+  /* The configured encoders (their errors are the first stream's to report). */
+  GstElement *venc = sk_pipeline_make_video_encoder (config, NULL);
+  if (venc != NULL)
+    gst_object_unref (venc);
+  GstElement *abin = parse_encoder (aenc, "audio_encoder", NULL);
+  if (abin != NULL)
+    gst_object_unref (abin);
+  g_debug ("ingress pipeline plugins loaded in %" G_GINT64_FORMAT " ms",
+           (g_get_monotonic_time () - start) / 1000);
 }
 
 SkIngressPipeline *

@@ -75,6 +75,9 @@ gboolean sk_ingress_pipeline_push_flv_tag (SkIngressPipeline *self, guint8 tag_t
  * profile or SK_TRANSCODE_ALWAYS); FALSE while undecided, for passthrough and without video. */
 gboolean sk_ingress_pipeline_is_transcoding (SkIngressPipeline *self);
 
+/* How many tracks the pipeline will output (1 or 2) once it started; 0 before. */
+guint sk_ingress_pipeline_get_n_outputs (SkIngressPipeline *self);
+
 /*
  * The transcode path, shared by RTMP and WHIP ingest.
  *
@@ -88,6 +91,11 @@ gboolean sk_ingress_pipeline_is_transcoding (SkIngressPipeline *self);
  * into the "src" pad reach the encoder: that is how a subscriber's PLI gets a keyframe.
  */
 GstElement *sk_pipeline_make_video_encoder (const SkConfig *config, GError **error);
+
+/* Loads every plugin an ingress pipeline uses (gst-libav alone takes ~100 ms the first time),
+ * so that the first stream a node takes (after a restart: often an encoder reconnecting
+ * from a dead node) does not wait for it. */
+void sk_pipeline_warm_up (const SkConfig *config);
 GstElement *sk_pipeline_make_video_transcoder (const char *name, const char *decoder,
                                                GstElement *encoder, GError **error);
 

@@ -34,6 +34,8 @@ GST_DEBUG_CATEGORY_STATIC (sk_remote_debug);
 #define SK_REMOTE_HTTP_TIMEOUT_S 5
 #define SK_REMOTE_MAX_ANSWER_BYTES (64 * 1024)
 #define SK_REMOTE_MAX_TRACKS 2
+/* A publisher's tracks get their caps within a few frames of each other. */
+#define SK_REMOTE_TRACK_WAIT_MS 300
 
 typedef struct _RemoteSession RemoteSession;
 
@@ -88,6 +90,9 @@ struct _SkRemotePublication {
   guint retry_ms;
   guint connect_timeout_id;
   gboolean ended;
+  guint expected_tracks; /* 0: start with whatever there is */
+  guint track_wait_id;
+  gboolean track_waited;
 };
 
 static void publication_start (SkRemotePublication *pub);
@@ -328,6 +333,7 @@ session_connected_main (RemoteSession *s)
   if (s->connected || pub->session != s)
     return;
   s->connected = TRUE;
+  SK_TIMING ("%s: connected", s->name);
   g_clear_handle_id (&pub->connect_timeout_id, g_source_remove);
   pub->retry_ms = SK_REMOTE_RETRY_MIN_MS;
   session_bind_tracks (s);
@@ -501,6 +507,7 @@ on_post_done (GObject *source, GAsyncResult *result, gpointer user_data)
   g_autofree char *url = NULL;
 
   s->answered = TRUE;
+  SK_TIMING ("%s: POST answered %u", s->name, status);
   if (body != NULL && status == SOUP_STATUS_CREATED && location != NULL) {
     g_autoptr (GUri) base = g_uri_parse (call->host_url, G_URI_FLAGS_NONE, NULL);
     g_autoptr (GUri) resolved
@@ -603,6 +610,7 @@ session_maybe_post (RemoteSession *s)
   call->host_url = g_strdup (pub->host_url);
   call->secret = g_strdup (secret);
   GST_INFO ("%s: POST %s", s->name, url);
+  SK_TIMING ("%s: POST %s", s->name, url);
   soup_session_send_and_read_async (pub->http, msg, G_PRIORITY_DEFAULT, s->cancellable,
                                     on_post_done, call);
 }
@@ -610,6 +618,7 @@ session_maybe_post (RemoteSession *s)
 static void
 session_local_set_main (RemoteSession *s)
 {
+  SK_TIMING ("%s: local description set", s->name);
   s->local_set = TRUE;
   session_maybe_post (s);
 }
@@ -617,6 +626,7 @@ session_local_set_main (RemoteSession *s)
 static void
 session_gathered_main (RemoteSession *s)
 {
+  SK_TIMING ("%s: candidates gathered", s->name);
   s->gathered = TRUE;
   session_maybe_post (s);
 }
@@ -662,6 +672,7 @@ on_offer_created (GstPromise *promise, gpointer user_data)
     session_call_on_main (s, session_offer_failed_main);
     return;
   }
+  SK_TIMING ("%s: offer created", s->name);
   GstPromise *next = gst_promise_new_with_change_func (on_local_set, session_ref (s),
                                                        (GDestroyNotify)session_unref);
   g_signal_emit_by_name (s->webrtcbin, "set-local-description", offer, next);
@@ -842,6 +853,17 @@ on_connect_timeout (gpointer data)
   return G_SOURCE_REMOVE;
 }
 
+static gboolean
+on_track_wait (gpointer data)
+{
+  SkRemotePublication *pub = data;
+
+  pub->track_wait_id = 0;
+  pub->track_waited = TRUE;
+  publication_start (pub);
+  return G_SOURCE_REMOVE;
+}
+
 /* A new session to the current target with the current tracks (the old one is dropped). */
 static void
 publication_start (SkRemotePublication *pub)
@@ -852,12 +874,21 @@ publication_start (SkRemotePublication *pub)
   g_clear_handle_id (&pub->retry_id, g_source_remove);
   if (pub->ended || pub->host_url == NULL || pub->tracks->len == 0)
     return;
+  /* The first session: one POST with every track rather than one per track. */
+  if (pub->tracks->len < pub->expected_tracks && !pub->track_waited) {
+    if (pub->track_wait_id == 0)
+      pub->track_wait_id = g_timeout_add (SK_REMOTE_TRACK_WAIT_MS, on_track_wait, pub);
+    return;
+  }
+  pub->track_waited = TRUE;
+  g_clear_handle_id (&pub->track_wait_id, g_source_remove);
   pub->session = session_new (pub, &error);
   if (pub->session == NULL) {
     publication_failed (pub, error);
     return;
   }
   pub->connect_timeout_id = g_timeout_add (SK_REMOTE_CONNECT_TIMEOUT_MS, on_connect_timeout, pub);
+  SK_TIMING ("%s: session started (%u tracks)", pub->session->name, pub->tracks->len);
   publication_set_state (pub, SK_REMOTE_CONNECTING, NULL);
 }
 
@@ -900,6 +931,7 @@ sk_remote_publication_free (SkRemotePublication *pub)
   pub->ended = TRUE;
   publication_drop_session (pub);
   g_clear_handle_id (&pub->retry_id, g_source_remove);
+  g_clear_handle_id (&pub->track_wait_id, g_source_remove);
   g_ptr_array_unref (pub->tracks);
   json_object_unref (pub->participant);
   g_object_unref (pub->http);
@@ -928,6 +960,14 @@ sk_remote_publication_add_track (SkRemotePublication *pub, SkTrack *track)
   g_ptr_array_add (pub->tracks, sk_track_ref (track));
   if (pub->host_url != NULL)
     publication_start (pub);
+}
+
+void
+sk_remote_publication_expect_tracks (SkRemotePublication *pub, guint n_tracks)
+{
+  g_return_if_fail (pub != NULL);
+
+  pub->expected_tracks = MIN (n_tracks, SK_REMOTE_MAX_TRACKS);
 }
 
 void
@@ -970,6 +1010,7 @@ sk_remote_publication_end (SkRemotePublication *pub, const char *reason)
     return;
   pub->ended = TRUE;
   g_clear_handle_id (&pub->retry_id, g_source_remove);
+  g_clear_handle_id (&pub->track_wait_id, g_source_remove);
   if (reason == NULL)
     reason = "client_initiated";
   RemoteSession *s = pub->session;

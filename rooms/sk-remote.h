@@ -47,6 +47,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkRemotePublication, sk_remote_publication_free)
 /* Tracks may come and go at any time; a change renegotiates (or re-POSTs) the session. The
  * publication takes a ref on @track. Video starts from the track's cached GOP. */
 void sk_remote_publication_add_track (SkRemotePublication *publication, SkTrack *track);
+
+/* The owner will add @n_tracks tracks in all: the first session waits for them (at most
+ * SK_REMOTE_TRACK_WAIT_MS) instead of being replaced when the next one comes. */
+void sk_remote_publication_expect_tracks (SkRemotePublication *publication, guint n_tracks);
 void sk_remote_publication_remove_track (SkRemotePublication *publication, SkTrack *track);
 
 /* (Re)publishes to the host at @host_url (its advertise_url). A new target drops the old

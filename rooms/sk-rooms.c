@@ -54,6 +54,7 @@ struct _SkParticipant {
   guint64 ingress_incarnation; /* of that node when the participant joined; 0 = unknown */
   GPtrArray *tracks;           /* SkTrack*, owned, in publish order */
   SkRemotePublication *publication; /* room hosted elsewhere: our media goes there */
+  guint expected_tracks;            /* announced by the publisher; 0 = unknown */
   SkParticipantEvictedFunc evicted;
   gpointer user_data;
   gboolean departed; /* left the room; only the evicted callback still sees it */
@@ -381,8 +382,10 @@ on_room_released (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   ReleaseCall *call = user_data;
 
-  if (!store_op_cancelled (result))
+  if (!store_op_cancelled (result)) {
+    SK_TIMING ("room %s: released", call->room);
     g_hash_table_remove (call->manager->releasing, call->room);
+  }
   g_free (call->room);
   g_free (call);
 }
@@ -393,6 +396,7 @@ room_dispose (SkRoom *room)
   SkRoomManager *self = room->manager;
 
   /* Finished and written: the name is free for whichever node starts it next. */
+  SK_TIMING ("room %s: disposed", room->name);
   if (room->placed && !room->lost && !room->remote) {
     sk_store_remove_async (self->store, SK_ROOMS_NS, room->name, NULL, NULL, NULL);
     ReleaseCall *call = g_new0 (ReleaseCall, 1);
@@ -565,6 +569,8 @@ on_appended (GObject *source, GAsyncResult *result, gpointer user_data)
   }
 
   room->last_seq = pe->seq;
+  SK_TIMING ("room %s: seq %" G_GUINT64_FORMAT " %s written", room->name, pe->seq,
+             json_object_get_string_member_with_default (pe->event, "event", "?"));
   room_send_webhook (room, pe);
   pending_event_free (pe);
   room->snapshot_dirty = TRUE;
@@ -629,6 +635,8 @@ room_placed (SkRoom *room)
 {
   room->placed = TRUE;
   room->place_attempts = 0;
+  SK_TIMING ("room %s: placed here (epoch %" G_GUINT64_FORMAT ", last seq %" G_GUINT64_FORMAT ")",
+             room->name, room->epoch, room->last_seq);
   if (room->adopted && !room_is_takeover (room)) {
     /* Released or rebuilt elsewhere meanwhile: nothing to adopt, give the claim back. */
     room->finished = TRUE;
@@ -682,6 +690,7 @@ on_claimed (GObject *source, GAsyncResult *result, gpointer user_data)
     return;
   }
   room->epoch = epoch;
+  SK_TIMING ("room %s: claimed (epoch %" G_GUINT64_FORMAT ")", room->name, epoch);
   /* Read after the claim: from now on no older writer can add to the log. */
   sk_store_last_seq_async (room->manager->store, room->name, room->cancellable, on_last_seq, room);
 }
@@ -799,6 +808,8 @@ on_placement (GObject *source, GAsyncResult *result, gpointer user_data)
     return;
   }
 
+  SK_TIMING ("room %s: placement is %s (epoch %" G_GUINT64_FORMAT ")", room->name,
+             node != NULL ? node : "none", epoch);
   if (self->cluster != NULL && node != NULL && epoch != room->epoch) {
     SkNodeLiveness liveness = sk_cluster_get_liveness (self->cluster, node, incarnation);
 
@@ -878,9 +889,12 @@ participant_start_remote (SkParticipant *p)
   g_autofree char *json = json_to_string (node, FALSE);
   const char *url = room_host_url (p->room);
 
+  SK_TIMING ("room %s: participant %s publishes to host %s (%u tracks)", p->room->name, p->sid,
+             p->room->host_node, p->tracks->len);
   g_clear_pointer (&p->publication, sk_remote_publication_free);
   p->publication = sk_remote_publication_new (p->room->manager->config, p->room->name, json,
                                               on_publication_state, p);
+  sk_remote_publication_expect_tracks (p->publication, p->expected_tracks);
   for (guint i = 0; i < p->tracks->len; i++)
     sk_remote_publication_add_track (p->publication, g_ptr_array_index (p->tracks, i));
   if (url != NULL)
@@ -1181,6 +1195,7 @@ rebuild_finish (Rebuild *rb)
                handed_over ? "handed over" : "its host died");
     room_enqueue (room, moved, NULL);
   }
+  SK_TIMING ("room %s: rebuilt", room->name);
 
   for (guint i = 0; i < room->participants->len;) {
     SkParticipant *p = g_ptr_array_index (room->participants, i);
@@ -1210,6 +1225,21 @@ rebuild_finish (Rebuild *rb)
     if (!replaced)
       i++;
   }
+  /* What joined here while the room was being placed is queued already (sids borrowed from
+   * @queued, appended below). */
+  g_autoptr (GHashTable) queued_sids = g_hash_table_new (g_str_hash, g_str_equal);
+  for (GList *l = queued.head; l != NULL; l = l->next) {
+    JsonObject *event = ((PendingEvent *)l->data)->event;
+    const char *type = json_object_get_string_member_with_default (event, "event", "");
+    JsonObject *o = strcmp (type, "ParticipantConnected") == 0
+                        ? json_get_object (event, "participant", NULL)
+                    : strcmp (type, "TrackPublished") == 0 ? json_get_object (event, "track", NULL)
+                                                           : NULL;
+
+    if (o != NULL)
+      g_hash_table_add (queued_sids,
+                        (gpointer)json_object_get_string_member_with_default (o, "sid", ""));
+  }
   /* Ours, proxied to the dead host: what it never wrote (its POST was not through, a track
    * came or went meanwhile) is written now. */
   for (guint i = room->participants->len - n_local; i < room->participants->len; i++) {
@@ -1217,13 +1247,13 @@ rebuild_finish (Rebuild *rb)
     JsonObject *known = json_get_object (rb->participants, p->sid, NULL);
     JsonObject *known_tracks = known != NULL ? json_get_object (known, "tracks", NULL) : NULL;
 
-    if (known == NULL)
+    if (known == NULL && !g_hash_table_contains (queued_sids, p->sid))
       room_enqueue (room, participant_event_new (p, "ParticipantConnected"), "participant_joined");
     for (guint j = 0; j < p->tracks->len; j++) {
       SkTrack *track = g_ptr_array_index (p->tracks, j);
 
-      if (known_tracks == NULL
-          || !json_object_has_member (known_tracks, sk_track_get_sid (track))) {
+      if ((known_tracks == NULL || !json_object_has_member (known_tracks, sk_track_get_sid (track)))
+          && !g_hash_table_contains (queued_sids, sk_track_get_sid (track))) {
         JsonObject *event = participant_event_new (p, "TrackPublished");
 
         json_object_set_object_member (event, "track", track_to_json (track));
@@ -1396,6 +1426,7 @@ room_empty_timeout_cb (gpointer user_data)
   SkRoom *room = user_data;
 
   room->empty_timeout_id = 0;
+  SK_TIMING ("room %s: empty timeout", room->name);
   room_finish (room);
   return G_SOURCE_REMOVE;
 }
@@ -1535,6 +1566,12 @@ room_manager_join (SkRoomManager *self, const char *room_name, const char *sid,
   }
 
   room = g_hash_table_lookup (self->rooms, room_name);
+  SK_TIMING ("room %s: %s joins (room %s)", room_name, identity,
+             room == NULL     ? "new"
+             : room->finished ? "finishing"
+             : room->remote   ? "proxied"
+             : room->placed   ? "placed"
+                              : "placing");
   if (room == NULL)
     room = room_new (self, room_name);
   else if (room->finished)
@@ -1683,6 +1720,16 @@ participant_publish_track (SkParticipant *p, const char *sid, SkTrackKind kind, 
     sk_remote_publication_add_track (p->publication, track);
   notify_track (p->room, p, track, TRUE);
   return track;
+}
+
+void
+sk_participant_expect_tracks (SkParticipant *p, guint n_tracks)
+{
+  g_return_if_fail (p != NULL);
+
+  p->expected_tracks = n_tracks;
+  if (p->publication != NULL)
+    sk_remote_publication_expect_tracks (p->publication, n_tracks);
 }
 
 SkTrack *
@@ -2089,6 +2136,7 @@ on_cluster_view (SkCluster *cluster, GPtrArray *placements, gpointer user_data)
       g_message ("room %s: host %s (incarnation %" G_GUINT64_FORMAT ") is dead; claiming it",
                  pl->room, pl->node, pl->incarnation);
       g_hash_table_remove (self->orphan_seen, pl->room);
+      SK_TIMING ("room %s: claiming from dead host %s", pl->room, pl->node);
       room = room_new (self, pl->room);
       room->adopted = TRUE;
     }

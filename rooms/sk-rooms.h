@@ -88,6 +88,11 @@ const char *sk_participant_get_room (SkParticipant *participant);
  * unpublished or the participant leaves; take a ref to keep it longer). */
 SkTrack *sk_participant_publish_track (SkParticipant *participant, SkTrackKind kind, GstCaps *caps);
 
+/* The publisher will publish @n_tracks tracks, within moments of each other: a publication
+ * to a room hosted on another node starts once it has them all (or after a short wait),
+ * rather than once per track. */
+void sk_participant_expect_tracks (SkParticipant *participant, guint n_tracks);
+
 const char *sk_participant_get_identity (SkParticipant *participant);
 
 /* Appends TrackUnpublished and ends the track. */

@@ -168,6 +168,26 @@ sk_webrtc_ice_get_local_candidates (GstElement *webrtcbin)
 #define SK_WEBRTC_AUDIO_MAX_BUFFERS 200
 #define SK_WEBRTC_AUDIO_MAX_BYTES (256 * 1024)
 
+void
+sk_webrtc_warm_up (void)
+{
+  /* dtlsdec's first instance generates the certificate every webrtcbin shares. */
+  static const char *const factories[] = {
+    "webrtcbin",  "dtlsdec",         "dtlssrtpenc", "dtlssrtpdec", "nicesrc",    "nicesink",
+    "rtph264pay", "rtph264depay",    "rtpvp8pay",   "rtpvp8depay", "rtpopuspay", "rtpopusdepay",
+    "rtpbin",     "rtpjitterbuffer", "srtpenc",     "srtpdec",
+  };
+  gint64 start = g_get_monotonic_time ();
+
+  for (guint i = 0; i < G_N_ELEMENTS (factories); i++) {
+    GstElement *e = gst_element_factory_make (factories[i], NULL);
+    if (e != NULL)
+      gst_object_unref (gst_object_ref_sink (e));
+  }
+  g_debug ("WebRTC plugins loaded in %" G_GINT64_FORMAT " ms",
+           (g_get_monotonic_time () - start) / 1000);
+}
+
 GstElement *
 sk_webrtc_add_send_track (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind, const char *codec,
                           guint mline, guint pt, GstCaps *rtp_caps, gboolean nack, GError **error)

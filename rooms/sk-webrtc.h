@@ -42,6 +42,10 @@ char *sk_webrtc_ice_get_local_candidates (GstElement *webrtcbin);
  * retransmission if @nack. The appsrc takes video/x-h264 byte-stream/au, video/x-vp8 or
  * audio/x-opus with PTS in @bin's running time. Returns the appsrc (a new reference).
  */
+/* Loads the WebRTC plugins and makes GStreamer's process-wide DTLS certificate (an RSA key:
+ * ~100 ms in all), which the first peer connection of the process would otherwise wait for. */
+void sk_webrtc_warm_up (void);
+
 GstElement *sk_webrtc_add_send_track (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind,
                                       const char *codec, guint mline, guint pt, GstCaps *rtp_caps,
                                       gboolean nack, GError **error);

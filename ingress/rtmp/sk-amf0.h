@@ -19,6 +19,7 @@ typedef enum {
   SK_RTMP_ERROR_LIMIT,    /* a configured limit was exceeded: close the connection */
   SK_RTMP_ERROR_BAD_NAME, /* publish refused: unknown or busy stream key */
   SK_RTMP_ERROR_REJECTED, /* publish refused: node full, draining */
+  SK_RTMP_ERROR_PENDING,  /* publish neither accepted nor refused yet: answered later */
 } SkRtmpError;
 
 /* Deepest object/array nesting the decoder accepts; real commands use 2 or 3. */

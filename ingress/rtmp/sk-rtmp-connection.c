@@ -37,6 +37,7 @@ struct _SkRtmpConnection {
   char *app;
   char *stream_key;
   char *close_reason;
+  guint32 publish_stream_id; /* of the deferred `publish` (PUBLISH_WAIT) */
 };
 
 typedef gboolean (*CommandFunc) (SkRtmpConnection *self, const SkRtmpMessage *msg, GPtrArray *args,
@@ -304,6 +305,27 @@ cmd_create_stream (SkRtmpConnection *self, const SkRtmpMessage *msg, GPtrArray *
   return TRUE;
 }
 
+/* The answer to `publish`: Publish.Start, or the refusal and closing. */
+static void
+publish_answer (SkRtmpConnection *self, guint32 stream_id, const GError *refusal)
+{
+  if (refusal != NULL) {
+    const char *code = g_error_matches (refusal, SK_RTMP_ERROR, SK_RTMP_ERROR_BAD_NAME)
+                           ? "NetStream.Publish.BadName"
+                           : "NetStream.Publish.Rejected";
+    send_status (self, stream_id, "error", code, refusal->message);
+    start_closing (self, g_strdup_printf ("publish refused (%s: %s)", code, refusal->message));
+    return;
+  }
+
+  g_autofree char *masked = sk_rtmp_mask_key (self->stream_key);
+  g_autofree char *description = g_strdup_printf ("%s is now published.", masked);
+  send_user_control (self, SK_RTMP_UC_STREAM_BEGIN, stream_id);
+  send_status (self, stream_id, "status", "NetStream.Publish.Start", description);
+  self->state = SK_RTMP_CONNECTION_PUBLISHING;
+  sk_rtmp_chunk_reader_set_max_message_size (self->reader, self->max_message_size);
+}
+
 static gboolean
 cmd_publish (SkRtmpConnection *self, const SkRtmpMessage *msg, GPtrArray *args, GError **error)
 {
@@ -329,22 +351,20 @@ cmd_publish (SkRtmpConnection *self, const SkRtmpMessage *msg, GPtrArray *args, 
       g_set_error_literal (&refusal, SK_RTMP_ERROR, SK_RTMP_ERROR_REJECTED, "publish refused");
   }
 
-  if (refusal != NULL) {
-    const char *code = g_error_matches (refusal, SK_RTMP_ERROR, SK_RTMP_ERROR_BAD_NAME)
-                           ? "NetStream.Publish.BadName"
-                           : "NetStream.Publish.Rejected";
-    send_status (self, msg->stream_id, "error", code, refusal->message);
-    start_closing (self, g_strdup_printf ("publish refused (%s: %s)", code, refusal->message));
+  if (g_error_matches (refusal, SK_RTMP_ERROR, SK_RTMP_ERROR_PENDING)) {
+    self->state = SK_RTMP_CONNECTION_PUBLISH_WAIT;
+    self->publish_stream_id = msg->stream_id;
     return TRUE;
   }
-
-  g_autofree char *masked = sk_rtmp_mask_key (key);
-  g_autofree char *description = g_strdup_printf ("%s is now published.", masked);
-  send_user_control (self, SK_RTMP_UC_STREAM_BEGIN, msg->stream_id);
-  send_status (self, msg->stream_id, "status", "NetStream.Publish.Start", description);
-  self->state = SK_RTMP_CONNECTION_PUBLISHING;
-  sk_rtmp_chunk_reader_set_max_message_size (self->reader, self->max_message_size);
+  publish_answer (self, msg->stream_id, refusal);
   return TRUE;
+}
+
+void
+sk_rtmp_connection_answer_publish (SkRtmpConnection *self, const GError *refusal)
+{
+  g_return_if_fail (self->state == SK_RTMP_CONNECTION_PUBLISH_WAIT);
+  publish_answer (self, self->publish_stream_id, refusal);
 }
 
 static gboolean
@@ -496,7 +516,9 @@ sk_rtmp_connection_feed (SkRtmpConnection *self, const guint8 *data, gsize size,
   *consumed = 0;
   *needed = 0;
 
-  while (self->state != SK_RTMP_CONNECTION_CLOSING) {
+  /* While a `publish` waits for its answer, what follows it stays with the caller. */
+  while (self->state != SK_RTMP_CONNECTION_CLOSING
+         && self->state != SK_RTMP_CONNECTION_PUBLISH_WAIT) {
     gsize used = 0;
     g_autoptr (SkRtmpMessage) msg = NULL;
     SkRtmpParseStatus status;

@@ -18,7 +18,9 @@ typedef struct _SkRtmpConnection SkRtmpConnection;
 
 typedef struct {
   /* `publish` with @stream_key (query string removed). FALSE + an SK_RTMP_ERROR_BAD_NAME or
-   * SK_RTMP_ERROR_REJECTED error refuses it; the error message is sent as the description. */
+   * SK_RTMP_ERROR_REJECTED error refuses it; the error message is sent as the description.
+   * FALSE + SK_RTMP_ERROR_PENDING defers the answer: the connection reads nothing more
+   * (PUBLISH_WAIT) until sk_rtmp_connection_answer_publish. */
   gboolean (*publish) (gpointer user_data, const char *app, const char *stream_key, GError **error);
   /* An audio (8), video (9) or script-data (18) message while publishing. FALSE + error stops
    * feeding; the caller closes. */
@@ -33,7 +35,8 @@ typedef enum {
   SK_RTMP_CONNECTION_CONNECTING, /* handshake done, waiting for `connect` */
   SK_RTMP_CONNECTION_CONNECTED,  /* `connect` answered; not publishing */
   SK_RTMP_CONNECTION_PUBLISHING,
-  SK_RTMP_CONNECTION_CLOSING, /* refused something: flush the output, then close */
+  SK_RTMP_CONNECTION_CLOSING,      /* refused something: flush the output, then close */
+  SK_RTMP_CONNECTION_PUBLISH_WAIT, /* `publish` deferred: waiting for its answer */
 } SkRtmpConnectionState;
 
 SkRtmpConnection *sk_rtmp_connection_new (const SkRtmpChunkLimits *limits,
@@ -49,6 +52,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkRtmpConnection, sk_rtmp_connection_free)
  */
 gboolean sk_rtmp_connection_feed (SkRtmpConnection *self, const guint8 *data, gsize size,
                                   gsize *consumed, gsize *needed, GError **error);
+
+/* Answers a deferred `publish` (PUBLISH_WAIT): NULL @refusal accepts it (PUBLISHING), else
+ * the refusal is sent as publish's would have been (CLOSING). Then feed what was left. */
+void sk_rtmp_connection_answer_publish (SkRtmpConnection *self, const GError *refusal);
 
 /* Bytes waiting to be sent; the caller removes from the front what it sent. */
 GByteArray *sk_rtmp_connection_get_output (SkRtmpConnection *self);

@@ -18,6 +18,9 @@
 #define INPUT_READ_AHEAD (64 * 1024)
 /* How long a refused connection may take to read our error before we close anyway. */
 #define FLUSH_TIMEOUT_MS 2000
+/* A key unknown here is looked up in the store (created through another node's API less than
+ * a registry refresh ago) for at most this long before the publish is refused. */
+#define KEY_LOOKUP_TIMEOUT_MS 2000
 
 typedef struct _SkRtmpServerConn Conn;
 
@@ -58,6 +61,8 @@ struct _SkRtmpServerConn {
   char *pending_close; /* a close requested while busy */
   const char *pending_end;
   gboolean media_failed; /* the registry refused a tag; its close func will come */
+  guint key_lookup_id;   /* publish deferred while the registry reads the store */
+  gboolean key_looked_up;
 };
 
 static void conn_close (Conn *c, const char *reason, const char *end_reason);
@@ -81,15 +86,54 @@ on_registry_close (gpointer transport, const char *reason)
   conn_close (c, why, NULL);
 }
 
+static void conn_process (Conn *c);
+static gboolean conn_start_session (Conn *c, const char *app, const char *stream_key,
+                                    GError **error);
+
+/* The registry has read the store: publish's answer is final now. */
+static void
+on_key_looked_up (const GError *error, gpointer user_data)
+{
+  Conn *c = user_data;
+  g_autoptr (GError) refusal = NULL;
+
+  c->key_lookup_id = 0;
+  if (error != NULL)
+    g_message ("rtmp %s: stream key lookup: %s", c->peer, error->message);
+  conn_start_session (c, sk_rtmp_connection_get_app (c->proto),
+                      sk_rtmp_connection_get_stream_key (c->proto), &refusal);
+  sk_rtmp_connection_answer_publish (c->proto, refusal);
+  /* What the peer sent after `publish` waited in c->in. */
+  conn_process (c);
+}
+
 static gboolean
 on_publish (gpointer user_data, const char *app, const char *stream_key, GError **error)
 {
   Conn *c = user_data;
+
+  SK_TIMING ("rtmp %s: publish command", c->peer);
+  return conn_start_session (c, app, stream_key, error);
+}
+
+static gboolean
+conn_start_session (Conn *c, const char *app, const char *stream_key, GError **error)
+{
   g_autoptr (GError) local = NULL;
   g_autofree char *masked = sk_rtmp_mask_key (stream_key);
 
   c->session = sk_ingress_registry_start_session (c->server->registry, SK_INPUT_RTMP, stream_key,
                                                   c->peer, on_registry_close, c, &local);
+  if (c->session == NULL && !c->key_looked_up
+      && g_error_matches (local, SK_ERROR, SK_ERROR_NOT_FOUND)) {
+    /* Maybe created through another node a moment ago: ask the store before refusing. */
+    g_message ("rtmp %s: key %s unknown here; reading the store", c->peer, masked);
+    c->key_looked_up = TRUE;
+    c->key_lookup_id = sk_ingress_registry_refresh (c->server->registry, KEY_LOOKUP_TIMEOUT_MS,
+                                                    on_key_looked_up, c);
+    g_set_error_literal (error, SK_RTMP_ERROR, SK_RTMP_ERROR_PENDING, "looking the key up");
+    return FALSE;
+  }
   if (c->session == NULL) {
     SkRtmpError code = SK_RTMP_ERROR_REJECTED;
     const char *description = local->message;
@@ -258,8 +302,10 @@ static void
 conn_update_sources (Conn *c)
 {
   GByteArray *out = sk_rtmp_connection_get_output (c->proto);
+  SkRtmpConnectionState state = sk_rtmp_connection_get_state (c->proto);
   gboolean want_read = !c->media_failed && out->len < OUTPUT_HIGH_WATER
-                       && sk_rtmp_connection_get_state (c->proto) != SK_RTMP_CONNECTION_CLOSING;
+                       && state != SK_RTMP_CONNECTION_CLOSING
+                       && state != SK_RTMP_CONNECTION_PUBLISH_WAIT;
   gboolean want_write = out->len > 0;
 
   if (want_read && c->in_source == NULL)
@@ -399,6 +445,7 @@ conn_open (SkRtmpServer *s, GSocket *socket)
   conn_update_sources (c);
 
   g_message ("rtmp %s: connection opened (%u/%u)", c->peer, s->conns.length, s->max_connections);
+  SK_TIMING ("rtmp %s: connection opened", c->peer);
 }
 
 static void
@@ -418,6 +465,8 @@ conn_close (Conn *c, const char *reason, const char *end_reason)
   g_message ("rtmp %s: connection closed: %s (key %s, %" G_GUINT64_FORMAT " bytes in, %.1f s)",
              c->peer, reason, masked, c->bytes_in, (g_get_monotonic_time () - c->opened_us) / 1e6);
 
+  if (c->key_lookup_id != 0)
+    sk_ingress_registry_cancel_refresh (s->registry, c->key_lookup_id);
   if (c->session != NULL) {
     SkIngressSession *session = g_steal_pointer (&c->session);
     sk_ingress_session_end (session, end_reason != NULL ? end_reason : SK_REASON_PUBLISHER_LOST);

@@ -158,6 +158,8 @@ target_publish_track (gpointer data, SkTrackKind kind, GstCaps *caps, GError **e
     return NULL;
   }
   SkTrack *track = sk_participant_publish_track_with_sid (pub->participant, spec->sid, kind, caps);
+  SK_TIMING ("remote participant %s: %s track %s", pub->spec->sid, sk_track_kind_to_string (kind),
+             track != NULL ? "published" : "refused");
   if (track == NULL) {
     g_set_error (error, SK_ERROR, SK_ERROR_CONFLICT, "track %s cannot be published", spec->sid);
     return NULL;
@@ -191,6 +193,47 @@ static const SkWhipSessionTarget pub_target = {
   .publishing = target_publishing,
   .media_received = target_media_received,
 };
+
+/* A track's caps before its first sample: what the offer's codec says. */
+static GstCaps *
+caps_for_offer_codec (SkWhipCodec codec)
+{
+  switch (codec) {
+    case SK_WHIP_CODEC_H264:
+      return gst_caps_new_simple ("video/x-h264", "stream-format", G_TYPE_STRING, "byte-stream",
+                                  "alignment", G_TYPE_STRING, "au", NULL);
+    case SK_WHIP_CODEC_VP8:
+      return gst_caps_new_empty_simple ("video/x-vp8");
+    case SK_WHIP_CODEC_OPUS:
+      return gst_caps_new_empty_simple ("audio/x-opus");
+    case SK_WHIP_CODEC_NONE:
+    default:
+      return NULL;
+  }
+}
+
+/*
+ * The ingress node POSTs once its tracks carry media (their caps are known there, and it
+ * sends from their cached GOP as soon as connected): they are published now, rather than
+ * after ICE, DTLS and the jitter buffer (~200 ms later). The session's first samples re-bind
+ * them with their exact caps (same sids: no second TrackPublished).
+ */
+static void
+pub_publish_announced (SkInternalPub *pub, const SkWhipOffer *offer)
+{
+  for (guint i = 0; i < pub->spec->n_tracks; i++) {
+    const SkWhipParticipantTrack *t = &pub->spec->tracks[i];
+    const SkWhipOfferMedia *om = t->kind == SK_TRACK_KIND_VIDEO ? &offer->video : &offer->audio;
+    g_autoptr (GstCaps) caps = caps_for_offer_codec (om->codec);
+
+    if (pub->tracks[t->kind] != NULL || caps == NULL)
+      continue;
+    SkTrack *track
+        = sk_participant_publish_track_with_sid (pub->participant, t->sid, t->kind, caps);
+    if (track != NULL)
+      pub->tracks[t->kind] = sk_track_ref (track);
+  }
+}
 
 static void
 on_answered (SkWhipSession *media, const char *sdp, const char *message, gpointer user_data)
@@ -328,6 +371,7 @@ handle_publish (SkWhipInternal *self, SoupServerMessage *msg, const char *room)
   }
 
   /* Everything checked: join (or re-attach) the participant. */
+  SK_TIMING ("remote participant %s: POST for room %s", spec->sid, room);
   g_autofree char *key = g_strconcat (room, "/", spec->sid, NULL);
   SkInternalPub *pub = g_hash_table_lookup (self->by_key, key);
   gboolean created = pub == NULL;
@@ -366,6 +410,7 @@ handle_publish (SkWhipInternal *self, SoupServerMessage *msg, const char *room)
   }
   sk_whip_participant_free (pub->spec);
   pub->spec = g_steal_pointer (&spec);
+  pub_publish_announced (pub, offer);
 
   /* A new id per session; the newest one stays valid (for DELETE) while detached. */
   if (pub->id != NULL)

@@ -399,3 +399,41 @@ def test_full_node_places_new_rooms_elsewhere(make_cluster):
     for events, pub in ((ev_a, pub_a), (ev_b, pub_b), (ev_c, pub_c), (ev_d, pub_d)):
         _end_cleanly(c, events, pub)
         c.assert_invariants(events)
+
+
+def test_key_created_on_another_node_publishes_at_once(make_cluster):
+    """An ingress created through node 1's API and published to node 2 right away (before
+    node 2's periodic read of the store could know it) is not refused: node 2 reads the store
+    before answering publish. A key nobody created still gets NetStream.Publish.BadName, with
+    nothing created."""
+    c = make_cluster(nodes=2)
+    n1, n2 = c.nodes
+    room = harness.unique_room("late")
+    harness.make_flv(c.workdir / "obs-source.flv")  # made once, before the clock runs
+    pubs = []
+    for i in range(3):
+        ing = n1.api.create_ingress(room, identity=f"obs-{i}")
+        # At once, and without --reconnect: a refused publish ends the publisher.
+        pubs.append(c.publish("obs", n2.rtmp_url(ing["stream_key"])))
+    events = c.follow(room)  # the log is read from its start
+    for i in range(3):
+        events.wait_event("TrackPublished", count=2, timeout=30, identity=f"obs-{i}")
+    for p in events.of("ParticipantConnected"):
+        assert p["participant"]["ingress_node"] == n2.node_id
+    for pub in pubs:
+        lines = harness.parse_json_lines(open(pub.log_path, errors="replace").read())
+        assert not [o for o in lines if o.get("event") == "connect_failed"], lines
+        assert pub.running()
+
+    before = [r["ingress_id"] for r in n2.api.get("/v1/ingress").json["items"]]
+    bad = c.publish("obs", n2.rtmp_url("k" + "x" * 31))
+    harness.wait_until(lambda: not bad.running(), 20, what="the unknown key's publisher to end")
+    lines = harness.parse_json_lines(open(bad.log_path, errors="replace").read())
+    assert [o for o in lines if o.get("code") == "NetStream.Publish.BadName"], lines
+    assert not [o for o in lines if o.get("event") == "publishing"], lines
+    assert [r["ingress_id"] for r in n2.api.get("/v1/ingress").json["items"]] == before
+    assert len(events.of("ParticipantConnected")) == 3
+    for pub in pubs:
+        pub.stop()
+    events.wait_event("RoomFinished", timeout=20)
+    c.assert_invariants(events)

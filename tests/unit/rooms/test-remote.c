@@ -41,6 +41,7 @@ typedef struct {
   /* publication states seen */
   guint n_publishing;
   guint n_failed;
+  guint n_connecting; /* sessions started */
   SkRemoteState state;
 } Fixture;
 
@@ -282,6 +283,8 @@ on_state (SkRemotePublication *publication, SkRemoteState state, const GError *e
   Fixture *f = user_data;
 
   f->state = state;
+  if (state == SK_REMOTE_CONNECTING)
+    f->n_connecting++;
   if (state == SK_REMOTE_PUBLISHING)
     f->n_publishing++;
   else if (state == SK_REMOTE_FAILED)
@@ -474,6 +477,52 @@ test_track_removed_and_detach (Fixture *f, gconstpointer data)
                    SK_REASON_NODE_FAILURE);
 }
 
+/* Announced tracks: one session with both, not one per track; the host publishes them when
+ * that session's POST arrives (TrackPublished ×2 at once). A track that never comes does not
+ * hold the publication back for long. */
+static void
+test_expected_tracks (Fixture *f, gconstpointer data)
+{
+  publisher_start (f);
+  g_autofree char *json = participant_json (f);
+  SkRemotePublication *pub = sk_remote_publication_new (f->ing_config, "demo", json, on_state, f);
+  sk_remote_publication_expect_tracks (pub, 2);
+  sk_remote_publication_add_track (pub, f->video);
+  sk_remote_publication_set_target (pub, f->base);
+  rt_spin (100);
+  g_assert_cmpuint (f->n_connecting, ==, 0);
+  g_assert_cmpuint (sk_whip_internal_get_n_publications (f->internal), ==, 0);
+  sk_remote_publication_add_track (pub, f->audio);
+  wait_publishing (f, 1);
+  g_assert_cmpuint (f->n_connecting, ==, 1);
+  g_autoptr (GPtrArray) log = wait_log (f, 3); /* ParticipantConnected, TrackPublished ×2 */
+  guint published = 0;
+  for (guint i = 0; i < log->len; i++)
+    published += g_str_equal (event_name (log, i), "TrackPublished");
+  g_assert_cmpuint (published, ==, 2);
+  sk_remote_publication_end (pub, SK_REASON_CLIENT_INITIATED);
+  sk_remote_publication_free (pub);
+
+  /* Two announced, one comes: the session starts with it after the wait. */
+  g_autofree char *json2
+      = g_strdup ("{\"sid\":\"PA_other\",\"identity\":\"cam2\",\"name\":\"Cam 2\","
+                  "\"kind\":\"ingress\",\"ingress_node\":\"ing\"}");
+  pub = sk_remote_publication_new (f->ing_config, "demo", json2, on_state, f);
+  sk_remote_publication_expect_tracks (pub, 2);
+  sk_remote_publication_add_track (pub, f->video);
+  sk_remote_publication_set_target (pub, f->base);
+  wait_publishing (f, 2);
+  g_assert_cmpuint (f->n_connecting, ==, 2);
+  sk_remote_publication_end (pub, SK_REASON_CLIENT_INITIATED);
+  sk_remote_publication_free (pub);
+  gint64 deadline = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+  while (sk_whip_internal_get_n_publications (f->internal) > 0
+         && g_get_monotonic_time () < deadline)
+    rt_spin (20);
+  g_assert_cmpuint (sk_whip_internal_get_n_publications (f->internal), ==, 0);
+  g_assert_cmpuint (f->n_failed, ==, 0);
+}
+
 static const char bad_offer[] = "not an SDP\r\n";
 
 static void
@@ -574,6 +623,8 @@ main (int argc, char **argv)
 
   g_test_add_func ("/remote/participant-header", test_participant_header);
   g_test_add ("/remote/http-errors", Fixture, NULL, fixture_setup, test_http_errors,
+              fixture_teardown);
+  g_test_add ("/remote/expected-tracks", Fixture, NULL, fixture_setup, test_expected_tracks,
               fixture_teardown);
   g_test_add ("/remote/publish-retarget-end", Fixture, NULL, fixture_setup,
               test_publish_retarget_end, fixture_teardown);

@@ -47,7 +47,8 @@ sk_ingress_registry_start_session (SkIngressRegistry *self, SkInputType type,
                                    GError **error)
 {
   g_assert_cmpint (type, ==, SK_INPUT_RTMP);
-  if (!g_str_has_prefix (stream_key, "good")) {
+  if (!g_str_has_prefix (stream_key, "good")
+      && !(g_str_has_prefix (stream_key, "late") && self->n_refreshed > 0)) {
     self->n_refused++;
     if (g_str_equal (stream_key, "busy"))
       g_set_error (error, SK_ERROR, SK_ERROR_CONFLICT, "key live");
@@ -141,4 +142,34 @@ sk_test_registry_close_live (SkIngressRegistry *self, const char *reason)
   gpointer transport = session->transport;
   g_free (session);
   func (transport, reason);
+}
+
+static gboolean
+refresh_done (gpointer data)
+{
+  SkIngressRegistry *self = data;
+
+  self->refresh_source = 0;
+  self->n_refreshed++;
+  self->refresh_func (NULL, self->refresh_data);
+  return G_SOURCE_REMOVE;
+}
+
+guint
+sk_ingress_registry_refresh (SkIngressRegistry *self, guint timeout_ms, SkIngressRefreshFunc func,
+                             gpointer user_data)
+{
+  g_assert_cmpuint (self->refresh_source, ==, 0);
+  self->n_refreshes++;
+  self->refresh_func = func;
+  self->refresh_data = user_data;
+  self->refresh_source = g_timeout_add (10, refresh_done, self);
+  return self->refresh_source;
+}
+
+void
+sk_ingress_registry_cancel_refresh (SkIngressRegistry *self, guint id)
+{
+  g_assert_cmpuint (id, ==, self->refresh_source);
+  g_clear_handle_id (&self->refresh_source, g_source_remove);
 }

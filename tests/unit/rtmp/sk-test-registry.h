@@ -2,7 +2,8 @@
  * A tiny ingress registry for the RTMP server tests: it implements the handful of
  * sk_ingress_* functions the server calls and records what it sees.
  * Keys starting with "good" are accepted; "busy" → CONFLICT, "full" → LIMIT,
- * "drain" → UNAVAILABLE, anything else → NOT_FOUND.
+ * "drain" → UNAVAILABLE, anything else → NOT_FOUND. Keys starting with "late" are NOT_FOUND
+ * until a refresh (sk_ingress_registry_refresh, answered 10 ms later) has read "the store".
  */
 #pragma once
 
@@ -26,6 +27,11 @@ struct _SkIngressRegistry {
   guint n_refused;
   guint n_live;
   SkIngressSession *live; /* the last started session, for sk_test_registry_close */
+  guint n_refreshes;      /* asked for */
+  guint n_refreshed;      /* answered */
+  guint refresh_source;
+  SkIngressRefreshFunc refresh_func;
+  gpointer refresh_data;
 };
 
 SkIngressRegistry *sk_test_registry_new (void);

@@ -297,8 +297,30 @@ test_bad_key (Fixture *f, gconstpointer data)
   g_autoptr (GSubprocess) proc = spawn_ffmpeg (f, "nope", "2");
   wait_proc (proc, 20);
   g_assert_false (g_subprocess_get_successful (proc));
-  g_assert_cmpuint (f->registry->n_refused, ==, 1);
+  /* Refused again after one read of the store found nothing either. */
+  g_assert_cmpuint (f->registry->n_refreshes, ==, 1);
+  g_assert_cmpuint (f->registry->n_refused, ==, 2);
   g_assert_cmpuint (f->registry->logs->len, ==, 0);
+  g_assert_true (wait_until (f, no_connections, 5));
+}
+
+static void
+test_late_key (Fixture *f, gconstpointer data)
+{
+  /* A key this node learns only by reading the store (created through another node a moment
+   * ago): publish waits for that read, then the whole stream goes through, nothing lost. */
+  g_autoptr (GSubprocess) proc = spawn_gst (f, "rtmp2sink", "latekey");
+  g_assert_true (wait_until (f, session_ended, 30));
+  wait_proc (proc, 10);
+  g_assert_true (g_subprocess_get_successful (proc));
+  g_assert_cmpuint (f->registry->n_refreshes, ==, 1);
+  g_assert_cmpuint (f->registry->n_refused, ==, 1);
+  SkTestSessionLog *log = sk_test_registry_last (f->registry);
+  g_assert_cmpstr (log->key, ==, "latekey");
+  g_assert_true (log->video_seq_first);
+  g_assert_cmpuint (log->n_video, >=, 61); /* 60 frames and the sequence header */
+  g_assert_cmpuint (log->n_audio, >=, 50);
+  g_assert_cmpstr (log->end_reason, ==, "client_initiated");
   g_assert_true (wait_until (f, no_connections, 5));
 }
 
@@ -392,6 +414,7 @@ main (int argc, char **argv)
   ADD ("/rtmp/server/publisher-killed", test_publisher_killed);
   ADD ("/rtmp/server/publisher-stalled", test_publisher_stalled);
   ADD ("/rtmp/server/bad-key", test_bad_key);
+  ADD ("/rtmp/server/late-key", test_late_key);
   ADD ("/rtmp/server/registry-close", test_registry_close);
   ADD ("/rtmp/server/limits", test_limits);
   return g_test_run ();
