@@ -23,6 +23,9 @@ Method:
     Sampled over the CPU window (steady state, no catch-up after the start). Same machine, same
     clock. It covers encoding, both WebRTC legs, the node, the viewer's depayloading and
     decoding; not rendering (the viewer does not sync to a clock).
+  * --timeline: where the first frame's time goes, each moment's p50/p95 after the publisher's
+    POST, from the tools' JSON lines and the node's debug log (GST_DEBUG sk-whip:5 timeline
+    lines on CLOCK_MONOTONIC; sk-whep:5 lines placed on that clock through them).
   * CPU: utime + stime of the daemon's PID (/proc/PID/stat) sampled every second over
     --window s after --warmup s, with one publisher and one decoding subscriber (their CPU is
     not counted). One core = 100 %.
@@ -31,6 +34,7 @@ Method:
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -57,9 +61,9 @@ def pct(values, q):
 
 def summary(name, values, unit):
     if not values:
-        print(f"{name:<34} (no data)")
+        print(f"{name:<48} (no data)")
         return
-    print(f"{name:<34} p50 {pct(values, 50):7.1f} {unit}  p95 {pct(values, 95):7.1f} {unit}  "
+    print(f"{name:<48} p50 {pct(values, 50):7.1f} {unit}  p95 {pct(values, 95):7.1f} {unit}  "
           f"max {max(values):7.1f} {unit}  (n={len(values)})")
 
 
@@ -98,6 +102,63 @@ def first(log, key):
     return next((o for o in lines(log) if key in o), None)
 
 
+GST_LINE_RE = re.compile(r"^(\d+):(\d\d):(\d\d)\.(\d{9})\s+\d+\s+\S+\s+\w+\s+(\S+)\s+\S+\s(.*)$")
+MARK_RE = re.compile(r"^(whip-\S+): timeline mono_us=(\d+) (.*)$")
+
+
+def node_timeline(log_path):
+    """The node's debug lines as (mono_us, category, message): sk-whip's timeline lines carry
+    CLOCK_MONOTONIC, and the offset between it and GStreamer's debug clock places the others."""
+    lines, offsets = [], []
+    for raw in Path(log_path).read_text(errors="replace").splitlines():
+        m = GST_LINE_RE.match(raw)
+        if not m:
+            continue
+        h, mi, sec, ns, cat, msg = m.groups()
+        gst_us = ((int(h) * 60 + int(mi)) * 60 + int(sec)) * 1000000 + int(ns) // 1000
+        mark = MARK_RE.match(msg.strip())
+        if mark:
+            offsets.append(int(mark.group(2)) - gst_us)
+        lines.append((gst_us, cat, msg.strip()))
+    if not offsets:
+        return []
+    offset = statistics.median(offsets)
+    return [(gst_us + offset, cat, msg) for gst_us, cat, msg in lines]
+
+
+def run_timeline(node_lines, plog, vlog, loc, vloc):
+    """Moments of one run, in ms after the publisher's POST."""
+    t0 = loc["post_us"]
+    session = "whip-" + loc["location"].rsplit("/", 1)[1][:8]
+    sub = vloc["location"].rsplit("/", 1)[1]
+    out = {}
+
+    def put(label, mono_us):
+        if label not in out and mono_us is not None:
+            out[label] = (mono_us - t0) / 1000.0
+
+    put("publisher: 201 read", t0 + loc["post_ms"] * 1000)
+    for o in lines(plog):
+        if o.get("state") == "connected":
+            put("publisher: connected (ICE+DTLS)", o["mono_us"])
+        if "keyframe_request" in o:
+            put(f"publisher: keyframe request #{o['keyframe_request']} at encoder", o["mono_us"])
+    for mono, cat, msg in node_lines:
+        if cat == "sk-whip" and msg.startswith(session + ": timeline"):
+            put("node: " + MARK_RE.match(msg).group(3), mono)
+        elif cat == "sk-whep" and msg.startswith(f"subscriber {sub}:"):
+            what = msg.split(":", 1)[1].strip()
+            if " bound to " in what:
+                what = what.split(" bound to ")[0] + " bound"
+            put("node viewer: " + what, mono)
+    for o in lines(vlog):
+        if "event" in o:
+            put("viewer: " + o["event"], o["mono_us"])
+        if "frame" in o:
+            put("viewer: first decoded frame", o["mono_us"])
+    return out
+
+
 def one_run(procs, workdir, node, i):
     room = f"bench-whip-{i}"
     ing = create_ingress(node, room)
@@ -118,7 +179,8 @@ def one_run(procs, workdir, node, i):
     viewer.wait(timeout=15)
     late.wait(timeout=15)
     t0 = loc["post_us"]
-    return dict(post=loc["post_ms"], first=(frame["mono_us"] - t0) / 1000.0,
+    return dict(loc=loc, vloc=first(vlog, "location"), plog=plog, vlog=vlog,
+                post=loc["post_ms"], first=(frame["mono_us"] - t0) / 1000.0,
                 ice_dtls=(connected["mono_us"] - t0) / 1000.0 - loc["post_ms"],
                 media=(frame["mono_us"] - connected["mono_us"]) / 1000.0,
                 late=(late_frame["mono_us"] - late_loc["post_us"]) / 1000.0)
@@ -158,12 +220,17 @@ def main():
     ap.add_argument("--window", type=int, default=20)
     ap.add_argument("--jitterbuffer-ms", type=int, default=JITTERBUFFER_MS,
                     help="the viewers' jitter buffer (webrtcbin latency; 200 is its default)")
+    ap.add_argument("--timeline", action="store_true",
+                    help="print where the time to the first frame goes (node debug log on)")
     args = ap.parse_args()
     JITTERBUFFER_MS = args.jitterbuffer_ms
 
     workdir = Path(os.environ.get("SK_BENCH_DIR", "/tmp/sk-bench-whip"))
     workdir.mkdir(parents=True, exist_ok=True)
     procs = harness.ProcessGroup()
+    if args.timeline:
+        os.environ["SK_NODE_GST_DEBUG"] = "*:2,sk-whip:5,sk-whep:5"
+        os.environ["GST_DEBUG_NO_COLOR"] = "1"
     try:
         node = harness.Node(procs, workdir).start()
         runs = [one_run(procs, workdir, node, i) for i in range(args.runs)]
@@ -177,8 +244,17 @@ def main():
         summary("  connected -> first frame", [r["media"] for r in runs], "ms")
         summary("late viewer POST -> first frame", [r["late"] for r in runs], "ms")
         summary("glass-to-glass (steady)", g2g, "ms")
+        if args.timeline:
+            node_lines = node_timeline(node.log_path)
+            moments = [run_timeline(node_lines, r["plog"], r["vlog"], r["loc"], r["vloc"])
+                       for r in runs]
+            labels = sorted({k for m in moments for k in m},
+                            key=lambda k: statistics.median([m[k] for m in moments if k in m]))
+            print("timeline, ms after the publisher's POST:")
+            for k in labels:
+                summary("  " + k, [m[k] for m in moments if k in m], "ms")
         summary("daemon CPU, 1 stream + 1 viewer", samples, "% ")
-        print(f"{'  mean over the window':<34} {statistics.mean(samples):7.1f} %  "
+        print(f"{'  mean over the window':<48} {statistics.mean(samples):7.1f} %  "
               f"(viewer decoded {frames} frames)")
         node.stop()
     finally:

@@ -135,8 +135,24 @@ on_timeout (gpointer data)
   return G_SOURCE_REMOVE;
 }
 
+/* --latency: one line per start-up moment, {"event":WHAT,"mono_us":T}, for timelines. */
+static void
+print_event (const char *what)
+{
+  if (opt_latency)
+    g_print ("{\"event\":\"%s\",\"mono_us\":%" G_GINT64_FORMAT "}\n", what,
+             g_get_monotonic_time ());
+}
+
 /* ------------------------------------------------------------------------------------- */
 /* Decoding */
+
+static GstPadProbeReturn
+on_first_depayloaded (GstPad *pad, GstPadProbeInfo *info, gpointer data)
+{
+  print_event (data);
+  return GST_PAD_PROBE_REMOVE;
+}
 
 static GstPadProbeReturn
 on_video_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
@@ -215,10 +231,10 @@ on_pad_added (GstElement *webrtc, GstPad *pad, gpointer data)
                     "fakesink sync=false async=false";
   else
     desc = !video ? "queue ! rtpopusdepay ! opusdec name=dec ! fakesink sync=false async=false"
-           : vp8  ? "queue ! rtpvp8depay wait-for-keyframe=true request-keyframe=true ! "
+           : vp8  ? "queue ! rtpvp8depay name=depay wait-for-keyframe=true request-keyframe=true ! "
                     "vp8dec name=dec ! fakesink sync=false async=false"
-                  : "queue ! rtph264depay wait-for-keyframe=true request-keyframe=true ! "
-                    "h264parse ! avdec_h264 name=dec ! fakesink sync=false async=false";
+                 : "queue ! rtph264depay name=depay wait-for-keyframe=true request-keyframe=true ! "
+                   "h264parse ! avdec_h264 name=dec ! fakesink sync=false async=false";
   g_autoptr (GError) error = NULL;
   GstElement *bin = gst_parse_bin_from_description (desc, TRUE, &error);
   if (bin == NULL) {
@@ -230,6 +246,13 @@ on_pad_added (GstElement *webrtc, GstPad *pad, gpointer data)
   g_autoptr (GstPad) decsrc = gst_element_get_static_pad (dec, "src");
   gst_pad_add_probe (decsrc, GST_PAD_PROBE_TYPE_BUFFER, video ? on_video_frame : on_audio_buffer, c,
                      NULL);
+  g_autoptr (GstElement) depay = gst_bin_get_by_name (GST_BIN (bin), "depay");
+  if (depay != NULL && opt_latency) {
+    g_autoptr (GstPad) depay_src = gst_element_get_static_pad (depay, "src");
+    gst_pad_add_probe (depay_src, GST_PAD_PROBE_TYPE_BUFFER, on_first_depayloaded,
+                       (gpointer) "video_depayloaded", NULL);
+  }
+  print_event (video ? "video_pad" : "audio_pad");
   g_autoptr (GstPad) sink = gst_element_get_static_pad (bin, "sink");
   gst_element_sync_state_with_parent (bin);
   if (gst_pad_link (pad, sink) != GST_PAD_LINK_OK)
@@ -441,6 +464,7 @@ on_ice_connection_state (GstElement *webrtc, GParamSpec *pspec, gpointer data)
   if (state != GST_WEBRTC_ICE_CONNECTION_STATE_CONNECTED
       && state != GST_WEBRTC_ICE_CONNECTION_STATE_COMPLETED)
     return;
+  print_event ("ice_connected");
   g_autoptr (GstObject) ice = NULL;
   g_object_get (webrtc, "ice-agent", &ice, NULL);
   if (ice == NULL || g_object_class_find_property (G_OBJECT_GET_CLASS (ice), "agent") == NULL)
@@ -464,6 +488,17 @@ on_connection_state (GstElement *webrtc, GParamSpec *pspec, gpointer data)
   g_object_get (webrtc, "connection-state", &state, NULL);
   if (state == GST_WEBRTC_PEER_CONNECTION_STATE_FAILED)
     g_printerr ("peer connection failed\n");
+  else if (state == GST_WEBRTC_PEER_CONNECTION_STATE_CONNECTED)
+    print_event ("connected");
+}
+
+/* rtpbin makes a jitter buffer for an SSRC when its first packet arrives. */
+static void
+on_deep_element_added (GstBin *bin, GstBin *sub_bin, GstElement *element, gpointer data)
+{
+  GstElementFactory *factory = gst_element_get_factory (element);
+  if (factory != NULL && g_str_equal (GST_OBJECT_NAME (factory), "rtpjitterbuffer"))
+    print_event ("first_rtp");
 }
 
 static gboolean
@@ -569,6 +604,7 @@ main (int argc, char **argv)
   g_signal_connect (c.webrtc, "notify::ice-connection-state", G_CALLBACK (on_ice_connection_state),
                     &c);
   g_signal_connect (c.webrtc, "pad-added", G_CALLBACK (on_pad_added), &c);
+  g_signal_connect (c.pipeline, "deep-element-added", G_CALLBACK (on_deep_element_added), &c);
 
   g_autoptr (GstBus) bus = gst_pipeline_get_bus (GST_PIPELINE (c.pipeline));
   gst_bus_add_watch (bus, on_bus, &c);
