@@ -84,13 +84,15 @@ def start_publisher(procs, workdir, node, key, tag):
 
 
 JITTERBUFFER_MS = 200
+FASTSTART = 2
 
 
 def start_viewer(procs, workdir, node, room, tag, seconds):
     log = workdir / f"viewer-{tag}.log"
     proc = procs.start([harness.WHEP_CLIENT, "--url", node.whep_url(room), "--ice-address",
                         "127.0.0.1", "--latency", "--frames", "1000000", "--timeout",
-                        str(seconds), "--jitterbuffer-ms", str(JITTERBUFFER_MS)], log)
+                        str(seconds), "--jitterbuffer-ms", str(JITTERBUFFER_MS),
+                        "--faststart", str(FASTSTART)], log)
     return proc, log
 
 
@@ -213,7 +215,7 @@ def measure_cpu(procs, workdir, node, warmup, window):
 
 
 def main():
-    global JITTERBUFFER_MS
+    global JITTERBUFFER_MS, FASTSTART
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=5)
@@ -222,8 +224,13 @@ def main():
                     help="the viewers' jitter buffer (webrtcbin latency; 200 is its default)")
     ap.add_argument("--timeline", action="store_true",
                     help="print where the time to the first frame goes (node debug log on)")
+    ap.add_argument("--faststart", type=int, default=FASTSTART,
+                    help="the viewers' jitter buffers let a stream go after this many packets in "
+                    "sequence instead of holding its first packet for their latency, as a browser "
+                    "decodes a frame once it is complete (0: wait out the latency)")
     args = ap.parse_args()
     JITTERBUFFER_MS = args.jitterbuffer_ms
+    FASTSTART = args.faststart
 
     workdir = Path(os.environ.get("SK_BENCH_DIR", "/tmp/sk-bench-whip"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -236,7 +243,8 @@ def main():
         runs = [one_run(procs, workdir, node, i) for i in range(args.runs)]
         samples, frames, g2g = measure_cpu(procs, workdir, node, args.warmup, args.window)
         print("WHIP, one node on loopback; H.264 720p30 2.5 Mbit/s + Opus, passthrough; "
-              f"viewer jitter buffer {JITTERBUFFER_MS} ms; load average "
+              f"viewer jitter buffer {JITTERBUFFER_MS} ms, "
+              f"faststart {FASTSTART or 'off'}; load average "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         summary("POST -> 201", [r["post"] for r in runs], "ms")
         summary("POST -> first decoded frame", [r["first"] for r in runs], "ms")

@@ -41,6 +41,9 @@ GST_DEBUG_CATEGORY_STATIC (sk_whip_debug);
 #define SK_WHIP_INFO_TICKS 8
 /* At most one keyframe request (PLI) per this interval. */
 #define SK_WHIP_KEYFRAME_INTERVAL_US (500 * G_TIME_SPAN_MILLISECOND)
+/* Packets in sequence after which a jitter buffer lets a new stream go (rtpjitterbuffer's
+ * faststart-min-packets). */
+#define SK_WHIP_FASTSTART_PACKETS 2u
 
 typedef struct {
   SkWhipSession *session;
@@ -695,8 +698,13 @@ on_deep_element_added (GstBin *bin, GstBin *sub_bin, GstElement *element, gpoint
   GstElementFactory *factory = gst_element_get_factory (element);
 
   /* rtpbin makes a jitter buffer for an SSRC when its first packet arrives. */
-  if (factory != NULL && g_str_equal (GST_OBJECT_NAME (factory), "rtpjitterbuffer"))
-    session_mark (ws, "first RTP of an SSRC");
+  if (factory == NULL || !g_str_equal (GST_OBJECT_NAME (factory), "rtpjitterbuffer"))
+    return;
+  session_mark (ws, "first RTP of an SSRC");
+  /* The jitter buffer holds a stream's first packet for its whole latency (100 ms), in case
+   * older ones are still on their way; a few in sequence are proof enough that they are not.
+   * The latency still covers reordering and retransmissions afterwards. */
+  g_object_set (element, "faststart-min-packets", SK_WHIP_FASTSTART_PACKETS, NULL);
 }
 
 static void

@@ -4,7 +4,7 @@
  *   sk-whep-client --url http://127.0.0.1:8080/v1/rooms/ROOM/whep [--token T]
  *                  [--ice-address 127.0.0.1] [--frames N] [--timeout S] [--expect-audio]
  *                  [--delete] [--latency] [--no-decode] [--codec h264|vp8|any]
- *                  [--jitterbuffer-ms N]
+ *                  [--jitterbuffer-ms N] [--faststart N]
  *
  * Offers recvonly video (H.264 by default; --codec vp8 or any: VP8, or both) + Opus, decodes
  * what arrives (asking for a keyframe with a PLI, as a browser does, until one comes) and prints
@@ -19,7 +19,9 @@
  * The decoders' plugins are loaded before the POST, as a browser has its decoders ready: loading
  * gst-libav inside the first buffer's pad-added took over a second on a busy machine, which
  * first-frame figures would have charged to the server. --jitterbuffer-ms sets webrtcbin's
- * latency (default 200), which the first packet of each stream waits out before going on.
+ * latency (default 200), which the first packet of each stream waits out before going on, unless
+ * --faststart N lets a stream go after N packets in sequence (rtpjitterbuffer's
+ * faststart-min-packets; 0, the default, waits): a browser decodes a frame once it is complete.
  */
 #include <string.h>
 
@@ -66,6 +68,7 @@ static gboolean opt_latency;
 static gboolean opt_no_decode;
 static char *opt_codec;
 static int opt_jitterbuffer_ms = 200;
+static int opt_faststart;
 
 static GOptionEntry entries[] = {
   { "url", 0, 0, G_OPTION_ARG_STRING, &opt_url, "WHEP endpoint URL", "URL" },
@@ -83,6 +86,8 @@ static GOptionEntry entries[] = {
     "video codec to offer: h264 (default), vp8, any", "CODEC" },
   { "jitterbuffer-ms", 0, 0, G_OPTION_ARG_INT, &opt_jitterbuffer_ms,
     "jitter buffer latency (default 200, webrtcbin's)", "N" },
+  { "faststart", 0, 0, G_OPTION_ARG_INT, &opt_faststart,
+    "start a stream after N packets in sequence, not after the latency (default 0: wait)", "N" },
   { NULL },
 };
 
@@ -497,8 +502,11 @@ static void
 on_deep_element_added (GstBin *bin, GstBin *sub_bin, GstElement *element, gpointer data)
 {
   GstElementFactory *factory = gst_element_get_factory (element);
-  if (factory != NULL && g_str_equal (GST_OBJECT_NAME (factory), "rtpjitterbuffer"))
-    print_event ("first_rtp");
+  if (factory == NULL || !g_str_equal (GST_OBJECT_NAME (factory), "rtpjitterbuffer"))
+    return;
+  print_event ("first_rtp");
+  if (opt_faststart > 0)
+    g_object_set (element, "faststart-min-packets", (guint)opt_faststart, NULL);
 }
 
 static gboolean
