@@ -32,13 +32,18 @@ Method:
 """
 
 import argparse
+import functools
+import http.server
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
@@ -81,6 +86,81 @@ def start_publisher(procs, workdir, node, key, tag):
                         "--fps", "30", "--bitrate", "2500", "--stamp"], log,
                        stderr=subprocess.STDOUT)
     return proc, log
+
+
+class GstPublisher:
+    """sk-whip-publisher (webrtcbin): its JSON lines carry CLOCK_MONOTONIC moments."""
+    name = "sk-whip-publisher (webrtcbin), H.264 720p30 2.5 Mbit/s + Opus"
+
+    def start(self, procs, workdir, node, key, tag):
+        return start_publisher(procs, workdir, node, key, tag)
+
+    def answered(self, log):
+        return first(log, "location")
+
+    def connected_us(self, log):
+        o = first(log, "state")
+        return o and o["mono_us"]
+
+    def stop(self, proc):
+        proc.send_signal(2)
+        proc.wait(timeout=15)
+
+
+BROWSER_DIR = harness.REPO / "tests" / "browser"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def wall_ms_to_mono_us(wall_ms):
+    """A wall-clock moment of this machine (the page's) on CLOCK_MONOTONIC."""
+    offset_us = time.time_ns() // 1000 - time.monotonic_ns() // 1000
+    return int(wall_ms * 1000) - offset_us
+
+
+class ChromiumPublisher:
+    """Headless Chromium on tests/browser/whip.html (fake camera + microphone), driven by
+    whip-publish.mjs; the page reports its moments on the wall clock."""
+    name = "headless Chromium (tests/browser/whip.html), H.264 640x360 fake camera + Opus"
+
+    def __init__(self):
+        for tool in ("node", "npm", "/usr/bin/chromium"):
+            if shutil.which(tool) is None:
+                sys.exit(f"--publisher chromium needs {tool} (scripts/install-deps.sh --test)")
+        r = subprocess.run([BROWSER_DIR / "install.sh"], capture_output=True, text=True,
+                           check=True)
+        self.node_path = r.stdout.strip()
+        handler = functools.partial(_QuietHandler, directory=str(BROWSER_DIR))
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def start(self, procs, workdir, node, key, tag):
+        log = workdir / f"pub-{tag}.log"
+        query = urllib.parse.urlencode({"whip": f"{node.base}/whip", "token": key,
+                                        "codec": "h264"})
+        page = f"http://127.0.0.1:{self.srv.server_port}/whip.html?{query}"
+        proc = procs.start(["node", BROWSER_DIR / "whip-publish.mjs", page, "--chromium",
+                            "/usr/bin/chromium"], log,
+                           env=dict(os.environ, NODE_PATH=self.node_path))
+        return proc, log
+
+    def answered(self, log):
+        o = first(log, "location")
+        if not o:
+            return None
+        return dict(o, post_us=wall_ms_to_mono_us(o["post_wall_ms"]),
+                    post_ms=o["answered_wall_ms"] - o["post_wall_ms"])
+
+    def connected_us(self, log):
+        o = next((o for o in lines(log) if o.get("connection") == "connected"), None)
+        return o and wall_ms_to_mono_us(o["connected_wall_ms"])
+
+    def stop(self, proc):
+        proc.send_signal(2)  # the page DELETEs its session, then Chromium goes
+        proc.wait(timeout=30)
 
 
 JITTERBUFFER_MS = 200
@@ -128,7 +208,7 @@ def node_timeline(log_path):
     return [(gst_us + offset, cat, msg) for gst_us, cat, msg in lines]
 
 
-def run_timeline(node_lines, plog, vlog, loc, vloc):
+def run_timeline(node_lines, publisher, plog, vlog, loc, vloc):
     """Moments of one run, in ms after the publisher's POST."""
     t0 = loc["post_us"]
     session = "whip-" + loc["location"].rsplit("/", 1)[1][:8]
@@ -140,9 +220,8 @@ def run_timeline(node_lines, plog, vlog, loc, vloc):
             out[label] = (mono_us - t0) / 1000.0
 
     put("publisher: 201 read", t0 + loc["post_ms"] * 1000)
+    put("publisher: connected (ICE+DTLS)", publisher.connected_us(plog))
     for o in lines(plog):
-        if o.get("state") == "connected":
-            put("publisher: connected (ICE+DTLS)", o["mono_us"])
         if "keyframe_request" in o:
             put(f"publisher: keyframe request #{o['keyframe_request']} at encoder", o["mono_us"])
     for mono, cat, msg in node_lines:
@@ -161,30 +240,30 @@ def run_timeline(node_lines, plog, vlog, loc, vloc):
     return out
 
 
-def one_run(procs, workdir, node, i):
+def one_run(procs, workdir, node, publisher, i):
     room = f"bench-whip-{i}"
     ing = create_ingress(node, room)
-    viewer, vlog = start_viewer(procs, workdir, node, room, i, 30)
+    viewer, vlog = start_viewer(procs, workdir, node, room, i, 120)
     # The viewer's POST is answered (its Location printed) before the publisher starts.
     harness.wait_until(lambda: first(vlog, "location"), 15, what="viewer answered")
-    pub, plog = start_publisher(procs, workdir, node, ing["stream_key"], i)
-    loc = harness.wait_until(lambda: first(plog, "location"), 15, what="publisher answered")
+    pub, plog = publisher.start(procs, workdir, node, ing["stream_key"], i)
+    loc = harness.wait_until(lambda: publisher.answered(plog), 60, what="publisher answered")
     frame = harness.wait_until(lambda: first(vlog, "frame"), 15, what="first decoded frame")
-    connected = harness.wait_until(lambda: first(plog, "state"), 15, what="publisher connected")
+    connected_us = harness.wait_until(lambda: publisher.connected_us(plog), 15,
+                                      what="publisher connected")
     late, llog = start_viewer(procs, workdir, node, room, f"{i}-late", 30)
     late_loc = harness.wait_until(lambda: first(llog, "location"), 15, what="late viewer answered")
     late_frame = harness.wait_until(lambda: first(llog, "frame"), 15, what="late viewer decodes")
     for v in (viewer, late):
         harness.ProcessGroup.signal(v, 2)
-    pub.send_signal(2)
-    pub.wait(timeout=15)
+    publisher.stop(pub)
     viewer.wait(timeout=15)
     late.wait(timeout=15)
     t0 = loc["post_us"]
     return dict(loc=loc, vloc=first(vlog, "location"), plog=plog, vlog=vlog,
                 post=loc["post_ms"], first=(frame["mono_us"] - t0) / 1000.0,
-                ice_dtls=(connected["mono_us"] - t0) / 1000.0 - loc["post_ms"],
-                media=(frame["mono_us"] - connected["mono_us"]) / 1000.0,
+                ice_dtls=(connected_us - t0) / 1000.0 - loc["post_ms"],
+                media=(frame["mono_us"] - connected_us) / 1000.0,
                 late=(late_frame["mono_us"] - late_loc["post_us"]) / 1000.0)
 
 
@@ -222,6 +301,9 @@ def main():
     ap.add_argument("--window", type=int, default=20)
     ap.add_argument("--jitterbuffer-ms", type=int, default=JITTERBUFFER_MS,
                     help="the viewers' jitter buffer (webrtcbin latency; 200 is its default)")
+    ap.add_argument("--publisher", choices=("gst", "chromium"), default="gst",
+                    help="who publishes the first-frame runs: sk-whip-publisher (gst) or "
+                    "headless Chromium (the CPU and glass-to-glass part always uses the former)")
     ap.add_argument("--timeline", action="store_true",
                     help="print where the time to the first frame goes (node debug log on)")
     ap.add_argument("--faststart", type=int, default=FASTSTART,
@@ -240,12 +322,14 @@ def main():
         os.environ["GST_DEBUG_NO_COLOR"] = "1"
     try:
         node = harness.Node(procs, workdir).start()
-        runs = [one_run(procs, workdir, node, i) for i in range(args.runs)]
+        publisher = ChromiumPublisher() if args.publisher == "chromium" else GstPublisher()
+        runs = [one_run(procs, workdir, node, publisher, i) for i in range(args.runs)]
         samples, frames, g2g = measure_cpu(procs, workdir, node, args.warmup, args.window)
         print("WHIP, one node on loopback; H.264 720p30 2.5 Mbit/s + Opus, passthrough; "
               f"viewer jitter buffer {JITTERBUFFER_MS} ms, "
               f"faststart {FASTSTART or 'off'}; load average "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        print(f"first-frame runs published by {publisher.name}")
         summary("POST -> 201", [r["post"] for r in runs], "ms")
         summary("POST -> first decoded frame", [r["first"] for r in runs], "ms")
         summary("  201 -> publisher connected", [r["ice_dtls"] for r in runs], "ms")
@@ -254,8 +338,8 @@ def main():
         summary("glass-to-glass (steady)", g2g, "ms")
         if args.timeline:
             node_lines = node_timeline(node.log_path)
-            moments = [run_timeline(node_lines, r["plog"], r["vlog"], r["loc"], r["vloc"])
-                       for r in runs]
+            moments = [run_timeline(node_lines, publisher, r["plog"], r["vlog"], r["loc"],
+                                    r["vloc"]) for r in runs]
             labels = sorted({k for m in moments for k in m},
                             key=lambda k: statistics.median([m[k] for m in moments if k in m]))
             print("timeline, ms after the publisher's POST:")

@@ -4,7 +4,8 @@ publisher (PLI), VP8 playback, `transcode: always`, and the ICE restart of a liv
 import time
 
 import harness
-from test_whip import assert_problem, finish, start_publishing, whip  # noqa: F401 (fixture)
+from test_whip import (  # noqa: F401 (whip: fixture)
+    assert_problem, create_whip_ingress, finish, start_publishing, whip)
 
 
 def keyframe_requests(pub):
@@ -120,4 +121,41 @@ def test_every_decoded_picture_is_whole(node, whip, follow, invariants):
     broken = [o["frame"] for o in frames if "g2g_ms" not in o]
     assert len(frames) >= 90 and not broken, f"pictures without their stamp: {broken[:20]}"
     assert all(0 <= o["g2g_ms"] < 10_000 for o in frames), frames[:5]
+    finish(node, sse, pub, ing, invariants)
+
+
+def test_viewer_waiting_before_the_publisher_gets_whole_pictures(node, procs, tmp_path, whip,
+                                                                  follow, invariants):
+    """A viewer that POSTs its WHEP offer to a room with no track yet (a page opened before the
+    stream starts) is answered at once and waits; when the WHIP publisher comes, its tracks are
+    bound to that session and it decodes from the publisher's first keyframe on. The node's jitter
+    buffers and this viewer's start a stream after two packets in sequence rather than after
+    their latency (--faststart): every picture, the first included, must still be whole (the
+    publisher's capture stamp reads back from each one)."""
+    room = harness.unique_room("whip-waiting")
+    ing = create_whip_ingress(node, room)
+    sse = follow(node, room)
+    log = tmp_path / "waiting-viewer.log"
+    viewer = procs.start([harness.WHEP_CLIENT, "--url", node.whep_url(room), "--ice-address",
+                          "127.0.0.1", "--frames", "60", "--expect-audio", "--latency",
+                          "--faststart", "2", "--timeout", "60"], log)
+    harness.wait_until(lambda: harness.parse_json_lines(harness.tail(log)), 20,
+                       what=f"the waiting viewer's answer: {harness.tail(log)}")
+    (answered,) = [o for o in harness.parse_json_lines(harness.tail(log)) if "location" in o]
+    assert "/v1/whep/" in answered["location"], answered
+    assert not sse.of("TrackPublished")  # nothing to bind yet: the session waits
+
+    pub = whip(node, ing["stream_key"], args=["--stamp"])
+    sse.wait_event("TrackPublished", count=2)
+    assert viewer.wait(timeout=60) == 0, harness.tail(log)
+    out = harness.parse_json_lines(harness.tail(log, 5000))
+    assert out[-1]["result"] == "ok" and out[-1]["audio_buffers"] > 0, out[-1]
+    frames = [o for o in out if "frame" in o]
+    assert len(frames) >= 60, out[-3:]
+    broken = [o["frame"] for o in frames if "g2g_ms" not in o]
+    assert not broken, f"pictures without their stamp: {broken[:20]}"
+    # Start-up moments it reports (--latency): media came only after the publisher's POST.
+    events = {o["event"]: o["mono_us"] for o in out if "event" in o}
+    assert {"connected", "first_rtp", "video_pad", "video_depayloaded"} <= set(events), events
+    assert events["connected"] < pub.wait_value("post_us") < events["first_rtp"], events
     finish(node, sse, pub, ing, invariants)
