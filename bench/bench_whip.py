@@ -172,7 +172,7 @@ def start_viewer(procs, workdir, node, room, tag, seconds):
     proc = procs.start([harness.WHEP_CLIENT, "--url", node.whep_url(room), "--ice-address",
                         "127.0.0.1", "--latency", "--frames", "1000000", "--timeout",
                         str(seconds), "--jitterbuffer-ms", str(JITTERBUFFER_MS),
-                        "--faststart", str(FASTSTART)], log)
+                        *(["--faststart", str(FASTSTART)] if FASTSTART else [])], log)
     return proc, log
 
 
