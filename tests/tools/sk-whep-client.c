@@ -144,9 +144,12 @@ on_timeout (gpointer data)
 static void
 print_event (const char *what)
 {
-  if (opt_latency)
-    g_print ("{\"event\":\"%s\",\"mono_us\":%" G_GINT64_FORMAT "}\n", what,
-             g_get_monotonic_time ());
+  if (!opt_latency)
+    return;
+  gint64 now = g_get_monotonic_time ();
+  g_print ("{\"event\":\"%s\",\"mono_us\":%" G_GINT64_FORMAT "}\n", what, now);
+  /* The same moment in the debug log (GST_DEBUG=default:4), to place other lines on it. */
+  GST_INFO ("event %s mono_us=%" G_GINT64_FORMAT, what, now);
 }
 
 /* ------------------------------------------------------------------------------------- */
@@ -497,6 +500,17 @@ on_connection_state (GstElement *webrtc, GParamSpec *pspec, gpointer data)
     print_event ("connected");
 }
 
+/* The first packet of an SSRC, before its jitter buffer: "first_rtp_video" or "_audio" (our
+ * offer's Opus is pt 111). */
+static GstPadProbeReturn
+on_first_rtp (GstPad *pad, GstPadProbeInfo *info, gpointer data)
+{
+  guint8 b[2];
+  if (gst_buffer_extract (GST_PAD_PROBE_INFO_BUFFER (info), 0, b, 2) == 2)
+    print_event ((b[1] & 0x7f) == 111 ? "first_rtp_audio" : "first_rtp_video");
+  return GST_PAD_PROBE_REMOVE;
+}
+
 /* rtpbin makes a jitter buffer for an SSRC when its first packet arrives. */
 static void
 on_deep_element_added (GstBin *bin, GstBin *sub_bin, GstElement *element, gpointer data)
@@ -505,6 +519,10 @@ on_deep_element_added (GstBin *bin, GstBin *sub_bin, GstElement *element, gpoint
   if (factory == NULL || !g_str_equal (GST_OBJECT_NAME (factory), "rtpjitterbuffer"))
     return;
   print_event ("first_rtp");
+  if (opt_latency) {
+    g_autoptr (GstPad) sink = gst_element_get_static_pad (element, "sink");
+    gst_pad_add_probe (sink, GST_PAD_PROBE_TYPE_BUFFER, on_first_rtp, NULL, NULL);
+  }
   if (opt_faststart > 0)
     g_object_set (element, "faststart-min-packets", (guint)opt_faststart, NULL);
 }
