@@ -121,30 +121,38 @@ def wall_ms_to_mono_us(wall_ms):
     return int(wall_ms * 1000) - offset_us
 
 
+@functools.lru_cache(maxsize=None)
+def browser_env():
+    """(NODE_PATH of playwright-core, port of an HTTP server of tests/browser on 127.0.0.1)."""
+    for tool in ("node", "npm", "/usr/bin/chromium"):
+        if shutil.which(tool) is None:
+            sys.exit(f"Chromium runs need {tool} (scripts/install-deps.sh --test)")
+    r = subprocess.run([BROWSER_DIR / "install.sh"], capture_output=True, text=True, check=True)
+    handler = functools.partial(_QuietHandler, directory=str(BROWSER_DIR))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return r.stdout.strip(), srv.server_port
+
+
+def start_browser(procs, log, script, page, query):
+    node_path, port = browser_env()
+    url = f"http://127.0.0.1:{port}/{page}?{urllib.parse.urlencode(query)}"
+    return procs.start(["node", BROWSER_DIR / script, url, "--chromium", "/usr/bin/chromium"],
+                       log, env=dict(os.environ, NODE_PATH=node_path))
+
+
 class ChromiumPublisher:
     """Headless Chromium on tests/browser/whip.html (fake camera + microphone), driven by
     whip-publish.mjs; the page reports its moments on the wall clock."""
     name = "headless Chromium (tests/browser/whip.html), H.264 640x360 fake camera + Opus"
 
     def __init__(self):
-        for tool in ("node", "npm", "/usr/bin/chromium"):
-            if shutil.which(tool) is None:
-                sys.exit(f"--publisher chromium needs {tool} (scripts/install-deps.sh --test)")
-        r = subprocess.run([BROWSER_DIR / "install.sh"], capture_output=True, text=True,
-                           check=True)
-        self.node_path = r.stdout.strip()
-        handler = functools.partial(_QuietHandler, directory=str(BROWSER_DIR))
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        browser_env()
 
     def start(self, procs, workdir, node, key, tag):
         log = workdir / f"pub-{tag}.log"
-        query = urllib.parse.urlencode({"whip": f"{node.base}/whip", "token": key,
-                                        "codec": "h264"})
-        page = f"http://127.0.0.1:{self.srv.server_port}/whip.html?{query}"
-        proc = procs.start(["node", BROWSER_DIR / "whip-publish.mjs", page, "--chromium",
-                            "/usr/bin/chromium"], log,
-                           env=dict(os.environ, NODE_PATH=self.node_path))
+        proc = start_browser(procs, log, "whip-publish.mjs", "whip.html",
+                             {"whip": f"{node.base}/whip", "token": key, "codec": "h264"})
         return proc, log
 
     def answered(self, log):
@@ -174,6 +182,58 @@ def start_viewer(procs, workdir, node, room, tag, seconds):
                         str(seconds), "--jitterbuffer-ms", str(JITTERBUFFER_MS),
                         *(["--faststart", str(FASTSTART)] if FASTSTART else [])], log)
     return proc, log
+
+
+class GstViewer:
+    """sk-whep-client: decodes (avdec_h264), CLOCK_MONOTONIC moments in its JSON lines."""
+    name = "sk-whep-client (webrtcbin + avdec_h264)"
+
+    def start(self, procs, workdir, node, room, tag, seconds):
+        return start_viewer(procs, workdir, node, room, tag, seconds)
+
+    def answered(self, log):
+        return first(log, "location")
+
+    def first_frame_us(self, log):
+        o = first(log, "frame")
+        return o and o["mono_us"]
+
+    def stop(self, proc):
+        harness.ProcessGroup.signal(proc, 2)
+        proc.wait(timeout=15)
+
+
+class ChromiumViewer:
+    """Headless Chromium on tests/browser/whep.html: its first frame is the moment the page
+    saw its receiver's framesDecoded leave 0 (getStats, polled every 4 ms)."""
+    name = "headless Chromium (tests/browser/whep.html, first frame in getStats framesDecoded)"
+
+    def __init__(self):
+        browser_env()
+
+    def start(self, procs, workdir, node, room, tag, seconds):
+        log = workdir / f"viewer-{tag}.log"
+        return start_browser(procs, log, "whep-view.mjs", "whep.html",
+                             {"whep": node.whep_url(room)}), log
+
+    def answered(self, log):
+        o = first(log, "location")
+        return o and dict(o, post_us=wall_ms_to_mono_us(o["post_wall_ms"]))
+
+    def first_frame_us(self, log):
+        o = first(log, "first_frame_wall_ms")
+        return o and wall_ms_to_mono_us(o["first_frame_wall_ms"])
+
+    def events(self, log):
+        out = {}
+        for o in lines(log):
+            if o.get("connection") == "connected":
+                out["viewer: connected"] = wall_ms_to_mono_us(o["connected_wall_ms"])
+        return out
+
+    def stop(self, proc):
+        proc.send_signal(2)
+        proc.wait(timeout=30)
 
 
 def lines(log):
@@ -208,7 +268,7 @@ def node_timeline(log_path):
     return [(gst_us + offset, cat, msg) for gst_us, cat, msg in lines]
 
 
-def run_timeline(node_lines, publisher, plog, vlog, loc, vloc):
+def run_timeline(node_lines, publisher, viewer, plog, vlog, loc, vloc):
     """Moments of one run, in ms after the publisher's POST."""
     t0 = loc["post_us"]
     session = "whip-" + loc["location"].rsplit("/", 1)[1][:8]
@@ -235,35 +295,36 @@ def run_timeline(node_lines, publisher, plog, vlog, loc, vloc):
     for o in lines(vlog):
         if "event" in o:
             put("viewer: " + o["event"], o["mono_us"])
-        if "frame" in o:
-            put("viewer: first decoded frame", o["mono_us"])
+    for label, mono_us in getattr(viewer, "events", lambda log: {})(vlog).items():
+        put(label, mono_us)
+    put("viewer: first frame", viewer.first_frame_us(vlog))
     return out
 
 
-def one_run(procs, workdir, node, publisher, i):
+def one_run(procs, workdir, node, publisher, first_viewer, i):
     room = f"bench-whip-{i}"
     ing = create_ingress(node, room)
-    viewer, vlog = start_viewer(procs, workdir, node, room, i, 120)
+    viewer, vlog = first_viewer.start(procs, workdir, node, room, i, 120)
     # The viewer's POST is answered (its Location printed) before the publisher starts.
-    harness.wait_until(lambda: first(vlog, "location"), 15, what="viewer answered")
+    vloc = harness.wait_until(lambda: first_viewer.answered(vlog), 60, what="viewer answered")
     pub, plog = publisher.start(procs, workdir, node, ing["stream_key"], i)
     loc = harness.wait_until(lambda: publisher.answered(plog), 60, what="publisher answered")
-    frame = harness.wait_until(lambda: first(vlog, "frame"), 15, what="first decoded frame")
+    frame_us = harness.wait_until(lambda: first_viewer.first_frame_us(vlog), 15,
+                                  what="first decoded frame")
     connected_us = harness.wait_until(lambda: publisher.connected_us(plog), 15,
                                       what="publisher connected")
     late, llog = start_viewer(procs, workdir, node, room, f"{i}-late", 30)
     late_loc = harness.wait_until(lambda: first(llog, "location"), 15, what="late viewer answered")
     late_frame = harness.wait_until(lambda: first(llog, "frame"), 15, what="late viewer decodes")
-    for v in (viewer, late):
-        harness.ProcessGroup.signal(v, 2)
+    harness.ProcessGroup.signal(late, 2)
+    first_viewer.stop(viewer)
     publisher.stop(pub)
-    viewer.wait(timeout=15)
     late.wait(timeout=15)
     t0 = loc["post_us"]
-    return dict(loc=loc, vloc=first(vlog, "location"), plog=plog, vlog=vlog,
-                post=loc["post_ms"], first=(frame["mono_us"] - t0) / 1000.0,
+    return dict(loc=loc, vloc=vloc, plog=plog, vlog=vlog,
+                post=loc["post_ms"], first=(frame_us - t0) / 1000.0,
                 ice_dtls=(connected_us - t0) / 1000.0 - loc["post_ms"],
-                media=(frame["mono_us"] - connected_us) / 1000.0,
+                media=(frame_us - connected_us) / 1000.0,
                 late=(late_frame["mono_us"] - late_loc["post_us"]) / 1000.0)
 
 
@@ -304,6 +365,9 @@ def main():
     ap.add_argument("--publisher", choices=("gst", "chromium"), default="gst",
                     help="who publishes the first-frame runs: sk-whip-publisher (gst) or "
                     "headless Chromium (the CPU and glass-to-glass part always uses the former)")
+    ap.add_argument("--viewer", choices=("gst", "chromium"), default="gst",
+                    help="who watches from before the publisher starts: sk-whep-client (gst) "
+                    "or headless Chromium's <video> (the late viewer is always sk-whep-client)")
     ap.add_argument("--timeline", action="store_true",
                     help="print where the time to the first frame goes (node debug log on)")
     ap.add_argument("--faststart", type=int, default=FASTSTART,
@@ -323,13 +387,15 @@ def main():
     try:
         node = harness.Node(procs, workdir).start()
         publisher = ChromiumPublisher() if args.publisher == "chromium" else GstPublisher()
-        runs = [one_run(procs, workdir, node, publisher, i) for i in range(args.runs)]
+        first_viewer = ChromiumViewer() if args.viewer == "chromium" else GstViewer()
+        runs = [one_run(procs, workdir, node, publisher, first_viewer, i)
+                for i in range(args.runs)]
         samples, frames, g2g = measure_cpu(procs, workdir, node, args.warmup, args.window)
         print("WHIP, one node on loopback; H.264 720p30 2.5 Mbit/s + Opus, passthrough; "
               f"viewer jitter buffer {JITTERBUFFER_MS} ms, "
               f"faststart {FASTSTART or 'off'}; load average "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-        print(f"first-frame runs published by {publisher.name}")
+        print(f"first-frame runs published by {publisher.name}, watched by {first_viewer.name}")
         summary("POST -> 201", [r["post"] for r in runs], "ms")
         summary("POST -> first decoded frame", [r["first"] for r in runs], "ms")
         summary("  201 -> publisher connected", [r["ice_dtls"] for r in runs], "ms")
@@ -338,8 +404,8 @@ def main():
         summary("glass-to-glass (steady)", g2g, "ms")
         if args.timeline:
             node_lines = node_timeline(node.log_path)
-            moments = [run_timeline(node_lines, publisher, r["plog"], r["vlog"], r["loc"],
-                                    r["vloc"]) for r in runs]
+            moments = [run_timeline(node_lines, publisher, first_viewer, r["plog"], r["vlog"],
+                                    r["loc"], r["vloc"]) for r in runs]
             labels = sorted({k for m in moments for k in m},
                             key=lambda k: statistics.median([m[k] for m in moments if k in m]))
             print("timeline, ms after the publisher's POST:")

@@ -4,7 +4,7 @@
  *   sk-whep-client --url http://127.0.0.1:8080/v1/rooms/ROOM/whep [--token T]
  *                  [--ice-address 127.0.0.1] [--frames N] [--timeout S] [--expect-audio]
  *                  [--delete] [--latency] [--no-decode] [--codec h264|vp8|any]
- *                  [--jitterbuffer-ms N] [--faststart N]
+ *                  [--jitterbuffer-ms N] [--faststart N] [--h264-profiles P,P...]
  *
  * Offers recvonly video (H.264 by default; --codec vp8 or any: VP8, or both) + Opus, decodes
  * what arrives (asking for a keyframe with a PLI, as a browser does, until one comes) and prints
@@ -69,6 +69,7 @@ static gboolean opt_no_decode;
 static char *opt_codec;
 static int opt_jitterbuffer_ms = 200;
 static int opt_faststart;
+static char *opt_h264_profiles;
 
 static GOptionEntry entries[] = {
   { "url", 0, 0, G_OPTION_ARG_STRING, &opt_url, "WHEP endpoint URL", "URL" },
@@ -86,6 +87,10 @@ static GOptionEntry entries[] = {
     "video codec to offer: h264 (default), vp8, any", "CODEC" },
   { "jitterbuffer-ms", 0, 0, G_OPTION_ARG_INT, &opt_jitterbuffer_ms,
     "jitter buffer latency (default 200, webrtcbin's)", "N" },
+  { "h264-profiles", 0, 0, G_OPTION_ARG_STRING, &opt_h264_profiles,
+    "H.264 profile-level-ids to offer, in this order (default 42e01f,64001f; Chromium offers "
+    "42001f first)",
+    "P,P..." },
   { "faststart", 0, 0, G_OPTION_ARG_INT, &opt_faststart,
     "start a stream after N packets in sequence, not after the latency (default 0: wait)", "N" },
   { NULL },
@@ -610,6 +615,17 @@ main (int argc, char **argv)
                      "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,"
                      "payload=104,packetization-mode=(string)1,profile-level-id=(string)64001f";
   const char *vp8 = "application/x-rtp,media=video,encoding-name=VP8,clock-rate=90000,payload=96";
+  g_autofree char *h264_custom = NULL;
+  if (opt_h264_profiles != NULL) {
+    g_auto (GStrv) plids = g_strsplit (opt_h264_profiles, ",", 8);
+    GString *caps = g_string_new (NULL);
+    for (guint i = 0; plids[i] != NULL; i++)
+      g_string_append_printf (caps,
+                              "%sapplication/x-rtp,media=video,encoding-name=H264,clock-rate=90000,"
+                              "payload=%u,packetization-mode=(string)1,profile-level-id=(string)%s",
+                              i > 0 ? ";" : "", 102 + 2 * i, plids[i]);
+    h264 = h264_custom = g_string_free (caps, FALSE);
+  }
   g_autofree char *video_caps = NULL;
   if (opt_codec == NULL || g_strcmp0 (opt_codec, "h264") == 0)
     video_caps = g_strdup (h264);
