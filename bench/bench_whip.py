@@ -6,16 +6,26 @@ bench/bench_whip.sh (builds, isolates the run in a network namespace). Prints p5
 asserts nothing.
 
 Method:
-  * Each run (--runs) uses a fresh room: the WHEP subscriber (sk-whep-client --latency) is
-    started first and waits in the empty room; then sk-whip-publisher POSTs its offer.
-    POST → 201 is the publisher's own measure (post_ms: request sent → 201 read).
-    First frame = the subscriber's first decoded frame (CLOCK_MONOTONIC, --latency lines)
-    - the moment the publisher sent its POST (post_us, same clock, same machine). It covers
-    the answer, ICE + DTLS of the publisher's peer connection (the viewer's is up already), the
-    node's and the viewer's jitter buffers (the first packet of a stream waits out their latency:
-    100 ms in the node, --jitterbuffer-ms in the viewer, 200 = webrtcbin's default), the first
-    keyframe and decoding. Split into POST → 201, 201 → publisher connected (ICE + DTLS), and
-    connected → first decoded frame.
+  * Each run (--runs) uses a fresh room: the WHEP viewer is started first, POSTs its offer to
+    the empty room and waits there (its session is bound to the tracks once they exist); then
+    the publisher POSTs its offer. So the figure is what a viewer that was already watching when
+    the publisher started sees. Publisher (--publisher): sk-whip-publisher (webrtcbin, 720p30
+    x264) or headless Chromium (tests/browser/whip.html, fake camera 640x360, its own H.264
+    encoder). Viewer (--viewer): sk-whep-client (webrtcbin + avdec_h264) or headless Chromium
+    (tests/browser/whep.html).
+    POST → 201 is the publisher's own measure (request sent → 201 read; Chromium's includes
+    its CORS preflight). First frame = the viewer's first decoded frame - the moment the
+    publisher sent its POST, all on CLOCK_MONOTONIC of this machine (the pages report the wall
+    clock, mapped onto it here). It covers the answer, ICE + DTLS of the publisher's peer
+    connection (the viewer's is up already), the publisher's first keyframe, the node's
+    jitter buffer (it lets a stream go after 2 packets in sequence), the node's send path, the
+    viewer's jitter buffer and decoding. sk-whep-client's jitter buffer (--jitterbuffer-ms,
+    200 = webrtcbin's default) holds a stream's first packet for that whole latency unless
+    --faststart N (default 2: after N packets in sequence) lets it go, as a browser decodes a
+    frame as soon as it is complete; --faststart 0 gives webrtcbin's behaviour. Chromium's
+    first frame is the first time getStats shows framesDecoded > 0 (polled every 4 ms; headless
+    Chromium composites no <video>, so nothing is "shown"). Split into POST → 201, 201 →
+    publisher connected (ICE + DTLS), and connected → first frame.
   * Late viewer: a second subscriber POSTs once the first decodes; its POST → first decoded
     frame covers its own answer, ICE + DTLS and the GOP the node replays from its cache.
   * Glass-to-glass: sk-whip-publisher --stamp draws each frame's capture time (CLOCK_MONOTONIC)

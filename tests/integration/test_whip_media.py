@@ -129,18 +129,14 @@ def test_viewer_waiting_before_the_publisher_gets_whole_pictures(node, procs, tm
     """A viewer that POSTs its WHEP offer to a room with no track yet (a page opened before the
     stream starts) is answered at once and waits; when the WHIP publisher comes, its tracks are
     bound to that session and it decodes from the publisher's first keyframe on. The node's jitter
-    buffers and this viewer's start a stream after two packets in sequence rather than after
-    their latency (--faststart): every picture, the first included, must still be whole (the
-    publisher's capture stamp reads back from each one)."""
+    buffers start a stream after two packets in sequence rather than after their latency: every
+    picture, the first included, must still be whole (the publisher's capture stamp reads back
+    from each one)."""
     room = harness.unique_room("whip-waiting")
     ing = create_whip_ingress(node, room)
     sse = follow(node, room)
-    log = tmp_path / "waiting-viewer.log"
-    viewer = procs.start([harness.WHEP_CLIENT, "--url", node.whep_url(room), "--ice-address",
-                          "127.0.0.1", "--frames", "60", "--expect-audio", "--latency",
-                          "--faststart", "2", "--timeout", "60"], log)
-    harness.wait_until(lambda: harness.parse_json_lines(harness.tail(log)), 20,
-                       what=f"the waiting viewer's answer: {harness.tail(log)}")
+    viewer, log = start_waiting_viewer(procs, tmp_path, node, room, "waiting-viewer",
+                                       ["--frames", "60", "--latency"])
     (answered,) = [o for o in harness.parse_json_lines(harness.tail(log)) if "location" in o]
     assert "/v1/whep/" in answered["location"], answered
     assert not sse.of("TrackPublished")  # nothing to bind yet: the session waits
@@ -159,3 +155,41 @@ def test_viewer_waiting_before_the_publisher_gets_whole_pictures(node, procs, tm
     assert {"connected", "first_rtp", "video_pad", "video_depayloaded"} <= set(events), events
     assert events["connected"] < pub.wait_value("post_us") < events["first_rtp"], events
     finish(node, sse, pub, ing, invariants)
+
+
+def start_waiting_viewer(procs, tmp_path, node, room, name, extra=()):
+    """sk-whep-client POSTed to @room before it has a track; returns (proc, log) once answered."""
+    log = tmp_path / f"{name}.log"
+    # The last --frames wins (GOption), so @extra may ask for more.
+    viewer = procs.start([harness.WHEP_CLIENT, "--url", node.whep_url(room), "--ice-address",
+                          "127.0.0.1", "--frames", "30", "--expect-audio", "--timeout", "60",
+                          *extra], log)
+    harness.wait_until(lambda: any("location" in o for o in
+                                   harness.parse_json_lines(harness.tail(log))), 20,
+                       what=f"the waiting viewer's answer: {harness.tail(log)}")
+    return viewer, log
+
+
+def test_waiting_viewer_plays_a_publisher_of_another_h264_profile(node, procs, tmp_path, publish,
+                                                                 follow, invariants):
+    """A viewer that came before any publisher has its H.264 m-line answered for
+    constrained-baseline (what WebRTC senders make); the RTMP publisher that comes is x264's High
+    profile (ffmpeg, no B-frames: passed through). The stream still goes out on that m-line
+    (decoders read the profile from the stream), instead of the viewer's pipeline failing on
+    caps it did not negotiate."""
+    room = harness.unique_room("wait-high")
+    sse = follow(node, room)
+    viewer, log = start_waiting_viewer(procs, tmp_path, node, room, "waiting-high")
+    ing = node.api.create_ingress(room, identity="cam-high")
+    pub = publish("ffmpeg", node.rtmp_url(ing["stream_key"]))
+    sse.wait_event("TrackPublished", count=2)
+    rec = node.api.ingress(ing["ingress_id"])
+    assert rec["state"]["input"]["video"]["codec"].lower() == "h264", rec
+    assert viewer.wait(timeout=60) == 0, harness.tail(log)
+    out = harness.parse_json_lines(harness.tail(log, 5000))
+    assert out[-1]["result"] == "ok" and out[-1]["video_frames"] >= 30, out[-1]
+    assert (out[-1]["width"], out[-1]["height"]) == (harness.WIDTH, harness.HEIGHT), out[-1]
+    pub.stop()
+    sse.wait_event("ParticipantDisconnected")
+    invariants(sse.events)
+
