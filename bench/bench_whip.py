@@ -23,7 +23,7 @@ Method:
     200 = webrtcbin's default) holds a stream's first packet for that whole latency unless
     --faststart N (default 2: after N packets in sequence) lets it go, as a browser decodes a
     frame as soon as it is complete; --faststart 0 gives webrtcbin's behaviour. Chromium's
-    first frame is the first time getStats shows framesDecoded > 0 (polled every 4 ms; headless
+    first frame is the first time getStats shows framesDecoded > 0 (polled every 4 ms from the first packet; headless
     Chromium composites no <video>, so nothing is "shown"). Split into POST → 201, 201 →
     publisher connected (ICE + DTLS), and connected → first frame.
   * Late viewer: a second subscriber POSTs once the first decodes; its POST → first decoded
@@ -215,7 +215,8 @@ class GstViewer:
 
 class ChromiumViewer:
     """Headless Chromium on tests/browser/whep.html: its first frame is the moment the page
-    saw its receiver's framesDecoded leave 0 (getStats, polled every 4 ms)."""
+    saw its receiver's framesDecoded leave 0 (getStats, polled every 4 ms once the video
+    track unmutes: its first packet)."""
     name = "headless Chromium (tests/browser/whep.html, first frame in getStats framesDecoded)"
 
     def __init__(self):
