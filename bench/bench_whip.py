@@ -23,9 +23,10 @@ Method:
     200 = webrtcbin's default) holds a stream's first packet for that whole latency unless
     --faststart N (default 2: after N packets in sequence) lets it go, as a browser decodes a
     frame as soon as it is complete; --faststart 0 gives webrtcbin's behaviour. Chromium's
-    first frame is the first time getStats shows framesDecoded > 0 (polled every 4 ms from the first packet; headless
-    Chromium composites no <video>, so nothing is "shown"). Split into POST → 201, 201 →
-    publisher connected (ICE + DTLS), and connected → first frame.
+    first frame is the first time getStats shows framesDecoded > 0 (polled every 4 ms from
+    the first packet on; headless Chromium composites no <video>, so nothing is "shown").
+    Split into POST → 201, 201 → publisher connected (ICE + DTLS), and connected → first
+    frame.
   * Late viewer: a second subscriber POSTs once the first decodes; its POST → first decoded
     frame covers its own answer, ICE + DTLS and the GOP the node replays from its cache.
   * Glass-to-glass: sk-whip-publisher --stamp draws each frame's capture time (CLOCK_MONOTONIC)
