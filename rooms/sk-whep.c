@@ -822,19 +822,23 @@ sub_on_element_added (GstBin *bin, GstElement *element, gpointer user_data)
 /* ---------------------------------------------------------------------------------------- */
 /* Reading the offer */
 
-/* H.264 profile_idc of a track's caps profile name (RFC 6184 profile-level-id, first byte). */
-static guint
-h264_profile_idc (const char *profile)
+/* Whether an RFC 6184 profile-level-id carries the H.264 profile a track's caps name: the one
+ * the payloader then accepts (42e0xx is "constrained-baseline", 4200xx "baseline", so the
+ * constraint flag counts). No track yet: constrained-baseline, what WebRTC senders make. */
+static gboolean
+h264_plid_matches (guint64 plid, const char *profile)
 {
-  if (profile == NULL)
-    return 0x42;
-  if (g_str_has_suffix (profile, "baseline"))
-    return 0x42;
+  guint idc = plid >> 16, constrained = (plid >> 8) & 0x40;
+
+  if (profile == NULL || g_str_equal (profile, "constrained-baseline"))
+    return idc == 0x42 && constrained;
+  if (g_str_equal (profile, "baseline"))
+    return idc == 0x42 && !constrained;
   if (g_str_equal (profile, "main"))
-    return 0x4d;
+    return idc == 0x4d;
   if (g_str_has_prefix (profile, "high"))
-    return 0x64;
-  return 0;
+    return idc == 0x64;
+  return FALSE;
 }
 
 /* Whether @media offers generic NACK feedback (a=rtcp-fb:PT nack, or a=rtcp-fb:* nack) for @pt. */
@@ -861,9 +865,9 @@ media_has_nack (const GstSDPMedia *media, guint pt)
   return FALSE;
 }
 
-/* An H.264 payload type with packetization-mode=1, preferring @profile_idc. -1 if none. */
+/* An H.264 payload type with packetization-mode=1, preferring @profile. -1 if none. */
 static int
-pick_h264_pt (const GstSDPMedia *media, guint profile_idc)
+pick_h264_pt (const GstSDPMedia *media, const char *profile)
 {
   int fallback = -1;
 
@@ -877,7 +881,7 @@ pick_h264_pt (const GstSDPMedia *media, guint profile_idc)
       continue;
     const char *plid = sk_webrtc_media_fmtp_get (media, pt, "profile-level-id", buf, sizeof buf);
     if (plid != NULL && strlen (plid) == 6
-        && g_ascii_strtoull (plid, NULL, 16) >> 16 == profile_idc)
+        && h264_plid_matches (g_ascii_strtoull (plid, NULL, 16), profile))
       return pt;
     if (fallback < 0)
       fallback = pt;
@@ -1052,8 +1056,7 @@ sub_start (SkWhepSubscriber *sub, GstSDPMessage *offer, GError **error)
   guint probe_id
       = sk_room_manager_watch_tracks (sub->server->rooms, sub->room, probe_profile, &probe, NULL);
   sk_room_manager_unwatch_tracks (sub->server->rooms, probe_id);
-  guint profile_idc = h264_profile_idc (probe.profile);
-  g_free (probe.profile);
+  g_autofree char *profile = g_steal_pointer (&probe.profile);
 
   for (guint i = 0; i < gst_sdp_message_medias_len (offer); i++) {
     const GstSDPMedia *m = gst_sdp_message_get_media (offer, i);
@@ -1067,7 +1070,7 @@ sub_start (SkWhepSubscriber *sub, GstSDPMessage *offer, GError **error)
     if (video_mline < 0 && g_strcmp0 (gst_sdp_media_get_media (m), "video") == 0) {
       /* The m-line carries the codec of the room's video (one codec for the session: no
        * renegotiation); with no video yet, H.264 (what RTMP gives) if offered, else VP8. */
-      int h264 = pick_h264_pt (m, profile_idc), vp8 = pick_vp8_pt (m);
+      int h264 = pick_h264_pt (m, profile), vp8 = pick_vp8_pt (m);
       if (g_strcmp0 (probe.codec, "VP8") == 0 || (probe.codec == NULL && h264 < 0)) {
         video_codec = "VP8", video_pt = vp8;
       } else {

@@ -16,6 +16,7 @@ TEST=(
   clang libclang-rt-14-dev ffmpeg python3 python3-pytest python3-pytest-timeout
   iproute2 util-linux curl redis-server haproxy
   obs-studio obs-plugins xvfb  # obs-plugins is only a Recommends of obs-studio
+  gstreamer1.0-x  # timeoverlay (pango) in sk-whip-publisher; only a Recommends of plugins-base
   chromium  # the browser WHIP publisher (tests/browser, driven by playwright-core)
 )
 # Node.js from elsewhere (e.g. NodeSource) ships its own npm and conflicts with Debian's.

@@ -41,6 +41,9 @@ GST_DEBUG_CATEGORY_STATIC (sk_whip_debug);
 #define SK_WHIP_INFO_TICKS 8
 /* At most one keyframe request (PLI) per this interval. */
 #define SK_WHIP_KEYFRAME_INTERVAL_US (500 * G_TIME_SPAN_MILLISECOND)
+/* Packets in sequence after which a jitter buffer lets a new stream go (rtpjitterbuffer's
+ * faststart-min-packets). */
+#define SK_WHIP_FASTSTART_PACKETS 2u
 
 typedef struct {
   SkWhipSession *session;
@@ -135,6 +138,23 @@ session_unref (SkWhipSession *ws)
   g_main_context_invoke (ws->context, session_free_on_main, ws);
 }
 
+/* Start-up timeline (GST_DEBUG=sk-whip:5): the moments between the offer and the first
+ * tracks, on CLOCK_MONOTONIC like the test tools' "mono_us" (bench/bench_whip.py --timeline). */
+static void session_mark (SkWhipSession *ws, const char *format, ...) G_GNUC_PRINTF (2, 3);
+
+static void
+session_mark (SkWhipSession *ws, const char *format, ...)
+{
+  if (gst_debug_category_get_threshold (sk_whip_debug) < GST_LEVEL_DEBUG)
+    return;
+  gint64 now = g_get_monotonic_time ();
+  va_list args;
+  va_start (args, format);
+  g_autofree char *what = g_strdup_vprintf (format, args);
+  va_end (args);
+  GST_DEBUG ("%s: timeline mono_us=%" G_GINT64_FORMAT " %s", ws->name, now, what);
+}
+
 typedef void (*SessionFunc) (SkWhipSession *ws, gpointer arg);
 
 typedef struct {
@@ -216,6 +236,7 @@ request_keyframe_locked (SkWhipMedia *m)
   if (m->appsink == NULL || now - m->last_keyframe_request_us < SK_WHIP_KEYFRAME_INTERVAL_US)
     return;
   m->last_keyframe_request_us = now;
+  session_mark (m->session, "keyframe request");
   /* Upstream GstForceKeyUnit: the RTP session turns it into a PLI to the publisher. */
   GstStructure *s
       = gst_structure_new ("GstForceKeyUnit", "all-headers", G_TYPE_BOOLEAN, TRUE, NULL);
@@ -313,6 +334,7 @@ media_publish_main (SkWhipSession *ws, gpointer arg)
                  error->message);
     return; /* the registry is ending the session */
   }
+  session_mark (ws, "%s track published", sk_track_kind_to_string (m->kind));
   GST_INFO ("%s: %s track %s published (%" GST_PTR_FORMAT ")", ws->name,
             sk_track_kind_to_string (m->kind), sk_track_get_sid (track), caps);
 
@@ -372,6 +394,9 @@ on_new_sample (GstAppSink *appsink, gpointer user_data)
     if (m->track != NULL)
       sk_track_set_caps (m->track, caps);
   }
+  if (m->buffers == 1)
+    session_mark (ws, "first %s buffer (%s)", sk_track_kind_to_string (m->kind),
+                  keyframe ? "keyframe" : "delta");
   if (m->kind == SK_TRACK_KIND_VIDEO && !m->have_keyframe) {
     if (!keyframe) {
       /* Nothing decodable yet: ask the publisher for a keyframe instead of waiting a GOP. */
@@ -381,6 +406,7 @@ on_new_sample (GstAppSink *appsink, gpointer user_data)
       return GST_FLOW_OK;
     }
     m->have_keyframe = TRUE;
+    session_mark (ws, "first keyframe");
   }
   if (m->track != NULL) {
     media_flush_pending_locked (m);
@@ -515,6 +541,7 @@ on_pad_added (GstElement *webrtcbin, GstPad *pad, gpointer user_data)
   g_autoptr (GstPad) sinkpad = gst_element_get_static_pad (bin, "sink");
   if (gst_pad_link (pad, sinkpad) != GST_PAD_LINK_OK)
     session_fail (ws, "cannot link an incoming stream");
+  session_mark (ws, "pad-added %s", sk_track_kind_to_string (kind));
   GST_INFO ("%s: receiving %s (%s)", ws->name, sk_track_kind_to_string (kind), encoding);
 }
 
@@ -594,6 +621,7 @@ session_reply_answer (SkWhipSession *ws)
   g_autofree char *text = gst_sdp_message_as_text (local->sdp);
   gst_webrtc_session_description_free (local);
   ws->answered = TRUE;
+  session_mark (ws, "answered");
   GST_INFO ("%s: answered (%s)", ws->name, ws->gathered ? "all candidates" : "gathering timed out");
   ws->callbacks.answered (ws, text, NULL, ws->user_data);
 }
@@ -646,10 +674,37 @@ on_connection_state (GstElement *webrtcbin, GParamSpec *pspec, gpointer user_dat
   GstWebRTCPeerConnectionState state;
 
   g_object_get (webrtcbin, "connection-state", &state, NULL);
-  GST_DEBUG ("%s: connection state %d", ws->name, state);
+  session_mark (ws, "connection-state %d", state);
   if (state == GST_WEBRTC_PEER_CONNECTION_STATE_FAILED)
     session_call_on_main (ws, connection_failed_main, (gpointer) "the peer connection failed",
                           NULL);
+}
+
+static void
+on_ice_connection_state (GstElement *webrtcbin, GParamSpec *pspec, gpointer user_data)
+{
+  SkWhipSession *ws = user_data;
+  GstWebRTCICEConnectionState state;
+
+  g_object_get (webrtcbin, "ice-connection-state", &state, NULL);
+  session_mark (ws, "ice-connection-state %d", state);
+}
+
+/* Any element of the pipeline, webrtcbin's insides included. */
+static void
+on_deep_element_added (GstBin *bin, GstBin *sub_bin, GstElement *element, gpointer user_data)
+{
+  SkWhipSession *ws = user_data;
+  GstElementFactory *factory = gst_element_get_factory (element);
+
+  /* rtpbin makes a jitter buffer for an SSRC when its first packet arrives. */
+  if (factory == NULL || !g_str_equal (GST_OBJECT_NAME (factory), "rtpjitterbuffer"))
+    return;
+  session_mark (ws, "first RTP of an SSRC");
+  /* The jitter buffer holds a stream's first packet for its whole latency (100 ms), in case
+   * older ones are still on their way; a few in sequence are proof enough that they are not.
+   * The latency still covers reordering and retransmissions afterwards. */
+  g_object_set (element, "faststart-min-packets", SK_WHIP_FASTSTART_PACKETS, NULL);
 }
 
 static void
@@ -844,6 +899,7 @@ sk_whip_session_new_for_target (const char *name, const SkWhipOffer *offer,
   ws->config = config;
   ws->callbacks = *callbacks;
   ws->user_data = user_data;
+  session_mark (ws, "offer");
   g_mutex_init (&ws->lock);
   for (guint i = 0; i < G_N_ELEMENTS (ws->media); i++) {
     ws->media[i].session = ws;
@@ -904,6 +960,10 @@ sk_whip_session_new_for_target (const char *name, const SkWhipOffer *offer,
                          session_ref (ws), closure_unref, 0);
   g_signal_connect_data (webrtcbin, "notify::connection-state", G_CALLBACK (on_connection_state),
                          session_ref (ws), closure_unref, 0);
+  g_signal_connect_data (webrtcbin, "notify::ice-connection-state",
+                         G_CALLBACK (on_ice_connection_state), session_ref (ws), closure_unref, 0);
+  g_signal_connect_data (ws->pipeline, "deep-element-added", G_CALLBACK (on_deep_element_added),
+                         session_ref (ws), closure_unref, 0);
 
   if (gst_element_set_state (ws->pipeline, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
     g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "the WHIP pipeline did not start");
@@ -959,6 +1019,8 @@ sk_whip_session_free (SkWhipSession *ws)
   g_clear_handle_id (&ws->bus_watch, g_source_remove);
   if (ws->webrtcbin != NULL)
     g_signal_handlers_disconnect_by_data (ws->webrtcbin, ws);
+  if (ws->pipeline != NULL)
+    g_signal_handlers_disconnect_by_data (ws->pipeline, ws);
   /* Synchronously: after this no streaming thread pushes into a track. */
   if (ws->pipeline != NULL)
     gst_element_set_state (ws->pipeline, GST_STATE_NULL);

@@ -1,7 +1,10 @@
 // Publishes over WHIP from Debian's headless Chromium: opens tests/browser/whip.html (served by
 // the test) with fake media devices and prints JSON lines the test reads:
-//   {"launched": VERSION}  {"codecs": [...]}  {"location", "etag", "status", "post_ms"}
-//   {"connection": STATE}  {"stats": {...}} every second  {"error": ...}  {"result": "closed"}
+//   {"launched": VERSION}  {"codecs": [...]}  {"location", "etag", "status", "post_ms",
+//   "post_wall_ms", "answered_wall_ms"}  {"connection": STATE, "connected_wall_ms"}
+//   {"stats": {...}} every second  {"error": ...}  {"result": "closed"}
+// (*_wall_ms: the page's wall clock, ms since the epoch, when it sent the POST, read the 201,
+// saw the peer connection connected.)
 // SIGINT/SIGTERM closes the page (its pagehide handler DELETEs the session), then the browser.
 // Usage: NODE_PATH=$(./install.sh) node whip-publish.mjs PAGE_URL [--chromium PATH]
 import { createRequire } from "node:module";
@@ -75,22 +78,26 @@ await page.waitForFunction(() => window.whip && window.whip.state !== "starting"
                            null, { timeout: 30000 });
 const w = await page.evaluate(() => ({ state: whip.state, status: whip.status, error: whip.error,
                                        location: whip.location, etag: whip.etag,
-                                       offer: whip.offer }));
+                                       offer: whip.offer, post_wall_ms: whip.post_wall_ms,
+                                       answered_wall_ms: whip.answered_wall_ms }));
 if (w.state !== "answered") {
   out({ error: w.error, status: w.status });
   await browser.close();
   process.exit(1);
 }
 out({ location: w.location, etag: w.etag, status: w.status, post_ms: Date.now() - t0,
+      post_wall_ms: w.post_wall_ms, answered_wall_ms: w.answered_wall_ms,
       offer_candidates: (w.offer.match(/^a=candidate:.*$/gm) || []) });
 
 let lastConnection = null;
 while (!closing) {
   try {
     const s = await page.evaluate(async () => ({ connection: whip.connection,
+                                                 connected_wall_ms: whip.connected_wall_ms,
                                                  stats: await whip.stats() }));
     if (s.connection !== lastConnection)
-      out({ connection: (lastConnection = s.connection) ?? "new" });
+      out({ connection: (lastConnection = s.connection) ?? "new",
+            connected_wall_ms: s.connected_wall_ms });
     out({ stats: s.stats });
   } catch (e) {
     if (!closing)

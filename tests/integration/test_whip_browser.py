@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import harness
-from test_whip import create_whip_ingress
+from test_whip import create_whip_ingress, finish, whip  # noqa: F401 (whip: fixture)
 
 BROWSER_DIR = harness.REPO / "tests" / "browser"
 CHROMIUM = os.environ.get("SK_CHROMIUM", "/usr/bin/chromium")
@@ -209,3 +209,39 @@ def test_chromium_killed_is_publisher_lost(node, browser, follow, invariants):
     r = node.api.request("DELETE", location.split(str(node.http_port), 1)[1], token=None)
     assert r.status == 404, r
     invariants(sse.events)
+
+
+def test_chromium_viewer_waiting_before_the_publisher_plays(node, procs, tmp_path, node_path,
+                                                           page_base, whip, follow, invariants,
+                                                           request):
+    """Chromium as a WHEP viewer (tests/browser/whep.html) opened before the stream starts: its
+    offer lists H.264 42001f (baseline) before 42e01f (constrained-baseline). The session must
+    be answered for the profile the publisher will send (constrained-baseline, what WebRTC
+    senders make) so that the stream can go out on it: answered 42001f, the payloader refused
+    the stream and the session was closed (not-negotiated) at its first buffer."""
+    room = harness.unique_room("chromium-viewer")
+    ing = create_whip_ingress(node, room)
+    sse = follow(node, room)
+    log = tmp_path / "chromium-viewer.log"
+    query = urllib.parse.urlencode({"whep": node.whep_url(room)})
+    viewer = procs.start(["node", BROWSER_DIR / "whep-view.mjs", f"{page_base}/whep.html?{query}",
+                          "--chromium", CHROMIUM], log, env=dict(os.environ, NODE_PATH=node_path))
+    request.node._sk_logs = [("chromium viewer", log)]
+
+    def value(key):
+        for obj in reversed(harness.parse_json_lines(harness.tail(log, 2000))):
+            if key in obj:
+                return obj
+        return None
+
+    harness.wait_until(lambda: value("location"), START_TIMEOUT,
+                       what=f"the page's answer: {harness.tail(log, 20)}")
+    pub = whip(node, ing["stream_key"])
+    sse.wait_event("TrackPublished", count=2)
+    harness.wait_until(lambda: value("first_frame_wall_ms"), 30,
+                       what=f"the page's first decoded frame: {harness.tail(log, 20)}")
+    harness.wait_until(lambda: ((value("video") or {}).get("video") or {}).get("decoded", 0) >= 30,
+                       30, what=f"30 frames decoded by the page: {harness.tail(log, 5)}")
+    viewer.send_signal(signal.SIGINT)  # the page DELETEs its session
+    viewer.wait(timeout=30)
+    finish(node, sse, pub, ing, invariants)

@@ -4,7 +4,8 @@
  *   sk-whep-client --url http://127.0.0.1:8080/v1/rooms/ROOM/whep [--token T]
  *                  [--ice-address 127.0.0.1] [--frames N] [--timeout S] [--expect-audio]
  *                  [--delete] [--latency] [--no-decode] [--codec h264|vp8|any]
- *                  [--jitterbuffer-ms N] [--resubscribe-after-ms N]
+ *                  [--jitterbuffer-ms N] [--faststart N] [--h264-profiles P,P...]
+ *                  [--resubscribe-after-ms N]
  *
  * Offers recvonly video (H.264 by default; --codec vp8 or any: VP8, or both) + Opus, decodes
  * what arrives (asking for a keyframe with a PLI, as a browser does, until one comes) and prints
@@ -19,7 +20,9 @@
  * The decoders' plugins are loaded before the POST, as a browser has its decoders ready: loading
  * gst-libav inside the first buffer's pad-added took over a second on a busy machine, which
  * first-frame figures would have charged to the server. --jitterbuffer-ms sets webrtcbin's
- * latency (default 200), which the first packet of each stream waits out before going on.
+ * latency (default 200), which the first packet of each stream waits out before going on, unless
+ * --faststart N lets a stream go after N packets in sequence (rtpjitterbuffer's
+ * faststart-min-packets; 0, the default, waits): a browser decodes a frame once it is complete.
  *
  * --resubscribe-after-ms N makes it behave like a player that recovers by itself: when no frame
  * was decoded for N ms (a new session gets max(N, 3 s) for its first frame) or the peer
@@ -97,6 +100,9 @@ static char *opt_codec;
 static int opt_jitterbuffer_ms = 200;
 static int opt_resubscribe_ms;
 
+static int opt_faststart;
+static char *opt_h264_profiles;
+
 /* A new session's first frame may take ICE, DTLS and a keyframe: give it at least this. */
 #define FIRST_FRAME_GRACE_MS 3000
 #define POST_RETRY_MS 100
@@ -121,6 +127,12 @@ static GOptionEntry entries[] = {
     "re-subscribe (new POST to --url) after N ms without a decoded frame, or when the peer "
     "connection fails; retry a failed POST every 100 ms (default 0: never)",
     "N" },
+  { "h264-profiles", 0, 0, G_OPTION_ARG_STRING, &opt_h264_profiles,
+    "H.264 profile-level-ids to offer, in this order (default 42e01f,64001f; Chromium offers "
+    "42001f first)",
+    "P,P..." },
+  { "faststart", 0, 0, G_OPTION_ARG_INT, &opt_faststart,
+    "start a stream after N packets in sequence, not after the latency (default 0: wait)", "N" },
   { NULL },
 };
 
@@ -173,8 +185,27 @@ on_timeout (gpointer data)
   return G_SOURCE_REMOVE;
 }
 
+/* --latency: one line per start-up moment, {"event":WHAT,"mono_us":T}, for timelines. */
+static void
+print_event (const char *what)
+{
+  if (!opt_latency)
+    return;
+  gint64 now = g_get_monotonic_time ();
+  g_print ("{\"event\":\"%s\",\"mono_us\":%" G_GINT64_FORMAT "}\n", what, now);
+  /* The same moment in the debug log (GST_DEBUG=default:4), to place other lines on it. */
+  GST_INFO ("event %s mono_us=%" G_GINT64_FORMAT, what, now);
+}
+
 /* ------------------------------------------------------------------------------------- */
 /* Decoding */
+
+static GstPadProbeReturn
+on_first_depayloaded (GstPad *pad, GstPadProbeInfo *info, gpointer data)
+{
+  print_event (data);
+  return GST_PAD_PROBE_REMOVE;
+}
 
 static GstPadProbeReturn
 on_video_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
@@ -255,10 +286,10 @@ on_pad_added (GstElement *webrtc, GstPad *pad, gpointer data)
                     "fakesink sync=false async=false";
   else
     desc = !video ? "queue ! rtpopusdepay ! opusdec name=dec ! fakesink sync=false async=false"
-           : vp8  ? "queue ! rtpvp8depay wait-for-keyframe=true request-keyframe=true ! "
+           : vp8  ? "queue ! rtpvp8depay name=depay wait-for-keyframe=true request-keyframe=true ! "
                     "vp8dec name=dec ! fakesink sync=false async=false"
-                  : "queue ! rtph264depay wait-for-keyframe=true request-keyframe=true ! "
-                    "h264parse ! avdec_h264 name=dec ! fakesink sync=false async=false";
+                 : "queue ! rtph264depay name=depay wait-for-keyframe=true request-keyframe=true ! "
+                   "h264parse ! avdec_h264 name=dec ! fakesink sync=false async=false";
   g_autoptr (GError) error = NULL;
   GstElement *bin = gst_parse_bin_from_description (desc, TRUE, &error);
   if (bin == NULL) {
@@ -270,6 +301,13 @@ on_pad_added (GstElement *webrtc, GstPad *pad, gpointer data)
   g_autoptr (GstPad) decsrc = gst_element_get_static_pad (dec, "src");
   gst_pad_add_probe (decsrc, GST_PAD_PROBE_TYPE_BUFFER, video ? on_video_frame : on_audio_buffer, c,
                      NULL);
+  g_autoptr (GstElement) depay = gst_bin_get_by_name (GST_BIN (bin), "depay");
+  if (depay != NULL && opt_latency) {
+    g_autoptr (GstPad) depay_src = gst_element_get_static_pad (depay, "src");
+    gst_pad_add_probe (depay_src, GST_PAD_PROBE_TYPE_BUFFER, on_first_depayloaded,
+                       (gpointer) "video_depayloaded", NULL);
+  }
+  print_event (video ? "video_pad" : "audio_pad");
   g_autoptr (GstPad) sink = gst_element_get_static_pad (bin, "sink");
   gst_element_sync_state_with_parent (bin);
   if (gst_pad_link (pad, sink) != GST_PAD_LINK_OK)
@@ -536,6 +574,7 @@ on_ice_connection_state (GstElement *webrtc, GParamSpec *pspec, gpointer data)
   if (state != GST_WEBRTC_ICE_CONNECTION_STATE_CONNECTED
       && state != GST_WEBRTC_ICE_CONNECTION_STATE_COMPLETED)
     return;
+  print_event ("ice_connected");
   g_autoptr (GstObject) ice = NULL;
   g_object_get (webrtc, "ice-agent", &ice, NULL);
   if (ice == NULL || g_object_class_find_property (G_OBJECT_GET_CLASS (ice), "agent") == NULL)
@@ -571,7 +610,35 @@ on_connection_state (GstElement *webrtc, GParamSpec *pspec, gpointer data)
     g_printerr ("peer connection failed\n");
     if (opt_resubscribe_ms > 0)
       g_idle_add (on_peer_failed, data);
+  } else if (state == GST_WEBRTC_PEER_CONNECTION_STATE_CONNECTED)
+    print_event ("connected");
+}
+
+/* The first packet of an SSRC, before its jitter buffer: "first_rtp_video" or "_audio" (our
+ * offer's Opus is pt 111). */
+static GstPadProbeReturn
+on_first_rtp (GstPad *pad, GstPadProbeInfo *info, gpointer data)
+{
+  guint8 b[2];
+  if (gst_buffer_extract (GST_PAD_PROBE_INFO_BUFFER (info), 0, b, 2) == 2)
+    print_event ((b[1] & 0x7f) == 111 ? "first_rtp_audio" : "first_rtp_video");
+  return GST_PAD_PROBE_REMOVE;
+}
+
+/* rtpbin makes a jitter buffer for an SSRC when its first packet arrives. */
+static void
+on_deep_element_added (GstBin *bin, GstBin *sub_bin, GstElement *element, gpointer data)
+{
+  GstElementFactory *factory = gst_element_get_factory (element);
+  if (factory == NULL || !g_str_equal (GST_OBJECT_NAME (factory), "rtpjitterbuffer"))
+    return;
+  print_event ("first_rtp");
+  if (opt_latency) {
+    g_autoptr (GstPad) sink = gst_element_get_static_pad (element, "sink");
+    gst_pad_add_probe (sink, GST_PAD_PROBE_TYPE_BUFFER, on_first_rtp, NULL, NULL);
   }
+  if (opt_faststart > 0)
+    g_object_set (element, "faststart-min-packets", (guint)opt_faststart, NULL);
 }
 
 static gboolean
@@ -638,6 +705,7 @@ peer_start (Client *c)
   g_signal_connect (peer->webrtc, "notify::ice-connection-state",
                     G_CALLBACK (on_ice_connection_state), peer);
   g_signal_connect (peer->webrtc, "pad-added", G_CALLBACK (on_pad_added), peer);
+  g_signal_connect (peer->pipeline, "deep-element-added", G_CALLBACK (on_deep_element_added), peer);
 
   g_autoptr (GstBus) bus = gst_pipeline_get_bus (GST_PIPELINE (peer->pipeline));
   peer->bus_watch = gst_bus_add_watch (bus, on_bus, peer);
@@ -757,6 +825,17 @@ main (int argc, char **argv)
                      "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,"
                      "payload=104,packetization-mode=(string)1,profile-level-id=(string)64001f";
   const char *vp8 = "application/x-rtp,media=video,encoding-name=VP8,clock-rate=90000,payload=96";
+  g_autofree char *h264_custom = NULL;
+  if (opt_h264_profiles != NULL) {
+    g_auto (GStrv) plids = g_strsplit (opt_h264_profiles, ",", 8);
+    GString *caps = g_string_new (NULL);
+    for (guint i = 0; plids[i] != NULL; i++)
+      g_string_append_printf (caps,
+                              "%sapplication/x-rtp,media=video,encoding-name=H264,clock-rate=90000,"
+                              "payload=%u,packetization-mode=(string)1,profile-level-id=(string)%s",
+                              i > 0 ? ";" : "", 102 + 2 * i, plids[i]);
+    h264 = h264_custom = g_string_free (caps, FALSE);
+  }
   g_autofree char *video_caps = NULL;
   if (opt_codec == NULL || g_strcmp0 (opt_codec, "h264") == 0)
     video_caps = g_strdup (h264);
