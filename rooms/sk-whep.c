@@ -677,6 +677,9 @@ sub_connected_main (SkWhepSubscriber *sub)
    * longer blocks. Bind now; the GOP replay makes the viewer start at once. */
   if (!sub->connected) {
     sub->connected = TRUE;
+    /* The send sessions exist by now; without a latency distributed to them rtpsession cannot
+     * place its packets in running time (RTCP SR timing). A live appsrc used to trigger this. */
+    gst_bin_recalculate_latency (GST_BIN (sub->pipeline));
     for (guint i = 0; i < G_N_ELEMENTS (sub->media); i++)
       media_follow (sub, &sub->media[i]);
   }
