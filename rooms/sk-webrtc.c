@@ -332,6 +332,95 @@ sk_webrtc_send_pad_release (GstPad *pad)
   gst_object_unref (pad);
 }
 
+/* What went down the bundle session's input last; see sk_webrtc_filter_bundle_events. */
+typedef struct {
+  GMutex lock;
+  gboolean have_segment;
+  GstSegment segment;
+  GHashTable *tos_mids; /* mids whose TOS event went through */
+} BundleFilter;
+
+static void
+bundle_filter_free (gpointer data)
+{
+  BundleFilter *f = data;
+  g_hash_table_unref (f->tos_mids);
+  g_mutex_clear (&f->lock);
+  g_free (f);
+}
+
+static GstPadProbeReturn
+bundle_filter_probe (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
+{
+  BundleFilter *f = user_data;
+  GstEvent *event = GST_PAD_PROBE_INFO_EVENT (info);
+  GstPadProbeReturn ret = GST_PAD_PROBE_OK;
+
+  g_mutex_lock (&f->lock);
+  switch (GST_EVENT_TYPE (event)) {
+    case GST_EVENT_SEGMENT: {
+      const GstSegment *segment;
+      gst_event_parse_segment (event, &segment);
+      if (f->have_segment && gst_segment_is_equal (&f->segment, segment)) {
+        ret = GST_PAD_PROBE_DROP;
+      } else {
+        gst_segment_copy_into (segment, &f->segment);
+        f->have_segment = TRUE;
+      }
+      break;
+    }
+    case GST_EVENT_FLUSH_STOP:
+      f->have_segment = FALSE;
+      break;
+    case GST_EVENT_CUSTOM_DOWNSTREAM_STICKY: {
+      const GstStructure *s = gst_event_get_structure (event);
+      const char *mid = s != NULL && gst_structure_has_name (s, "GstWebRtcBinUpdateTos")
+                            ? gst_structure_get_string (s, "mid")
+                            : NULL;
+      if (mid != NULL && g_hash_table_contains (f->tos_mids, mid))
+        ret = GST_PAD_PROBE_DROP;
+      else if (mid != NULL)
+        g_hash_table_add (f->tos_mids, g_strdup (mid));
+      break;
+    }
+    default:
+      break;
+  }
+  g_mutex_unlock (&f->lock);
+  return ret;
+}
+
+gboolean
+sk_webrtc_filter_bundle_events (GstElement *webrtcbin)
+{
+  g_autoptr (GstElement) funnel = NULL;
+  g_autoptr (GstIterator) it = gst_bin_iterate_elements (GST_BIN (webrtcbin));
+  GValue item = G_VALUE_INIT;
+
+  while (funnel == NULL && gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
+    GstElement *e = g_value_get_object (&item);
+    GstElementFactory *factory = gst_element_get_factory (e);
+    if (factory != NULL && g_str_equal (GST_OBJECT_NAME (factory), "rtpfunnel"))
+      funnel = gst_object_ref (e);
+    g_value_reset (&item);
+  }
+  g_value_unset (&item);
+  if (funnel == NULL)
+    return FALSE;
+  g_autoptr (GstPad) src = gst_element_get_static_pad (funnel, "src");
+  g_autoptr (GstPad) peer = src != NULL ? gst_pad_get_peer (src) : NULL;
+  if (peer == NULL)
+    return FALSE;
+  BundleFilter *f = g_new0 (BundleFilter, 1);
+  g_mutex_init (&f->lock);
+  f->tos_mids = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  /* On the sink side: an event dropped there counts as delivered for the funnel's pad, whereas
+   * one dropped on the source pad would stay pending and be retried before every buffer. */
+  gst_pad_add_probe (peer, GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM, bundle_filter_probe, f,
+                     bundle_filter_free);
+  return TRUE;
+}
+
 /* An SDP line is "<type>=<value>" with a single lower-case letter type (RFC 8866 §5). */
 static gboolean
 check_sdp_lines (const char *text, gsize len, guint *n_media, GError **error)

@@ -64,6 +64,19 @@ GstPad *sk_webrtc_add_send_pad (GstBin *bin, GstElement *webrtcbin, SkTrackKind 
                                 gboolean nack, const char *stream_id, GError **error);
 void sk_webrtc_send_pad_release (GstPad *pad);
 
+/*
+ * Bundle: webrtcbin's rtpfunnel merges the m-lines' RTP into one session and, whenever a packet
+ * comes from another m-line than the one before, sends the stream's SEGMENT and its
+ * "GstWebRtcBinUpdateTos" event down again: with audio and video interleaved, 50-100 times a
+ * second per peer, each through a dozen pads to nicesink, where the TOS event also costs a
+ * transceiver lookup and setsockopt(IP_TOS). This drops, at the session's input, a SEGMENT
+ * equal to the last one let through and a TOS event for a mid whose TOS was already applied
+ * (valid while no sender's priority changes: the DSCP of a mid stays what it was). Call once
+ * the session is linked (e.g. when connected); FALSE if @webrtcbin has no linked rtpfunnel
+ * (no bundle), which is harmless.
+ */
+gboolean sk_webrtc_filter_bundle_events (GstElement *webrtcbin);
+
 /* Parses an SDP text; FALSE with SK_ERROR_INVALID and a message that says what is wrong. */
 gboolean sk_webrtc_parse_sdp (const char *text, gsize len, GstSDPMessage **out, GError **error);
 

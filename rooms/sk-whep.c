@@ -680,6 +680,9 @@ sub_connected_main (SkWhepSubscriber *sub)
     /* The send sessions exist by now; without a latency distributed to them rtpsession cannot
      * place its packets in running time (RTCP SR timing). A live appsrc used to trigger this. */
     gst_bin_recalculate_latency (GST_BIN (sub->pipeline));
+    /* Our senders keep their default priority, which the filter relies on. */
+    if (!sk_webrtc_filter_bundle_events (sub->webrtcbin))
+      GST_DEBUG ("subscriber %s: no bundle funnel to filter", sub->id);
     for (guint i = 0; i < G_N_ELEMENTS (sub->media); i++)
       media_follow (sub, &sub->media[i]);
   }
