@@ -75,7 +75,8 @@ struct _SkWhepBinding {
   GThread *replay_thread; /* set while sk_track_add_sink replays the GOP to us */
   GPtrArray *pending;     /* replayed buffers, pushed once the live edge is known */
   gboolean discont;
-  gboolean incompatible; /* caps changed to a codec this m-line did not negotiate */
+  gboolean incompatible;   /* caps changed to a codec this m-line did not negotiate */
+  GstFlowReturn last_flow; /* of the last push: an error is logged when it starts */
 };
 
 struct _SkWhepSubscriber {
@@ -289,9 +290,10 @@ binding_push_locked (SkWhepBinding *b, GstBuffer *buffer, GstClockTime anchor)
   /* Runs the payloader, RTP session, SRTP and the UDP send on this thread: cheaper than a
    * queue and a wakeup per buffer. FLUSHING while the subscriber closes, nothing to do. */
   GstFlowReturn ret = gst_pad_push (media->srcpad, copy);
-  if (ret != GST_FLOW_OK)
-    GST_LOG ("subscriber %s: %s push: %s", b->sub->id, sk_track_kind_to_string (media->kind),
-             gst_flow_get_name (ret));
+  if (ret != GST_FLOW_OK && ret != GST_FLOW_FLUSHING && ret != b->last_flow)
+    GST_WARNING ("subscriber %s: %s push: %s", b->sub->id, sk_track_kind_to_string (media->kind),
+                 gst_flow_get_name (ret));
+  b->last_flow = ret;
 }
 
 static void
