@@ -188,47 +188,30 @@ sk_webrtc_warm_up (void)
            (g_get_monotonic_time () - start) / 1000);
 }
 
-GstElement *
-sk_webrtc_add_send_track (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind, const char *codec,
-                          guint mline, guint pt, GstCaps *rtp_caps, gboolean nack, GError **error)
+/* The payloader of a send m-line, linked to webrtcbin's sink_<@mline> (whose transceiver it
+ * configures); NULL with @error set. The payloader is in @bin. */
+static GstElement *
+add_payloader (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind, const char *codec, guint mline,
+               guint pt, GstCaps *rtp_caps, gboolean nack, GError **error)
 {
   gboolean video = kind == SK_TRACK_KIND_VIDEO;
   gboolean vp8 = video && g_ascii_strcasecmp (codec, "VP8") == 0;
   gboolean h264 = video && !vp8;
 
-  GstElement *appsrc = gst_element_factory_make ("appsrc", NULL);
   GstElement *pay = gst_element_factory_make (h264  ? "rtph264pay"
                                               : vp8 ? "rtpvp8pay"
                                                     : "rtpopuspay",
                                               NULL);
-  if (appsrc == NULL || pay == NULL) {
-    gst_clear_object (&appsrc);
-    gst_clear_object (&pay);
-    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "missing GStreamer element for %s", codec);
+  if (pay == NULL) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "missing GStreamer payloader for %s", codec);
     return NULL;
   }
-  g_autoptr (GstCaps) src_caps
-      = gst_caps_from_string (h264  ? "video/x-h264,stream-format=byte-stream,alignment=au"
-                              : vp8 ? "video/x-vp8"
-                                    : "audio/x-opus");
-  g_object_set (
-      appsrc, "is-live", TRUE, "format", GST_FORMAT_TIME, "do-timestamp", FALSE, "caps", src_caps,
-      "max-buffers", (guint64)(video ? SK_WEBRTC_VIDEO_MAX_BUFFERS : SK_WEBRTC_AUDIO_MAX_BUFFERS),
-      "max-bytes", (guint64)(video ? SK_WEBRTC_VIDEO_MAX_BYTES : SK_WEBRTC_AUDIO_MAX_BYTES),
-      "max-time", (guint64)0, "block", FALSE, NULL);
-  gst_util_set_object_arg (G_OBJECT (appsrc), "leaky-type", "downstream");
   g_object_set (pay, "pt", pt, NULL);
   if (h264) {
     gst_util_set_object_arg (G_OBJECT (pay), "aggregate-mode", "zero-latency");
     g_object_set (pay, "config-interval", -1, NULL);
   }
-
-  gst_bin_add_many (bin, appsrc, pay, NULL);
-  if (!gst_element_link (appsrc, pay)) {
-    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "could not link the %s payloader",
-                 video ? "video" : "audio");
-    return NULL;
-  }
+  gst_bin_add (bin, pay);
 
   /* The pad named after the m-line index binds to that m-line's transceiver. */
   g_autofree char *pad_name = g_strdup_printf ("sink_%u", mline);
@@ -245,7 +228,217 @@ sk_webrtc_add_send_track (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind, 
   if (trans != NULL)
     g_object_set (trans, "direction", GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_SENDONLY,
                   "codec-preferences", rtp_caps, "do-nack", nack, NULL);
+  return pay;
+}
+
+static GstCaps *
+send_src_caps (SkTrackKind kind, const char *codec)
+{
+  gboolean video = kind == SK_TRACK_KIND_VIDEO;
+  gboolean vp8 = video && g_ascii_strcasecmp (codec, "VP8") == 0;
+  return gst_caps_from_string (video && !vp8 ? "video/x-h264,stream-format=byte-stream,alignment=au"
+                               : vp8         ? "video/x-vp8"
+                                             : "audio/x-opus");
+}
+
+GstElement *
+sk_webrtc_add_send_track (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind, const char *codec,
+                          guint mline, guint pt, GstCaps *rtp_caps, gboolean nack, GError **error)
+{
+  gboolean video = kind == SK_TRACK_KIND_VIDEO;
+
+  GstElement *pay = add_payloader (bin, webrtcbin, kind, codec, mline, pt, rtp_caps, nack, error);
+  if (pay == NULL)
+    return NULL;
+  GstElement *appsrc = gst_element_factory_make ("appsrc", NULL);
+  if (appsrc == NULL) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "appsrc is not installed");
+    return NULL;
+  }
+  g_autoptr (GstCaps) src_caps = send_src_caps (kind, codec);
+  g_object_set (
+      appsrc, "is-live", TRUE, "format", GST_FORMAT_TIME, "do-timestamp", FALSE, "caps", src_caps,
+      "max-buffers", (guint64)(video ? SK_WEBRTC_VIDEO_MAX_BUFFERS : SK_WEBRTC_AUDIO_MAX_BUFFERS),
+      "max-bytes", (guint64)(video ? SK_WEBRTC_VIDEO_MAX_BYTES : SK_WEBRTC_AUDIO_MAX_BYTES),
+      "max-time", (guint64)0, "block", FALSE, NULL);
+  gst_util_set_object_arg (G_OBJECT (appsrc), "leaky-type", "downstream");
+  gst_bin_add (bin, appsrc);
+  if (!gst_element_link (appsrc, pay)) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "could not link the %s payloader",
+                 video ? "video" : "audio");
+    return NULL;
+  }
   return gst_object_ref (appsrc);
+}
+
+/* Upstream queries reaching a send pad: it stands for a live source without latency of its own
+ * (what a live appsrc answered), so the pipeline's latency can be configured. */
+static gboolean
+send_pad_query (GstPad *pad, GstObject *parent, GstQuery *query)
+{
+  switch (GST_QUERY_TYPE (query)) {
+    case GST_QUERY_LATENCY:
+      gst_query_set_latency (query, TRUE, 0, GST_CLOCK_TIME_NONE);
+      return TRUE;
+    case GST_QUERY_CAPS: {
+      g_autoptr (GstCaps) caps = gst_pad_get_current_caps (pad);
+      if (caps == NULL)
+        caps = gst_pad_get_pad_template_caps (pad);
+      GstCaps *filter = NULL;
+      gst_query_parse_caps (query, &filter);
+      if (filter != NULL) {
+        GstCaps *both = gst_caps_intersect_full (filter, caps, GST_CAPS_INTERSECT_FIRST);
+        gst_caps_take (&caps, both);
+      }
+      gst_query_set_caps_result (query, caps);
+      return TRUE;
+    }
+    default:
+      return gst_pad_query_default (pad, parent, query);
+  }
+}
+
+/* Upstream events that no handler took (QoS, reconfigure, …): nothing upstream to tell. */
+static gboolean
+send_pad_event (GstPad *pad, GstObject *parent, GstEvent *event)
+{
+  gst_event_unref (event);
+  return TRUE;
+}
+
+GstPad *
+sk_webrtc_add_send_pad (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind, const char *codec,
+                        guint mline, guint pt, GstCaps *rtp_caps, gboolean nack,
+                        const char *stream_id, GError **error)
+{
+  GstElement *pay = add_payloader (bin, webrtcbin, kind, codec, mline, pt, rtp_caps, nack, error);
+  if (pay == NULL)
+    return NULL;
+
+  g_autoptr (GstCaps) src_caps = send_src_caps (kind, codec);
+  g_autoptr (GstPadTemplate) templ
+      = gst_pad_template_new ("src", GST_PAD_SRC, GST_PAD_ALWAYS, src_caps);
+  g_autofree char *name = g_strdup_printf ("send_%u", mline);
+  GstPad *pad = gst_pad_new_from_template (templ, name);
+  gst_pad_set_query_function (pad, send_pad_query);
+  gst_pad_set_event_function (pad, send_pad_event);
+  g_autoptr (GstPad) paysink = gst_element_get_static_pad (pay, "sink");
+  if (gst_pad_link (pad, paysink) != GST_PAD_LINK_OK) {
+    gst_object_unref (pad);
+    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "could not link to the %s payloader",
+                 sk_track_kind_to_string (kind));
+    return NULL;
+  }
+  /* Stored as sticky events on the active pad: they go out before its first buffer (now if the
+   * payloader is already active). A TIME segment from 0: PTS are @bin's running time. */
+  gst_pad_set_active (pad, TRUE);
+  gst_pad_push_event (pad, gst_event_new_stream_start (stream_id));
+  gst_pad_push_event (pad, gst_event_new_caps (src_caps));
+  GstSegment segment;
+  gst_segment_init (&segment, GST_FORMAT_TIME);
+  gst_pad_push_event (pad, gst_event_new_segment (&segment));
+  return pad;
+}
+
+void
+sk_webrtc_send_pad_release (GstPad *pad)
+{
+  if (pad == NULL)
+    return;
+  gst_pad_set_active (pad, FALSE);
+  g_autoptr (GstPad) peer = gst_pad_get_peer (pad);
+  if (peer != NULL)
+    gst_pad_unlink (pad, peer);
+  gst_object_unref (pad);
+}
+
+/* What went down the bundle session's input last; see sk_webrtc_filter_bundle_events. */
+typedef struct {
+  GMutex lock;
+  gboolean have_segment;
+  GstSegment segment;
+  GHashTable *tos_mids; /* mids whose TOS event went through */
+} BundleFilter;
+
+static void
+bundle_filter_free (gpointer data)
+{
+  BundleFilter *f = data;
+  g_hash_table_unref (f->tos_mids);
+  g_mutex_clear (&f->lock);
+  g_free (f);
+}
+
+static GstPadProbeReturn
+bundle_filter_probe (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
+{
+  BundleFilter *f = user_data;
+  GstEvent *event = GST_PAD_PROBE_INFO_EVENT (info);
+  GstPadProbeReturn ret = GST_PAD_PROBE_OK;
+
+  g_mutex_lock (&f->lock);
+  switch (GST_EVENT_TYPE (event)) {
+    case GST_EVENT_SEGMENT: {
+      const GstSegment *segment;
+      gst_event_parse_segment (event, &segment);
+      if (f->have_segment && gst_segment_is_equal (&f->segment, segment)) {
+        ret = GST_PAD_PROBE_DROP;
+      } else {
+        gst_segment_copy_into (segment, &f->segment);
+        f->have_segment = TRUE;
+      }
+      break;
+    }
+    case GST_EVENT_FLUSH_STOP:
+      f->have_segment = FALSE;
+      break;
+    case GST_EVENT_CUSTOM_DOWNSTREAM_STICKY: {
+      const GstStructure *s = gst_event_get_structure (event);
+      const char *mid = s != NULL && gst_structure_has_name (s, "GstWebRtcBinUpdateTos")
+                            ? gst_structure_get_string (s, "mid")
+                            : NULL;
+      if (mid != NULL && g_hash_table_contains (f->tos_mids, mid))
+        ret = GST_PAD_PROBE_DROP;
+      else if (mid != NULL)
+        g_hash_table_add (f->tos_mids, g_strdup (mid));
+      break;
+    }
+    default:
+      break;
+  }
+  g_mutex_unlock (&f->lock);
+  return ret;
+}
+
+gboolean
+sk_webrtc_filter_bundle_events (GstElement *webrtcbin)
+{
+  g_autoptr (GstElement) funnel = NULL;
+  g_autoptr (GstIterator) it = gst_bin_iterate_elements (GST_BIN (webrtcbin));
+  GValue item = G_VALUE_INIT;
+
+  while (funnel == NULL && gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
+    GstElement *e = g_value_get_object (&item);
+    GstElementFactory *factory = gst_element_get_factory (e);
+    if (factory != NULL && g_str_equal (GST_OBJECT_NAME (factory), "rtpfunnel"))
+      funnel = gst_object_ref (e);
+    g_value_reset (&item);
+  }
+  g_value_unset (&item);
+  if (funnel == NULL)
+    return FALSE;
+  g_autoptr (GstPad) src = gst_element_get_static_pad (funnel, "src");
+  g_autoptr (GstPad) peer = src != NULL ? gst_pad_get_peer (src) : NULL;
+  if (peer == NULL)
+    return FALSE;
+  BundleFilter *f = g_new0 (BundleFilter, 1);
+  g_mutex_init (&f->lock);
+  f->tos_mids = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  /* On the sink side: an event dropped there counts as delivered for the funnel's pad, whereas
+   * one dropped on the source pad would stay pending and be retried before every buffer. */
+  gst_pad_add_probe (peer, GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM, bundle_filter_probe, f,
+                     bundle_filter_free);
+  return TRUE;
 }
 
 /* An SDP line is "<type>=<value>" with a single lower-case letter type (RFC 8866 §5). */

@@ -50,6 +50,37 @@ GstElement *sk_webrtc_add_send_track (GstBin *bin, GstElement *webrtcbin, SkTrac
                                       const char *codec, guint mline, guint pt, GstCaps *rtp_caps,
                                       gboolean nack, GError **error);
 
+/*
+ * The same m-line without appsrc and its streaming thread: returns a source pad of no element
+ * (a new reference), linked to the payloader and active, that the caller pushes buffers into
+ * with gst_pad_push from its own thread (the track's pushing thread: one thread hop and one
+ * wakeup less per buffer and subscriber). Stream-start (@stream_id), default caps and a TIME
+ * segment are stored on it; send new caps as a caps event. The pad answers latency queries as
+ * a live source; upstream events (a keyframe request from the peer) go to its event function,
+ * which drops them until the caller sets its own (gst_pad_set_event_function).
+ * Nothing queues: push only once DTLS is connected (webrtcbin blocks the send path until the
+ * SRTP keys are set, which would block the caller), and webrtcbin's send path (rtpbin, SRTP,
+ * nicesink with sync=FALSE on non-blocking UDP sockets) never blocks after that. Release it
+ * with sk_webrtc_send_pad_release once @bin is in NULL.
+ */
+GstPad *sk_webrtc_add_send_pad (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind,
+                                const char *codec, guint mline, guint pt, GstCaps *rtp_caps,
+                                gboolean nack, const char *stream_id, GError **error);
+void sk_webrtc_send_pad_release (GstPad *pad);
+
+/*
+ * Bundle: webrtcbin's rtpfunnel merges the m-lines' RTP into one session and, whenever a packet
+ * comes from another m-line than the one before, sends the stream's SEGMENT and its
+ * "GstWebRtcBinUpdateTos" event down again: with audio and video interleaved, 50-100 times a
+ * second per peer, each through a dozen pads to nicesink, where the TOS event also costs a
+ * transceiver lookup and setsockopt(IP_TOS). This drops, at the session's input, a SEGMENT
+ * equal to the last one let through and a TOS event for a mid whose TOS was already applied
+ * (valid while no sender's priority changes: the DSCP of a mid stays what it was). Call once
+ * the session is linked (e.g. when connected); FALSE if @webrtcbin has no linked rtpfunnel
+ * (no bundle), which is harmless.
+ */
+gboolean sk_webrtc_filter_bundle_events (GstElement *webrtcbin);
+
 /* Parses an SDP text; FALSE with SK_ERROR_INVALID and a message that says what is wrong. */
 gboolean sk_webrtc_parse_sdp (const char *text, gsize len, GstSDPMessage **out, GError **error);
 

@@ -1,10 +1,14 @@
 /*
  * streamkeeper: WHEP playback (draft-ietf-wish-whep).
  *
- * One subscriber = one GstPipeline: appsrc (leaky) → payloader → webrtcbin (sendonly). The
- * appsrcs are fed by SkTrack sinks on the publisher's streaming thread; every state change of
- * a subscriber (answer, teardown) happens on the main context, so a streaming thread never
- * tears down a pipeline, and a failing subscriber only ever affects itself.
+ * One subscriber = one GstPipeline: send pad → payloader → webrtcbin (sendonly). SkTrack sinks
+ * push into the send pads on the publisher's streaming thread: no queue and no thread of ours
+ * per m-line. That thread must never block, so a subscriber is bound to tracks only once its
+ * DTLS is connected (webrtcbin blocks the send path until then); after that nothing on the send
+ * path waits (nicesink: sync=FALSE, non-blocking UDP), so a slow viewer loses packets at its
+ * socket and never stalls the track or another viewer. Every state change of a subscriber
+ * (answer, teardown) happens on the main context, so a streaming thread never tears down a
+ * pipeline, and a failing subscriber only ever affects itself.
  *
  * ICE restart through PATCH is not supported yet: a PATCH whose ice-ufrag differs from the
  * session's answers 422, as the draft allows a server without ICE restart support to do.
@@ -13,7 +17,6 @@
 
 #include <string.h>
 
-#include <gst/app/gstappsrc.h>
 #include <gst/sdp/sdp.h>
 #include <gst/webrtc/webrtc.h>
 
@@ -50,11 +53,12 @@ typedef struct {
   const char *codec; /* what this m-line carries: "H264", "VP8" or "opus" (static) */
   guint mline;
   guint pt;
-  GstElement *appsrc;
+  SkWhepSubscriber *sub; /* the subscriber outlives its pipeline */
+  GstPad *srcpad;        /* sk_webrtc_add_send_pad: pushed into from the bound track's thread */
   /* Main context: the track we are bound to, and its sink. */
   SkTrack *track;
   guint sink_id;
-  /* Last PTS pushed into appsrc; touched only by the (single) live binding, under its lock. */
+  /* Last PTS pushed; touched only by the (single) live binding, under its lock. */
   GstClockTime last_out;
   /* The track a keyframe request (PLI/FIR from the viewer) goes to; under sub->keyframe_lock,
    * as requests arrive on webrtcbin's RTCP thread. */
@@ -71,7 +75,8 @@ struct _SkWhepBinding {
   GThread *replay_thread; /* set while sk_track_add_sink replays the GOP to us */
   GPtrArray *pending;     /* replayed buffers, pushed once the live edge is known */
   gboolean discont;
-  gboolean incompatible; /* caps changed to a codec this m-line did not negotiate */
+  gboolean incompatible;   /* caps changed to a codec this m-line did not negotiate */
+  GstFlowReturn last_flow; /* of the last push: an error is logged when it starts */
 };
 
 struct _SkWhepSubscriber {
@@ -90,7 +95,7 @@ struct _SkWhepSubscriber {
   GstClockTime base_time;
   guint bus_watch;
 
-  SkWhepMedia media[2]; /* indexed by SkTrackKind; appsrc NULL if the offer lacks it */
+  SkWhepMedia media[2]; /* indexed by SkTrackKind; srcpad NULL if the offer lacks it */
   char *offer_ufrag;
   GHashTable *mid_to_mline; /* char* → GUINT_TO_POINTER (mline + 1) */
 
@@ -101,6 +106,7 @@ struct _SkWhepSubscriber {
   gboolean gathered;
   guint gather_timeout;
   guint connect_timeout;
+  gboolean connected; /* DTLS is up: tracks may be bound (main context) */
 
   guint watch_id;
   GPtrArray *known[2]; /* SkWhepKnownTrack, in order of publication */
@@ -139,12 +145,11 @@ sub_free_on_main (gpointer data)
   SkWhepSubscriber *sub = data;
 
   GST_DEBUG ("freeing subscriber %s", sub->id);
-  for (guint i = 0; i < G_N_ELEMENTS (sub->media); i++)
-    g_clear_object (&sub->media[i].appsrc);
-  if (sub->pipeline != NULL) {
+  if (sub->pipeline != NULL)
     gst_element_set_state (sub->pipeline, GST_STATE_NULL);
-    gst_object_unref (sub->pipeline);
-  }
+  for (guint i = 0; i < G_N_ELEMENTS (sub->media); i++)
+    g_clear_pointer (&sub->media[i].srcpad, sk_webrtc_send_pad_release);
+  gst_clear_object (&sub->pipeline);
   g_clear_object (&sub->webrtcbin);
   g_clear_object (&sub->clock);
   g_clear_pointer (&sub->mid_to_mline, g_hash_table_unref);
@@ -232,7 +237,7 @@ sub_call_on_main (SkWhepSubscriber *sub, SubFunc func)
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* Media path: track sinks → re-stamp → appsrc (publisher's streaming thread) */
+/* Media path: track sinks → re-stamp → send pad (publisher's streaming thread) */
 
 static GstClockTime
 sub_running_time (SkWhepSubscriber *sub)
@@ -282,7 +287,13 @@ binding_push_locked (SkWhepBinding *b, GstBuffer *buffer, GstClockTime anchor)
     GST_BUFFER_FLAG_SET (copy, GST_BUFFER_FLAG_DISCONT);
     b->discont = FALSE;
   }
-  gst_app_src_push_buffer (GST_APP_SRC (media->appsrc), copy);
+  /* Runs the payloader, RTP session, SRTP and the UDP send on this thread: cheaper than a
+   * queue and a wakeup per buffer. FLUSHING while the subscriber closes, nothing to do. */
+  GstFlowReturn ret = gst_pad_push (media->srcpad, copy);
+  if (ret != GST_FLOW_OK && ret != GST_FLOW_FLUSHING && ret != b->last_flow)
+    GST_WARNING ("subscriber %s: %s push: %s", b->sub->id, sk_track_kind_to_string (media->kind),
+                 gst_flow_get_name (ret));
+  b->last_flow = ret;
 }
 
 static void
@@ -335,14 +346,17 @@ codec_of_caps (GstCaps *caps)
 }
 
 /* Publishers may announce a track with bare caps ("audio/x-opus") and refine them with the
- * first buffer; only caps the payloader accepts replace the appsrc's defaults. */
+ * first buffer; only caps the payloader accepts replace the send pad's defaults. Caller: the
+ * thread that pushes (or the main context before it may). */
 static void
 media_set_caps (SkWhepMedia *media, GstCaps *caps)
 {
-  g_autoptr (GstPad) srcpad = gst_element_get_static_pad (media->appsrc, "src");
-  g_autoptr (GstPad) peer = gst_pad_get_peer (srcpad);
+  g_autoptr (GstCaps) current = gst_pad_get_current_caps (media->srcpad);
+  if (current != NULL && gst_caps_is_equal (current, caps))
+    return;
+  g_autoptr (GstPad) peer = gst_pad_get_peer (media->srcpad);
   if (peer != NULL && gst_caps_is_fixed (caps) && gst_pad_query_accept_caps (peer, caps))
-    gst_app_src_set_caps (GST_APP_SRC (media->appsrc), caps);
+    gst_pad_push_event (media->srcpad, gst_event_new_caps (caps));
 }
 
 static void
@@ -437,7 +451,8 @@ media_follow (SkWhepSubscriber *sub, SkWhepMedia *media)
   GPtrArray *known = sub->known[media->kind];
   SkWhepKnownTrack *best = NULL;
 
-  if (media->appsrc == NULL)
+  /* Not before DTLS is up: pushing would block the track's thread (see the top). */
+  if (media->srcpad == NULL || !sub->connected)
     return;
   for (guint i = known->len; i > 0 && best == NULL; i--) {
     SkWhepKnownTrack *kt = g_ptr_array_index (known, i - 1);
@@ -660,6 +675,19 @@ sub_connected_main (SkWhepSubscriber *sub)
 {
   g_clear_handle_id (&sub->connect_timeout, g_source_remove);
   GST_INFO ("subscriber %s: connected", sub->id);
+  /* webrtcbin reports CONNECTED once DTLS is: the SRTP keys are set and the send path no
+   * longer blocks. Bind now; the GOP replay makes the viewer start at once. */
+  if (!sub->connected) {
+    sub->connected = TRUE;
+    /* The send sessions exist by now; without a latency distributed to them rtpsession cannot
+     * place its packets in running time (RTCP SR timing). A live appsrc used to trigger this. */
+    gst_bin_recalculate_latency (GST_BIN (sub->pipeline));
+    /* Our senders keep their default priority, which the filter relies on. */
+    if (!sk_webrtc_filter_bundle_events (sub->webrtcbin))
+      GST_DEBUG ("subscriber %s: no bundle funnel to filter", sub->id);
+    for (guint i = 0; i < G_N_ELEMENTS (sub->media); i++)
+      media_follow (sub, &sub->media[i]);
+  }
 }
 
 static void
@@ -954,18 +982,19 @@ probe_profile (const char *room, SkParticipant *participant, SkTrack *track, gbo
 /* Building a subscriber */
 
 /* RTCP thread: the viewer sent a PLI or FIR, which rtpsession turned into an upstream
- * GstForceKeyUnit that the payloader passed on to us. The track asks its producer (rate-
- * limited there, across all viewers); appsrc has nothing to do with it. */
-static GstPadProbeReturn
-sub_on_upstream_event (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
+ * GstForceKeyUnit that the payloader passed on to our send pad. The track asks its producer
+ * (rate-limited there, across all viewers). Other upstream events have nowhere to go. */
+static gboolean
+sub_on_upstream_event (GstPad *pad, GstObject *parent, GstEvent *event)
 {
-  SkWhepMedia *media = user_data;
-  SkWhepSubscriber *sub = g_object_get_data (G_OBJECT (pad), "sk-whep-subscriber");
-  GstEvent *event = GST_PAD_PROBE_INFO_EVENT (info);
+  SkWhepMedia *media = gst_pad_get_element_private (pad);
+  SkWhepSubscriber *sub = media->sub;
+  gboolean keyframe = GST_EVENT_TYPE (event) == GST_EVENT_CUSTOM_UPSTREAM
+                      && gst_event_has_name (event, "GstForceKeyUnit");
 
-  if (GST_EVENT_TYPE (event) != GST_EVENT_CUSTOM_UPSTREAM
-      || !gst_event_has_name (event, "GstForceKeyUnit") || sub == NULL)
-    return GST_PAD_PROBE_OK;
+  gst_event_unref (event);
+  if (!keyframe)
+    return TRUE;
   g_mutex_lock (&sub->keyframe_lock);
   SkTrack *track = media->keyframe_track != NULL ? sk_track_ref (media->keyframe_track) : NULL;
   g_mutex_unlock (&sub->keyframe_lock);
@@ -975,7 +1004,7 @@ sub_on_upstream_event (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
                sent ? "sent to the producer" : "dropped (rate limit or no producer)");
     sk_track_unref (track);
   }
-  return GST_PAD_PROBE_DROP;
+  return TRUE;
 }
 
 static gboolean
@@ -999,24 +1028,23 @@ sub_add_media (SkWhepSubscriber *sub, SkTrackKind kind, const char *codec,
   gst_structure_remove_field (s, "profile-level-id");
   /* A viewer that offers NACK for our pt gets retransmissions: webrtcbin then answers the
    * offer's rtx pt (apt=pt) and puts an rtprtxsend on our send path. */
-  GstElement *appsrc
-      = sk_webrtc_add_send_track (GST_BIN (sub->pipeline), sub->webrtcbin, kind, codec, mline, pt,
-                                  rtp_caps, media_has_nack (offer_media, pt), error);
-  if (appsrc == NULL)
+  g_autofree char *stream_id = g_strdup_printf ("%s/%s", sub->id, sk_track_kind_to_string (kind));
+  GstPad *srcpad
+      = sk_webrtc_add_send_pad (GST_BIN (sub->pipeline), sub->webrtcbin, kind, codec, mline, pt,
+                                rtp_caps, media_has_nack (offer_media, pt), stream_id, error);
+  if (srcpad == NULL)
     return FALSE;
 
   media->kind = kind;
   media->codec = codec;
   media->mline = mline;
   media->pt = pt;
-  media->appsrc = appsrc;
+  media->sub = sub;
+  media->srcpad = srcpad;
   media->last_out = GST_CLOCK_TIME_NONE;
   if (video) {
-    /* The pad belongs to the subscriber's pipeline, which the subscriber outlives. */
-    g_autoptr (GstPad) appsrc_pad = gst_element_get_static_pad (appsrc, "src");
-    g_object_set_data (G_OBJECT (appsrc_pad), "sk-whep-subscriber", sub);
-    gst_pad_add_probe (appsrc_pad, GST_PAD_PROBE_TYPE_EVENT_UPSTREAM, sub_on_upstream_event, media,
-                       NULL);
+    gst_pad_set_element_private (srcpad, media);
+    gst_pad_set_event_function (srcpad, sub_on_upstream_event);
   }
   return TRUE;
 }

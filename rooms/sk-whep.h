@@ -7,8 +7,9 @@
  *   DELETE /v1/whep/{id}           ends the subscriber
  *   PATCH  /v1/whep/{id}           trickle / ICE restart (application/trickle-ice-sdpfrag)
  *
- * Each subscriber is its own pipeline: appsrc (leaky) → payloader → webrtcbin (sendonly), fed
- * by sk_track sinks, so one slow subscriber never stalls a track or another subscriber.
+ * Each subscriber is its own pipeline: send pad → payloader → webrtcbin (sendonly), pushed into
+ * by sk_track sinks on the track's thread once DTLS is up; nothing on that path blocks, so one
+ * slow subscriber never stalls a track or another subscriber.
  */
 #pragma once
 

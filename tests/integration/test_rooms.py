@@ -1,5 +1,9 @@
 """Rooms: isolation between rooms, several publishers in one room, and SSE resumption."""
 
+import signal
+import subprocess
+import time
+
 import harness
 
 
@@ -92,3 +96,52 @@ def test_room_seq_continues_after_room_finished(node, publish, follow, invariant
     sse.wait_event("TrackPublished", count=4)
     pub2.stop()
     invariants(sse.events, final=True)
+
+
+def recvonly_offer():
+    """A browser-like WHEP offer (H.264 + Opus, recvonly) without candidates: the node answers
+    it, but ICE can never connect, so its DTLS never starts."""
+    lines = ["v=0", "o=- 4611731400430051337 2 IN IP4 127.0.0.1", "s=-", "t=0 0",
+             "a=group:BUNDLE 0 1", "a=msid-semantic: WMS"]
+    for mid, (kind, pt, rtpmap, fmtp) in enumerate([
+            ("video", 96, "H264/90000", "packetization-mode=1;profile-level-id=42e01f"),
+            ("audio", 111, "opus/48000/2", "minptime=10;useinbandfec=1")]):
+        lines += [f"m={kind} 9 UDP/TLS/RTP/SAVPF {pt}", "c=IN IP4 0.0.0.0",
+                  "a=ice-ufrag:Fx3q", "a=ice-pwd:6pWEfhTHQKTgDkM2aXH8kEnN",
+                  "a=ice-options:trickle", "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
+                  "a=setup:actpass", f"a=mid:{mid}", "a=recvonly", "a=rtcp-mux",
+                  f"a=rtpmap:{pt} {rtpmap}", f"a=rtcp-fb:{pt} nack", f"a=rtcp-fb:{pt} nack pli"]
+        lines.append(f"a=fmtp:{pt} {fmtp}")
+    return "\r\n".join(lines) + "\r\n"
+
+
+def test_stalled_viewers_never_stall_the_others(node, publish, procs, tmp_path, follow,
+                                                invariants):
+    """Slow-subscriber isolation. The node pushes a track's buffers into its viewers' send paths
+    from the track's own thread, so nothing a viewer does may block there: a viewer whose offer
+    is answered but that never connects (webrtcbin holds its send path until DTLS is up) and a
+    connected viewer that stops reading (SIGSTOP: its socket fills up) must not stall the track.
+    Other viewers decode audio and video all along, and a new one starts."""
+    room = harness.unique_room("iso")
+    sse = follow(node, room)
+    publishing(node, publish, room, "cam-iso")
+    sse.wait_event("TrackPublished", count=2)
+
+    never = node.api.request("POST", f"/v1/rooms/{room}/whep", recvonly_offer().encode(),
+                             token=None, headers={"Content-Type": "application/sdp"})
+    assert never.status == 201, never
+
+    log = tmp_path / "stopped-viewer.log"
+    stopped = procs.start([harness.WHEP_CLIENT, "--url", node.whep_url(room), "--ice-address",
+                           "127.0.0.1", "--frames", "100000", "--timeout", "120", "--latency"],
+                          log, stderr=subprocess.DEVNULL)
+    harness.wait_until(lambda: any("frame" in o for o in harness.parse_json_lines(
+        log.read_text(errors="replace"))), 30, what="a frame at the viewer to stop")
+    harness.ProcessGroup.signal(stopped, signal.SIGSTOP)
+    try:
+        harness.assert_plays(node, room, frames=60, expect_audio=True, timeout=30)
+        time.sleep(3)  # by now the stopped viewer's receive buffer is long full
+        harness.assert_plays(node, room, frames=60, expect_audio=True, timeout=30)
+    finally:
+        harness.ProcessGroup.signal(stopped, signal.SIGKILL)
+    invariants(sse.events)
