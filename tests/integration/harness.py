@@ -197,6 +197,16 @@ class Api:
         return rec, seen
 
 
+def assert_buffering_then_publishing(seen, must_see_buffering):
+    """Ingress statuses polled until PUBLISHING: BUFFERING (if the polls caught it) before it."""
+    assert seen[-1] == "ENDPOINT_PUBLISHING", seen
+    assert "ENDPOINT_ERROR" not in seen, seen
+    if must_see_buffering:
+        assert "ENDPOINT_BUFFERING" in seen, seen
+    if "ENDPOINT_BUFFERING" in seen:
+        assert seen.index("ENDPOINT_BUFFERING") < seen.index("ENDPOINT_PUBLISHING"), seen
+
+
 # --- the daemon --------------------------------------------------------------------------
 
 
@@ -491,6 +501,8 @@ class Publisher:
                 argv.append("--reconnect")
             if self.opts.get("duration"):
                 argv += ["--duration", str(self.opts["duration"])]
+            if self.opts.get("hold_media"):
+                argv += ["--hold-media", str(self.opts["hold_media"])]
             return argv
         raise ValueError(f"unknown publisher {k}")
 

@@ -110,9 +110,8 @@ def test_obs_studio_publishes_reconnects_and_stops(node, follow, obs_studio, inv
     rec, seen = node.api.wait_status(ing["ingress_id"], "ENDPOINT_PUBLISHING",
                                      timeout=STATUS_TIMEOUT)
     t_publishing = time.monotonic() - t0
-    assert "ENDPOINT_BUFFERING" in seen, seen
-    assert seen.index("ENDPOINT_BUFFERING") < seen.index("ENDPOINT_PUBLISHING")
-    assert "ENDPOINT_ERROR" not in seen
+    # OBS sends its media right after the publish: BUFFERING may fall between two polls.
+    harness.assert_buffering_then_publishing(seen, must_see_buffering=False)
 
     # The figures of the generated profile, as measured by the node from OBS's stream.
     video, audio = wait_figures(node, ing["ingress_id"])

@@ -17,6 +17,8 @@
  * prints when that keyframe is sent ({"event": "stall_end", "mono_us": …}, CLOCK_MONOTONIC
  * like the WHEP client's --latency). The keyframe goes out at its normal time, so what a
  * subscriber measures for it is the ordinary end-to-end delay, jitter buffer included.
+ * --hold-media S sends nothing (not even metadata) for S seconds after each accepted publish,
+ * as an encoder that is still starting up, while answering the server.
  *
  * Independent of the daemon's code on purpose: it is a peer, not a part.
  */
@@ -78,6 +80,7 @@ typedef struct {
   gint64 deadline_us; /* monotonic end of --duration, 0 = none */
   gboolean reconnect;
   gint64 stall_every_us; /* --stall-every: latency marks for the benchmark, 0 = none */
+  gint64 hold_media_us;  /* --hold-media: silence after NetStream.Publish.Start */
   guint64 sent_audio, sent_video;
   guint32 next_ts; /* timestamp continuity across reconnects */
 } Publisher;
@@ -537,7 +540,26 @@ send_tag (Publisher *pub, RTMP *r, const FlvTag *tag, guint32 ts)
   return TRUE;
 }
 
-typedef enum { RUN_STOPPED, RUN_LOST } RunResult;
+typedef enum { RUN_DUE, RUN_STOPPED, RUN_LOST } RunResult;
+
+/* Waits until @due (monotonic µs) while answering pings/acks and noticing a closed socket. */
+static RunResult
+serve_until (Publisher *pub, RTMP *r, gint64 due)
+{
+  for (;;) {
+    if (should_stop (pub))
+      return RUN_STOPPED;
+    gint64 wait_us = due - g_get_monotonic_time ();
+    /* Rounded up: a wait under 1 ms as poll (0) would spin until the tag is due. */
+    int wait_ms = wait_us > 0 ? (int)MIN ((wait_us + 999) / 1000, 50) : 0;
+    if (socket_readable (r, wait_ms)) {
+      if (!read_one (r))
+        return RUN_LOST;
+    } else if (wait_us <= 0) {
+      return RUN_DUE;
+    }
+  }
+}
 
 /* Sends metadata, headers and media until stopped or the connection drops. */
 static RunResult
@@ -546,6 +568,12 @@ publisher_stream (Publisher *pub, RTMP *r)
   const FlvSource *src = pub->source;
   guint32 base = pub->next_ts;
 
+  if (pub->hold_media_us > 0) {
+    RunResult held = serve_until (pub, r, g_get_monotonic_time () + pub->hold_media_us);
+    if (held != RUN_DUE)
+      return held;
+    emit ("held", NULL);
+  }
   if (!send_metadata (r, &src->info))
     return RUN_LOST;
   if (src->audio_config && !send_tag (pub, r, src->audio_config, base))
@@ -563,23 +591,10 @@ publisher_stream (Publisher *pub, RTMP *r)
       guint32 ts = offset + tag->timestamp;
       gint64 due = t0 + (gint64)(ts - base) * 1000;
 
-      /* Pace in real time; meanwhile answer pings/acks and notice a closed socket. */
-      for (;;) {
-        if (should_stop (pub)) {
-          pub->next_ts = ts;
-          return RUN_STOPPED;
-        }
-        gint64 wait_us = due - g_get_monotonic_time ();
-        /* Rounded up: a wait under 1 ms as poll (0) would spin until the tag is due. */
-        int wait_ms = wait_us > 0 ? (int)MIN ((wait_us + 999) / 1000, 50) : 0;
-        if (socket_readable (r, wait_ms)) {
-          if (!read_one (r)) {
-            pub->next_ts = ts;
-            return RUN_LOST;
-          }
-        } else if (wait_us <= 0) {
-          break;
-        }
+      RunResult waited = serve_until (pub, r, due);
+      if (waited != RUN_DUE) {
+        pub->next_ts = ts;
+        return waited;
       }
       /* A benchmark mark: a hole in the video that ends with a keyframe. A subscriber sees
        * the same hole; the first frame it decodes after it is this keyframe. */
@@ -680,6 +695,7 @@ main (int argc, char **argv)
   double duration = 0;
   gboolean reconnect = FALSE, verbose = FALSE;
   double stall_every = 0;
+  double hold_media = 0;
   GOptionEntry entries[]
       = { { "url", 0, 0, G_OPTION_ARG_STRING, &url, "rtmp://HOST:PORT/APP/KEY", "URL" },
           { "flv", 0, 0, G_OPTION_ARG_FILENAME, &flv, "FLV file with H.264 + AAC to loop", "FILE" },
@@ -688,6 +704,9 @@ main (int argc, char **argv)
             NULL },
           { "stall-every", 0, 0, G_OPTION_ARG_DOUBLE, &stall_every,
             "Benchmark: a >= 400 ms video hole ending at a keyframe every S s", "S" },
+          { "hold-media", 0, 0, G_OPTION_ARG_DOUBLE, &hold_media,
+            "Send nothing for S s after each publish is accepted (an encoder still starting)",
+            "S" },
           { "verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "librtmp debug log on stderr", NULL },
           { NULL } };
   g_autoptr (GOptionContext) ctx = g_option_context_new ("- publish like OBS Studio 29");
@@ -717,7 +736,8 @@ main (int argc, char **argv)
   Publisher pub = { .url = url,
                     .source = &src,
                     .reconnect = reconnect,
-                    .stall_every_us = (gint64)(stall_every * G_USEC_PER_SEC) };
+                    .stall_every_us = (gint64)(stall_every * G_USEC_PER_SEC),
+                    .hold_media_us = (gint64)(hold_media * G_USEC_PER_SEC) };
   if (duration > 0)
     pub.deadline_us = g_get_monotonic_time () + (gint64)(duration * G_USEC_PER_SEC);
   emit ("start", "\"media_tags\": %u, \"loop_ms\": %u, \"width\": %g, \"height\": %g",
