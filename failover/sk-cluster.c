@@ -65,7 +65,7 @@ cluster_set_state (SkCluster *self, SkClusterState state)
 {
   if (self->state == state)
     return;
-  g_message ("cluster: node %s incarnation %" G_GUINT64_FORMAT ": %s → %s", self->config->node_id,
+  g_message ("cluster: node %s incarnation %" G_GUINT64_FORMAT ": %s -> %s", self->config->node_id,
              self->incarnation, sk_cluster_state_to_string (self->state),
              sk_cluster_state_to_string (state));
   self->state = state;
@@ -112,7 +112,7 @@ static void
 cluster_fence (SkCluster *self, const GError *error)
 {
   g_warning ("cluster: node %s incarnation %" G_GUINT64_FORMAT
-             " was declared dead (%s): fencing — rooms and ingress sessions here are dropped, "
+             " was declared dead (%s): fencing: rooms and ingress sessions here are dropped, "
              "then the node rejoins",
              self->config->node_id, self->incarnation, error->message);
   cluster_set_state (self, SK_CLUSTER_FENCED);

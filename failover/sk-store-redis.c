@@ -1735,7 +1735,7 @@ redis_parse_uri (SkStoreRedis *self, const char *uri, GError **error)
   }
   if (self->sentinel_hosts->len == 0 || path[0] == '\0' || strchr (path, '/') != NULL) {
     g_set_error (error, SK_ERROR, SK_ERROR_INVALID,
-                 "store \"%s\": expected sentinel://HOST:PORT[,HOST:PORT…]/MASTER", uri);
+                 "store \"%s\": expected sentinel://HOST:PORT[,HOST:PORT...]/MASTER", uri);
     return FALSE;
   }
   self->master_name = g_strdup (path);

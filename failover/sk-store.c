@@ -29,7 +29,7 @@ sk_store_new (const char *uri, GError **error)
 
   g_set_error (error, SK_ERROR, SK_ERROR_INVALID,
                "unknown store \"%s\" (expected memory, redis://HOST:PORT or "
-               "sentinel://HOST:PORT[,HOST:PORT…]/MASTER)",
+               "sentinel://HOST:PORT[,HOST:PORT...]/MASTER)",
                uri);
   return NULL;
 }

@@ -337,7 +337,7 @@ session_connected_main (RemoteSession *s)
   g_clear_handle_id (&pub->connect_timeout_id, g_source_remove);
   pub->retry_ms = SK_REMOTE_RETRY_MIN_MS;
   session_bind_tracks (s);
-  g_message ("remote publication %s → %s: publishing %u tracks", pub->sid, pub->host_url,
+  g_message ("remote publication %s -> %s: publishing %u tracks", pub->sid, pub->host_url,
              s->n_media);
   if (pub->state_func != NULL)
     pub->state_func (pub, SK_REMOTE_PUBLISHING, NULL, pub->user_data);
@@ -831,7 +831,7 @@ on_retry (gpointer data)
 static void
 publication_failed (SkRemotePublication *pub, const GError *error)
 {
-  g_warning ("remote publication %s → %s: %s; retrying in %u ms", pub->sid, pub->host_url,
+  g_warning ("remote publication %s -> %s: %s; retrying in %u ms", pub->sid, pub->host_url,
              error->message, pub->retry_ms);
   publication_drop_session (pub);
   g_clear_handle_id (&pub->retry_id, g_source_remove);

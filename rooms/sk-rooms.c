@@ -2130,7 +2130,8 @@ on_cluster_view (SkCluster *cluster, GPtrArray *placements, gpointer user_data)
       self->orphan_view_id = g_timeout_add (ORPHAN_DEFER_MS, on_orphan_view, self);
     /* A full node leaves its first choices to the others, unless nobody takes them. */
     if (views > ORPHAN_PATIENCE_VIEWS
-        || (views > 1 && !manager_is_full (self, NULL) && manager_is_first_choice (self, pl->room))) {
+        || (views > 1 && !manager_is_full (self, NULL)
+            && manager_is_first_choice (self, pl->room))) {
       SkRoom *room;
 
       g_message ("room %s: host %s (incarnation %" G_GUINT64_FORMAT ") is dead; claiming it",

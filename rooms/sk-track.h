@@ -5,7 +5,8 @@
  * (a WHEP subscriber, later a remote room) receives each buffer. Video tracks keep the last
  * GOP (from the newest keyframe on) and replay it to a new sink so playback starts at once.
  * Thread-safe: push/add/remove may run on any thread. Sink callbacks run on the pushing
- * thread with the track's lock held and must not block (WHEP sinks push into webrtcbin's non-blocking send path).
+ * thread with the track's lock held and must not block (WHEP sinks push into webrtcbin's
+ * non-blocking send path).
  */
 #pragma once
 

@@ -696,19 +696,18 @@ main (int argc, char **argv)
   gboolean reconnect = FALSE, verbose = FALSE;
   double stall_every = 0;
   double hold_media = 0;
-  GOptionEntry entries[]
-      = { { "url", 0, 0, G_OPTION_ARG_STRING, &url, "rtmp://HOST:PORT/APP/KEY", "URL" },
-          { "flv", 0, 0, G_OPTION_ARG_FILENAME, &flv, "FLV file with H.264 + AAC to loop", "FILE" },
-          { "duration", 0, 0, G_OPTION_ARG_DOUBLE, &duration, "Stop cleanly after S seconds", "S" },
-          { "reconnect", 0, 0, G_OPTION_ARG_NONE, &reconnect, "Reconnect like OBS (2 s, x1.5)",
-            NULL },
-          { "stall-every", 0, 0, G_OPTION_ARG_DOUBLE, &stall_every,
-            "Benchmark: a >= 400 ms video hole ending at a keyframe every S s", "S" },
-          { "hold-media", 0, 0, G_OPTION_ARG_DOUBLE, &hold_media,
-            "Send nothing for S s after each publish is accepted (an encoder still starting)",
-            "S" },
-          { "verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "librtmp debug log on stderr", NULL },
-          { NULL } };
+  GOptionEntry entries[] = {
+    { "url", 0, 0, G_OPTION_ARG_STRING, &url, "rtmp://HOST:PORT/APP/KEY", "URL" },
+    { "flv", 0, 0, G_OPTION_ARG_FILENAME, &flv, "FLV file with H.264 + AAC to loop", "FILE" },
+    { "duration", 0, 0, G_OPTION_ARG_DOUBLE, &duration, "Stop cleanly after S seconds", "S" },
+    { "reconnect", 0, 0, G_OPTION_ARG_NONE, &reconnect, "Reconnect like OBS (2 s, x1.5)", NULL },
+    { "stall-every", 0, 0, G_OPTION_ARG_DOUBLE, &stall_every,
+      "Benchmark: a >= 400 ms video hole ending at a keyframe every S s", "S" },
+    { "hold-media", 0, 0, G_OPTION_ARG_DOUBLE, &hold_media,
+      "Send nothing for S s after each publish is accepted (an encoder still starting)", "S" },
+    { "verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "librtmp debug log on stderr", NULL },
+    { NULL }
+  };
   g_autoptr (GOptionContext) ctx = g_option_context_new ("- publish like OBS Studio 29");
   g_autoptr (GError) error = NULL;
   FlvSource src = { 0 };
