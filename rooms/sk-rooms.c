@@ -1284,9 +1284,8 @@ on_rebuild_events (GObject *source, GAsyncResult *result, gpointer user_data)
   }
   events = sk_store_read_events_finish (rb->room->manager->store, result, &error);
   if (events == NULL) {
-    g_autoptr (Rebuild) owned = rb;
-
     room_lost (rb->room, error);
+    rebuild_free (rb);
     return;
   }
   for (guint i = 0; i < events->len; i++) {

@@ -42,12 +42,6 @@ struct _SkTrack {
   guint64 keyframe_requests, keyframe_dropped;
 };
 
-const char *
-sk_track_kind_to_string (SkTrackKind kind)
-{
-  return kind == SK_TRACK_KIND_VIDEO ? "video" : "audio";
-}
-
 static const char *
 codec_from_caps (GstCaps *caps)
 {

@@ -19,7 +19,12 @@ typedef enum {
   SK_TRACK_KIND_AUDIO,
 } SkTrackKind;
 
-const char *sk_track_kind_to_string (SkTrackKind kind); /* "video" / "audio" */
+/* Inline: the WebRTC helpers use it without linking the track (the WHIP offer fuzzer). */
+static inline const char *
+sk_track_kind_to_string (SkTrackKind kind)
+{
+  return kind == SK_TRACK_KIND_VIDEO ? "video" : "audio";
+}
 
 typedef struct _SkTrack SkTrack;
 

@@ -278,8 +278,10 @@ on_pending_finished (SoupServerMessage *msg, gpointer user_data)
 
   /* The ingress node gave up before the answer; it will POST again. */
   if (pub->pending == msg) {
-    g_autoptr (SoupServerMessage) taken = pub_take_pending (pub);
+    SoupServerMessage *taken = pub_take_pending (pub);
+
     pub_detach (pub, "the POST went away before the answer");
+    g_object_unref (taken);
   }
 }
 
@@ -426,9 +428,11 @@ handle_publish (SkWhipInternal *self, SoupServerMessage *msg, const char *room)
   pub->media = sk_whip_session_new_for_target (name, offer, &pub_target, pub, pub->base_time,
                                                self->config, &pub_callbacks, pub, &error);
   if (pub->media == NULL) {
-    g_autoptr (SoupServerMessage) pending = pub_take_pending (pub);
+    SoupServerMessage *pending = pub_take_pending (pub); /* == @msg: we answer it here */
+
     sk_http_reply_gerror (msg, error);
     soup_server_message_unpause (msg);
+    g_object_unref (pending);
     return; /* the participant stays, detached: the ingress node retries */
   }
   pub->base_time = sk_whip_session_get_base_time (pub->media);

@@ -420,10 +420,12 @@ handle_offer (SkWhipServer *self, SoupServerMessage *msg, const char *path_key)
   res->media = sk_whip_session_new (name, offer, res->ingress, self->config, &media_callbacks, res,
                                     &error);
   if (res->media == NULL) {
-    g_autoptr (SoupServerMessage) pending = take_pending (res);
+    SoupServerMessage *pending = take_pending (res); /* == @msg: we answer it here */
+
     reply_gerror (msg, error);
     soup_server_message_unpause (msg);
     resource_destroy (res, SK_REASON_PUBLISHER_LOST);
+    g_object_unref (pending);
     return;
   }
   g_message ("WHIP session %.8s... for ingress %s: offer with %s%s%s, %u candidates", res->id,

@@ -411,8 +411,6 @@ static void
 on_shutdown (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   ShutdownState *s = user_data;
-  g_autoptr (GPtrArray) a = NULL;
-  g_autoptr (GPtrArray) b = NULL;
 
   s->ok = sk_room_manager_shutdown_finish (NULL, result, NULL);
   s->done = TRUE;

@@ -468,6 +468,7 @@ test_chunk_limits (void)
     g_autoptr (GByteArray) in = g_byte_array_new ();
     sk_rtmp_chunk_write (in, 128, csid, 20, 0, 0, (const guint8 *)"x", 1);
     g_autoptr (SkRtmpMessage) m = read_message (r2, in);
+    g_assert_nonnull (m);
   }
   g_autoptr (GByteArray) in = g_byte_array_new ();
   sk_rtmp_chunk_write (in, 128, 1000, 20, 0, 0, (const guint8 *)"x", 1);
