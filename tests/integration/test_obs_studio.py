@@ -172,7 +172,23 @@ def test_obs_studio_publishes_reconnects_and_stops(node, follow, obs_studio, inv
     # --- OBS quits on SIGINT: it stops the stream (FCUnpublish + deleteStream) first ----
     # OBS's own shutdown (threads, encoders, Qt) has been seen to take over 20 s on a loaded
     # 2-core machine before it even stops the stream.
-    assert studio.stop(signal.SIGINT, timeout=60) == 0, harness.tail(studio.log_path)
+    rc = studio.stop(signal.SIGINT, timeout=60)
+    if rc is not None and rc < 0:
+        # OBS 29.0.2 itself has been seen to die of SIGSEGV in its own shutdown on a loaded
+        # machine ("All scene data cleared", then the crash), before it stops the stream: not
+        # ours to judge. The node must have seen a lost publisher; OBS is started once more
+        # and quit again, and that time it must be clean.
+        print(f"\nOBS Studio died of signal {-rc} while quitting; starting it once more")
+        gone = sse.wait_event("ParticipantDisconnected", psid=second, timeout=EVENT_TIMEOUT)
+        assert gone[-1]["reason"] == "publisher_lost", gone
+        studio = obs_studio(node, ing["stream_key"])
+        second = sse.wait_for(lambda evs: participants(evs, IDENTITY)[2:3], EVENT_TIMEOUT,
+                              what="OBS's participant after its restart")[0]
+        sse.wait_event("TrackPublished", count=2, psid=second, timeout=EVENT_TIMEOUT)
+        harness.wait_until(lambda: node.api.status(ing["ingress_id"]) == "ENDPOINT_PUBLISHING",
+                           STATUS_TIMEOUT, what="PUBLISHING after OBS's restart")
+        rc = studio.stop(signal.SIGINT, timeout=60)
+    assert rc == 0, harness.tail(studio.log_path)
     sse.wait_event("ParticipantDisconnected", psid=second, timeout=EVENT_TIMEOUT)
     gone = sse.of("ParticipantDisconnected", psid=second)
     unpub = sse.of("TrackUnpublished", psid=second)
