@@ -28,7 +28,11 @@ Method:
     expected = span of PTS / frame duration + 1, dropped = expected - frames received.
     --client-nice N runs those subscribers at nice N, their autogroup included (each is a
     session of its own, and the kernel shares the CPU between autogroups): they stand in for
-    remote viewers, not for load on the node. Off by default.
+    remote viewers, not for load on the node. Off by default. --sub-jitterbuffer-ms sets
+    those subscribers' jitter buffer (a packet that a starved subscriber reads later than
+    that is dropped by it, and its NACK comes too late for the node's retransmission buffer).
+    Printed with it: the whole machine's busy % over the window and the UDP datagrams the
+    kernel dropped (receive/send buffers full), to tell the node's losses from the clients'.
 """
 
 import argparse
@@ -59,6 +63,20 @@ def rss_kib(pid):
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def udp_counters():
+    """This network namespace's UDP counters (/proc/net/snmp): datagrams the kernel dropped
+    for a full receive or send buffer show up here, not at the applications."""
+    rows = [line.split() for line in open("/proc/net/snmp") if line.startswith("Udp:")]
+    return {k: int(v) for k, v in zip(rows[0][1:], rows[1][1:])}
+
+
+def machine_busy():
+    """(busy, total) jiffies of the whole machine (/proc/stat), all cores."""
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    idle = f[3] + f[4]
+    return sum(f) - idle, sum(f)
 
 
 def sample_cpu(pid, seconds):
@@ -129,12 +147,14 @@ class Stream:
     def wait_publishing(self, timeout=60):
         self.node.api.wait_status(self.ing["ingress_id"], "ENDPOINT_PUBLISHING", timeout)
 
-    def subscribe(self, seconds, decode=True, wait_answer=True, nice=0):
+    def subscribe(self, seconds, decode=True, wait_answer=True, nice=0, jitterbuffer_ms=None):
         argv = [harness.WHEP_CLIENT, "--url", self.node.whep_url(self.room),
                 "--ice-address", "127.0.0.1", "--frames", "100000000",
                 "--timeout", str(int(seconds)), "--delete", "--latency"]
         if not decode:
             argv.append("--no-decode")
+        if jitterbuffer_ms is not None:
+            argv += ["--jitterbuffer-ms", str(jitterbuffer_ms)]
         self.decode = decode
         self.answer_failures = []
         for attempt in range(3):
@@ -239,7 +259,8 @@ def measure_latency(procs, workdir, source, transcode, seconds, stall_every):
         procs.kill_all()
 
 
-def measure_many(procs, workdir, source, n, window, warmup, decode, client_nice):
+def measure_many(procs, workdir, source, n, window, warmup, decode, client_nice,
+                 jitterbuffer_ms):
     wd = workdir / f"many-{n}"
     node = start_node(procs, wd)
     try:
@@ -255,12 +276,15 @@ def measure_many(procs, workdir, source, n, window, warmup, decode, client_nice)
         for i, s in enumerate(streams):
             # Generous: on a loaded machine starting 20 subscribers alone can take a minute,
             # and one that times out before the window ends counts as all frames dropped.
-            s.subscribe(window + warmup + 60 + 10 * n, decode=i < decode, nice=client_nice)
+            s.subscribe(window + warmup + 60 + 10 * n, decode=i < decode, nice=client_nice,
+                        jitterbuffer_ms=jitterbuffer_ms)
         for s in streams:
             s.wait_frames()
         time.sleep(warmup)
         t0 = time.monotonic_ns() // 1000
+        udp0, busy0 = udp_counters(), machine_busy()
         cpu = sample_cpu(pid, window)
+        udp1, busy1 = udp_counters(), machine_busy()
         t1 = time.monotonic_ns() // 1000
         rss_n = rss_kib(pid)
         subs = []
@@ -270,7 +294,9 @@ def measure_many(procs, workdir, source, n, window, warmup, decode, client_nice)
                              dropped=dropped, answer_failures=s.answer_failures))
         return dict(n=n, decode=min(decode, n), rss0=rss0, rss_pub=rss_pub, rss_n=rss_n,
                     cpu_pub=cpu_pub["mean"], cpu=cpu["mean"], cpu_samples=cpu["samples"],
-                    window=window, subs=subs)
+                    window=window, subs=subs,
+                    udp={k: udp1[k] - udp0.get(k, 0) for k in udp1},
+                    machine_busy=100.0 * (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1))
     finally:
         node.stop()
         procs.kill_all()
@@ -308,6 +334,9 @@ def main():
     ap.add_argument("--latency-seconds", type=int, default=45)
     ap.add_argument("--stall-every", type=float, default=3.0)
     ap.add_argument("--skip", default="", help="comma list of phases to skip: one,latency,many")
+    ap.add_argument("--sub-jitterbuffer-ms", type=int, default=None,
+                    help="the N-stream subscribers' jitter buffer (sk-whep-client's default: "
+                         "200, webrtcbin's); a player's is often larger")
     ap.add_argument("--client-nice", type=int, default=0,
                     help="nice value (autogroup included) of the N-stream run's subscribers")
     ap.add_argument("--workdir", default="/tmp/streamkeeper-bench")
@@ -352,7 +381,7 @@ def main():
                     table.add(f"{label[mode]}: glass-to-glass ms", "no marks matched")
         if "many" not in skip:
             r = measure_many(procs, workdir, source, args.streams, args.window, args.warmup,
-                             args.decode, args.client_nice)
+                             args.decode, args.client_nice, args.sub_jitterbuffer_ms)
             results["many"] = r
             n = r["n"]
             growth = (r["rss_n"] - r["rss0"]) / max(n, 1) / 1024
@@ -362,6 +391,8 @@ def main():
                       f1(r["cpu_pub"]))
             table.add(f"{n} passthrough streams + {n} subscribers: daemon CPU %", f1(r["cpu"]),
                       f1(pct(c, 50)), f1(pct(c, 95)), f1(max(c)))
+            table.add("  whole machine busy % (daemon, publishers, subscribers; all cores)",
+                      f1(r["machine_busy"]))
             table.add("  per stream (daemon CPU % / N)", f1(r["cpu"] / n), "", "", "", "<= 3")
             table.add(f"RSS MiB: idle -> {n} streams -> + {n} subscribers",
                       f"{r['rss0'] / 1024:.0f} -> {r['rss_pub'] / 1024:.0f} -> "
@@ -376,6 +407,10 @@ def main():
                 got = [x["got"] for x in subs]
                 table.add(f"frames per {kind} subscriber in {r['window']} s ({len(subs)} subs)",
                           f"min {min(got)}", f"{pct(got, 50)}", f"{pct(got, 95)}", f"{max(got)}")
+            udp = r["udp"]
+            table.add("UDP datagrams dropped by the kernel in the window (rcvbuf/sndbuf)",
+                      f"{udp.get('RcvbufErrors', 0)}/{udp.get('SndbufErrors', 0)}"
+                      f" of {udp.get('InDatagrams', 0)} in")
             fails = sum(len(x["answer_failures"]) for x in r["subs"])
             table.add("WHEP POSTs that failed and were retried", str(fails), "", "", "", "0")
             dropped = sum(x["dropped"] for x in r["subs"])

@@ -27,6 +27,9 @@
 #define SK_WHIP_MAX_PATCH_CANDS 64
 #define SK_WHIP_RETRY_AFTER_S "2"
 #define SK_WHIP_PROBLEM_TYPE "https://streamkeeper.invalid/problems/"
+/* How long a POST with a key unknown here waits for the store (created through another node). */
+#define SK_WHIP_KEY_LOOKUP_TIMEOUT_MS 2000
+#define SK_WHIP_MAX_KEY_LOOKUPS 64 /* beyond: unknown keys are refused at once */
 
 typedef struct _SkWhipResource SkWhipResource;
 
@@ -37,7 +40,18 @@ struct _SkWhipServer {
   GThread *warm_up;         /* joined before the server goes (gst_deinit must not race it) */
   SkWhipInternal *internal; /* the cluster's internal endpoint, once enabled */
   SkRoomManager *rooms;     /* for the cluster (forwarding), once enabled */
+  GHashTable *key_lookups;  /* KeyLookup set (owned): POSTs waiting for the store */
 };
+
+/* A POST whose stream key is unknown here, paused while the registry re-reads the store: the
+ * ingress may have been created through another node's API less than a refresh ago. */
+typedef struct {
+  SkWhipServer *server;
+  SoupServerMessage *msg; /* paused */
+  char *path_key;
+  guint refresh_id;
+  gulong finished_id;
+} KeyLookup;
 
 struct _SkWhipResource {
   SkWhipServer *server;
@@ -332,7 +346,65 @@ remote_address (SoupServerMessage *msg)
 }
 
 static void
-handle_offer (SkWhipServer *self, SoupServerMessage *msg, const char *path_key)
+key_lookup_free (KeyLookup *lookup)
+{
+  g_signal_handler_disconnect (lookup->msg, lookup->finished_id);
+  if (lookup->refresh_id != 0)
+    sk_ingress_registry_cancel_refresh (lookup->server->registry, lookup->refresh_id);
+  g_object_unref (lookup->msg);
+  g_free (lookup->path_key);
+  g_free (lookup);
+}
+
+static void handle_offer (SkWhipServer *self, SoupServerMessage *msg, const char *path_key,
+                          gboolean key_looked_up);
+
+static void
+on_key_looked_up (const GError *error, gpointer user_data)
+{
+  KeyLookup *lookup = user_data;
+  SkWhipServer *self = lookup->server;
+  g_autoptr (SoupServerMessage) msg = g_object_ref (lookup->msg);
+  g_autofree char *path_key = g_steal_pointer (&lookup->path_key);
+
+  lookup->refresh_id = 0; /* answered: nothing to cancel */
+  if (error != NULL)
+    g_message ("WHIP: stream key lookup: %s", error->message);
+  g_hash_table_remove (self->key_lookups, lookup);
+  handle_offer (self, msg, path_key, TRUE);
+  /* Answered now (else it stays paused until its session answers). */
+  if (soup_server_message_get_status (msg) != 0)
+    soup_server_message_unpause (msg);
+}
+
+/* The client went away while its key was looked up. */
+static void
+on_key_lookup_finished (SoupServerMessage *msg, gpointer user_data)
+{
+  KeyLookup *lookup = user_data;
+
+  g_hash_table_remove (lookup->server->key_lookups, lookup);
+}
+
+static void
+key_lookup_start (SkWhipServer *self, SoupServerMessage *msg, const char *path_key)
+{
+  KeyLookup *lookup = g_new0 (KeyLookup, 1);
+
+  lookup->server = self;
+  lookup->msg = g_object_ref (msg);
+  lookup->path_key = g_strdup (path_key);
+  lookup->finished_id
+      = g_signal_connect (msg, "finished", G_CALLBACK (on_key_lookup_finished), lookup);
+  g_hash_table_add (self->key_lookups, lookup);
+  soup_server_message_pause (msg);
+  lookup->refresh_id = sk_ingress_registry_refresh (self->registry, SK_WHIP_KEY_LOOKUP_TIMEOUT_MS,
+                                                    on_key_looked_up, lookup);
+}
+
+static void
+handle_offer (SkWhipServer *self, SoupServerMessage *msg, const char *path_key,
+              gboolean key_looked_up)
 {
   const char *method = soup_server_message_get_method (msg);
   g_autoptr (GError) error = NULL;
@@ -360,6 +432,11 @@ handle_offer (SkWhipServer *self, SoupServerMessage *msg, const char *path_key)
     return;
   }
   if (!sk_ingress_registry_check_key (self->registry, SK_INPUT_WHIP, key, &error)) {
+    if (!key_looked_up && g_error_matches (error, SK_ERROR, SK_ERROR_NOT_FOUND)
+        && g_hash_table_size (self->key_lookups) < SK_WHIP_MAX_KEY_LOOKUPS) {
+      key_lookup_start (self, msg, path_key);
+      return;
+    }
     reply_problem (msg, SOUP_STATUS_UNAUTHORIZED, "unauthorized", "invalid stream key");
     return;
   }
@@ -597,7 +674,7 @@ whip_handler (SoupServer *server, SoupServerMessage *msg, const char *path, GHas
   SkWhipServer *self = user_data;
 
   if (g_str_equal (path, SK_WHIP_PREFIX) || g_str_equal (path, SK_WHIP_PREFIX "/")) {
-    handle_offer (self, msg, NULL);
+    handle_offer (self, msg, NULL, FALSE);
   } else if (g_str_has_prefix (path, SK_WHIP_RESOURCE_PREFIX)) {
     handle_resource (self, msg, path + strlen (SK_WHIP_RESOURCE_PREFIX));
   } else {
@@ -606,7 +683,7 @@ whip_handler (SoupServer *server, SoupServerMessage *msg, const char *path, GHas
       reply_problem (msg, SOUP_STATUS_NOT_FOUND, "not_found", "no such WHIP endpoint");
       return;
     }
-    handle_offer (self, msg, key);
+    handle_offer (self, msg, key, FALSE);
   }
 }
 
@@ -642,6 +719,8 @@ sk_whip_server_new (const SkConfig *config, SkIngressRegistry *registry)
   self->config = config;
   self->registry = registry;
   self->resources = g_hash_table_new (g_str_hash, g_str_equal);
+  self->key_lookups = g_hash_table_new_full (g_direct_hash, g_direct_equal,
+                                             (GDestroyNotify)key_lookup_free, NULL);
   self->warm_up = g_thread_new ("whip-warm-up", warm_up_dtls, NULL);
   return self;
 }
@@ -660,6 +739,15 @@ sk_whip_server_free (SkWhipServer *self)
     resource_destroy (value, SK_REASON_SERVER_SHUTDOWN);
   }
   g_hash_table_unref (self->resources);
+  g_hash_table_iter_init (&it, self->key_lookups);
+  while (g_hash_table_iter_next (&it, &value, NULL)) {
+    KeyLookup *lookup = value;
+
+    reply_problem (lookup->msg, SOUP_STATUS_SERVICE_UNAVAILABLE, "unavailable",
+                   "the node is shutting down");
+    soup_server_message_unpause (lookup->msg);
+  }
+  g_hash_table_unref (self->key_lookups);
   g_clear_pointer (&self->internal, sk_whip_internal_free);
   g_thread_join (self->warm_up);
   g_free (self);

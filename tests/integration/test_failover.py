@@ -11,6 +11,7 @@ import pytest
 import cluster
 import harness
 from cluster import make_cluster  # noqa: F401 - the fixture
+from test_whip import WhipPublisher, assert_problem, create_whip_ingress, post, sdp_offer
 
 ok, missing = cluster.have_tools()
 pytestmark = pytest.mark.skipif(not ok, reason=f"missing {missing}")
@@ -435,5 +436,31 @@ def test_key_created_on_another_node_publishes_at_once(make_cluster):
     assert len(events.of("ParticipantConnected")) == 3
     for pub in pubs:
         pub.stop()
+    events.wait_event("RoomFinished", timeout=20)
+    c.assert_invariants(events)
+
+
+def test_whip_key_created_on_another_node_publishes_at_once(make_cluster):
+    """The same for WHIP: a POST to node 2 with the key of an ingress just created through
+    node 1 waits for node 2's read of the store and gets its 201 (it got 401 before); a key
+    nobody created still gets 401, with nothing created."""
+    c = make_cluster(nodes=2)
+    n1, n2 = c.nodes
+    room = harness.unique_room("late-whip")
+    ing = create_whip_ingress(n1, room)
+    pub = WhipPublisher(c.procs, c.workdir, f"{n2.base}/whip", ing["stream_key"])
+    c.on_log("whip publisher", pub.log_path)
+    events = c.follow(room)
+    events.wait_event("TrackPublished", count=2, timeout=30)
+    assert events.of("ParticipantConnected")[0]["participant"]["ingress_node"] == n2.node_id
+    assert pub.value("location"), harness.tail(pub.log_path)
+
+    before = [r["ingress_id"] for r in n2.api.get("/v1/ingress").json["items"]]
+    assert_problem(post(n2, sdp_offer(), "k" + "x" * 31), 401, "unauthorized")
+    assert [r["ingress_id"] for r in n2.api.get("/v1/ingress").json["items"]] == before
+
+    assert pub.stop() == 0, harness.tail(pub.log_path)
+    gone = events.wait_event("ParticipantDisconnected", timeout=20)
+    assert gone[-1]["reason"] == "client_initiated", gone
     events.wait_event("RoomFinished", timeout=20)
     c.assert_invariants(events)
