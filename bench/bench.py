@@ -72,6 +72,17 @@ def udp_counters():
     return {k: int(v) for k, v in zip(rows[0][1:], rows[1][1:])}
 
 
+def cpu_seconds_of(procs):
+    """CPU seconds of the live processes among @procs (Popen objects), summed."""
+    total = 0.0
+    for p in procs:
+        try:
+            total += cpu_seconds(p.pid)
+        except (OSError, IndexError):
+            pass  # ended
+    return total
+
+
 def machine_busy():
     """(busy, total) jiffies of the whole machine (/proc/stat), all cores."""
     f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
@@ -282,8 +293,11 @@ def measure_many(procs, workdir, source, n, window, warmup, decode, client_nice,
             s.wait_frames()
         time.sleep(warmup)
         t0 = time.monotonic_ns() // 1000
+        pubs, subs_p = [s.pub for s in streams], [s.sub for s in streams]
         udp0, busy0 = udp_counters(), machine_busy()
+        pub0, sub0, w0 = cpu_seconds_of(pubs), cpu_seconds_of(subs_p), time.monotonic()
         cpu = sample_cpu(pid, window)
+        pub1, sub1, w1 = cpu_seconds_of(pubs), cpu_seconds_of(subs_p), time.monotonic()
         udp1, busy1 = udp_counters(), machine_busy()
         t1 = time.monotonic_ns() // 1000
         rss_n = rss_kib(pid)
@@ -296,7 +310,9 @@ def measure_many(procs, workdir, source, n, window, warmup, decode, client_nice,
                     cpu_pub=cpu_pub["mean"], cpu=cpu["mean"], cpu_samples=cpu["samples"],
                     window=window, subs=subs,
                     udp={k: udp1[k] - udp0.get(k, 0) for k in udp1},
-                    machine_busy=100.0 * (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1))
+                    machine_busy=100.0 * (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1),
+                    publishers_cpu=100.0 * (pub1 - pub0) / (w1 - w0),
+                    subscribers_cpu=100.0 * (sub1 - sub0) / (w1 - w0))
     finally:
         node.stop()
         procs.kill_all()
@@ -393,6 +409,8 @@ def main():
                       f1(pct(c, 50)), f1(pct(c, 95)), f1(max(c)))
             table.add("  whole machine busy % (daemon, publishers, subscribers; all cores)",
                       f1(r["machine_busy"]))
+            table.add(f"  CPU % of the {n} publishers / of the {n} subscribers (one core = 100)",
+                      f"{r['publishers_cpu']:.0f} / {r['subscribers_cpu']:.0f}")
             table.add("  per stream (daemon CPU % / N)", f1(r["cpu"] / n), "", "", "", "<= 3")
             table.add(f"RSS MiB: idle -> {n} streams -> + {n} subscribers",
                       f"{r['rss0'] / 1024:.0f} -> {r['rss_pub'] / 1024:.0f} -> "
