@@ -5,61 +5,11 @@
 // {"frames": N, "video": {packets, decoded, keyframes}} every second, {"error": ...}. SIGINT/SIGTERM closes the page (its pagehide
 // handler DELETEs the session), then the browser. For bench/bench_whip.py --viewer chromium.
 // Usage: NODE_PATH=$(./install.sh) node whep-view.mjs PAGE_URL [--chromium PATH]
-import { createRequire } from "node:module";
+import { openPage, out, parseArgs } from "./page.mjs";
 
-const { chromium } = createRequire(import.meta.url)("playwright-core");
-
-const args = process.argv.slice(2);
-const pageUrl = args[0];
-const opt = (name, dflt) => {
-  const i = args.indexOf(name);
-  return i > 0 && i + 1 < args.length ? args[i + 1] : dflt;
-};
-const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
-
-if (!pageUrl) {
-  console.error("usage: whep-view.mjs PAGE_URL [--chromium PATH]");
-  process.exit(2);
-}
-
-const browser = await chromium.launch({
-  executablePath: opt("--chromium", "/usr/bin/chromium"),
-  headless: true,
-  handleSIGINT: false,
-  handleSIGTERM: false,
-  handleSIGHUP: false,
-  args: [
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--autoplay-policy=no-user-gesture-required",
-    "--no-sandbox", // run as root
-  ],
-});
-out({ launched: browser.version() });
-const page = await browser.newPage();
-page.on("console", (m) => console.error(`page: ${m.text()}`));
-page.on("pageerror", (e) => console.error(`page error: ${e}`));
-
-let closing = false;
-async function close(sig) {
-  if (closing)
-    return;
-  closing = true;
-  try {
-    const closed = page.waitForEvent("close", { timeout: 5000 }).catch(() => {});
-    await page.close({ runBeforeUnload: true });
-    await closed;
-    await new Promise((r) => setTimeout(r, 300));
-    await browser.close();
-    out({ result: "closed", signal: sig });
-    process.exit(0);
-  } catch (e) {
-    out({ error: `close: ${e}` });
-    process.exit(1);
-  }
-}
-process.on("SIGINT", () => close("SIGINT"));
-process.on("SIGTERM", () => close("SIGTERM"));
+const { pageUrl, chromium } = parseArgs("whep-view.mjs");
+const { browser, page } =
+  await openPage(chromium, ["--autoplay-policy=no-user-gesture-required"], 300);
 
 // Not "load": a <video> that waits for its stream holds the load event back until media comes.
 await page.goto(pageUrl, { waitUntil: "domcontentloaded" });

@@ -7,68 +7,12 @@
 // saw the peer connection connected.)
 // SIGINT/SIGTERM closes the page (its pagehide handler DELETEs the session), then the browser.
 // Usage: NODE_PATH=$(./install.sh) node whip-publish.mjs PAGE_URL [--chromium PATH]
-import { createRequire } from "node:module";
+import { openPage, out, parseArgs } from "./page.mjs";
 
-// require() honours NODE_PATH (the cached install of install.sh); import would not.
-const { chromium } = createRequire(import.meta.url)("playwright-core");
-
-const args = process.argv.slice(2);
-const pageUrl = args[0];
-const opt = (name, dflt) => {
-  const i = args.indexOf(name);
-  return i > 0 && i + 1 < args.length ? args[i + 1] : dflt;
-};
-const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
-
-if (!pageUrl) {
-  console.error("usage: whip-publish.mjs PAGE_URL [--chromium PATH]");
-  process.exit(2);
-}
-
-const browser = await chromium.launch({
-  executablePath: opt("--chromium", "/usr/bin/chromium"),
-  headless: true,
-  // This script closes the page itself on a signal, so that its pagehide handler runs.
-  handleSIGINT: false,
-  handleSIGTERM: false,
-  handleSIGHUP: false,
-  args: [
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    // Without it Chromium leaves loopback out of its ICE candidates.
-    "--allow-loopback-in-peer-connection",
-    // Host candidates as addresses, not .local names that nobody resolves in a namespace.
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--no-sandbox", // the tests run as root
-  ],
-});
-out({ launched: browser.version() });
-const page = await browser.newPage();
-page.on("console", (m) => console.error(`page: ${m.text()}`));
-page.on("pageerror", (e) => console.error(`page error: ${e}`));
-
-let closing = false;
-async function close(sig) {
-  if (closing)
-    return;
-  closing = true;
-  try {
-    // runBeforeUnload runs the page's unload handlers as a tab close does (and does not wait).
-    const closed = page.waitForEvent("close", { timeout: 5000 }).catch(() => {});
-    await page.close({ runBeforeUnload: true });
-    await closed;
-    // Let the keepalive DELETE leave before the browser process goes.
-    await new Promise((r) => setTimeout(r, 500));
-    await browser.close();
-    out({ result: "closed", signal: sig });
-    process.exit(0);
-  } catch (e) {
-    out({ error: `close: ${e}` });
-    process.exit(1);
-  }
-}
-process.on("SIGINT", () => close("SIGINT"));
-process.on("SIGTERM", () => close("SIGTERM"));
+const { pageUrl, chromium } = parseArgs("whip-publish.mjs");
+// The keepalive DELETE of the page's pagehide handler gets 500 ms before the browser goes.
+const { browser, page } = await openPage(
+  chromium, ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"], 500);
 
 const t0 = Date.now();
 await page.goto(pageUrl);
