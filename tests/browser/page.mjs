@@ -24,7 +24,8 @@ export function parseArgs(script) {
 
 // Launches Chromium with @extraArgs, opens a page, prints {"launched": VERSION}; on
 // SIGINT/SIGTERM the page is closed as a tab close does, @lingerMs given to its keepalive
-// DELETE, then the browser ({"result": "closed"}, exit 0).
+// DELETE, then the browser ({"result": "closed"}, exit 0). isClosing() tells a script's
+// polling loop that this has begun.
 export async function openPage(executablePath, extraArgs, lingerMs) {
   const browser = await chromium.launch({
     executablePath,
@@ -68,5 +69,5 @@ export async function openPage(executablePath, extraArgs, lingerMs) {
   }
   process.on("SIGINT", () => close("SIGINT"));
   process.on("SIGTERM", () => close("SIGTERM"));
-  return { browser, page };
+  return { browser, page, isClosing: () => closing };
 }

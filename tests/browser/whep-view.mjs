@@ -8,7 +8,7 @@
 import { openPage, out, parseArgs } from "./page.mjs";
 
 const { pageUrl, chromium } = parseArgs("whep-view.mjs");
-const { browser, page } =
+const { browser, page, isClosing } =
   await openPage(chromium, ["--autoplay-policy=no-user-gesture-required"], 300);
 
 // Not "load": a <video> that waits for its stream holds the load event back until media comes.
@@ -27,7 +27,7 @@ if (w.state !== "answered") {
 out({ location: w.location, post_wall_ms: w.post_wall_ms, answered_wall_ms: w.answered_wall_ms });
 
 let lastConnection = null, firstFrame = false, ticks = 0;
-while (!closing) {
+while (!isClosing()) {
   try {
     const s = await page.evaluate(() => ({ connection: whep.connection,
                                            connected_wall_ms: whep.connected_wall_ms,
@@ -44,7 +44,7 @@ while (!closing) {
     if (++ticks % 20 === 0)
       out({ frames: s.frames, video: await page.evaluate(() => whep.stats()) });
   } catch (e) {
-    if (!closing)
+    if (!isClosing())
       out({ error: `poll: ${e}` });
   }
   await new Promise((r) => setTimeout(r, 50));

@@ -11,7 +11,7 @@ import { openPage, out, parseArgs } from "./page.mjs";
 
 const { pageUrl, chromium } = parseArgs("whip-publish.mjs");
 // The keepalive DELETE of the page's pagehide handler gets 500 ms before the browser goes.
-const { browser, page } = await openPage(
+const { browser, page, isClosing } = await openPage(
   chromium, ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"], 500);
 
 const t0 = Date.now();
@@ -34,7 +34,7 @@ out({ location: w.location, etag: w.etag, status: w.status, post_ms: Date.now() 
       offer_candidates: (w.offer.match(/^a=candidate:.*$/gm) || []) });
 
 let lastConnection = null;
-while (!closing) {
+while (!isClosing()) {
   try {
     const s = await page.evaluate(async () => ({ connection: whip.connection,
                                                  connected_wall_ms: whip.connected_wall_ms,
@@ -44,7 +44,7 @@ while (!closing) {
             connected_wall_ms: s.connected_wall_ms });
     out({ stats: s.stats });
   } catch (e) {
-    if (!closing)
+    if (!isClosing())
       out({ error: `poll: ${e}` });
   }
   await new Promise((r) => setTimeout(r, 1000));
