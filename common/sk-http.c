@@ -286,3 +286,43 @@ sk_http_read_json_object (SoupServerMessage *msg, gsize max_bytes, GError **erro
   }
   return json_object_ref (json_node_get_object (root));
 }
+
+gboolean
+sk_http_content_type_is (SoupServerMessage *msg, const char *expected)
+{
+  const char *ct
+      = soup_message_headers_get_content_type (soup_server_message_get_request_headers (msg), NULL);
+
+  return ct != NULL && g_ascii_strcasecmp (ct, expected) == 0;
+}
+
+GBytes *
+sk_http_read_trickle_patch (SoupServerMessage *msg, const char *etag, gsize max_bytes,
+                            SkHttpReplyErrorFunc reply_error, gboolean *if_match_any)
+{
+  SoupMessageBody *body = soup_server_message_get_request_body (msg);
+  const char *if_match
+      = soup_message_headers_get_one (soup_server_message_get_request_headers (msg), "If-Match");
+
+  if (!sk_http_content_type_is (msg, "application/trickle-ice-sdpfrag")) {
+    reply_error (msg, SOUP_STATUS_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+                 "PATCH takes application/trickle-ice-sdpfrag");
+    return NULL;
+  }
+  if (if_match == NULL) {
+    reply_error (msg, 428, "precondition_required", "If-Match with the session's ETag is required");
+    return NULL;
+  }
+  *if_match_any = strcmp (if_match, "*") == 0;
+  if (!*if_match_any && g_strcmp0 (if_match, etag) != 0) {
+    reply_error (msg, SOUP_STATUS_PRECONDITION_FAILED, "etag_mismatch",
+                 "If-Match does not match this session's ETag");
+    return NULL;
+  }
+  if (body->length < 0 || (guint64)body->length > max_bytes) {
+    reply_error (msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, "too_large",
+                 "the fragment exceeds %" G_GSIZE_FORMAT " bytes", max_bytes);
+    return NULL;
+  }
+  return soup_message_body_flatten (body);
+}

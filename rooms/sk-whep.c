@@ -1209,14 +1209,6 @@ sub_start (SkWhepSubscriber *sub, GstSDPMessage *offer, GError **error)
 /* ---------------------------------------------------------------------------------------- */
 /* HTTP */
 
-static gboolean
-content_type_is (SoupServerMessage *msg, const char *expected)
-{
-  const char *ct
-      = soup_message_headers_get_content_type (soup_server_message_get_request_headers (msg), NULL);
-  return ct != NULL && g_ascii_strcasecmp (ct, expected) == 0;
-}
-
 static void
 reply_options (SoupServerMessage *msg, const char *methods, gboolean offer)
 {
@@ -1248,7 +1240,7 @@ sk_whep_server_handle_offer (SkWhepServer *self, SoupServerMessage *msg, const c
   }
   if (self->config->whep_require_token && !sk_http_require_token (msg, self->config->api_token))
     return;
-  if (!content_type_is (msg, "application/sdp")) {
+  if (!sk_http_content_type_is (msg, "application/sdp")) {
     sk_http_reply_error (msg, SOUP_STATUS_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
                          "the offer must be sent as application/sdp");
     return;
@@ -1311,30 +1303,12 @@ sk_whep_server_handle_offer (SkWhepServer *self, SoupServerMessage *msg, const c
 static void
 sub_handle_patch (SkWhepSubscriber *sub, SoupServerMessage *msg)
 {
-  SoupMessageHeaders *req = soup_server_message_get_request_headers (msg);
+  gboolean any_etag = FALSE;
+  g_autoptr (GBytes) bytes = sk_http_read_trickle_patch (msg, sub->etag, SK_WHEP_MAX_PATCH_BYTES,
+                                                         sk_http_reply_error, &any_etag);
 
-  if (!content_type_is (msg, "application/trickle-ice-sdpfrag")) {
-    sk_http_reply_error (msg, SOUP_STATUS_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
-                         "PATCH takes application/trickle-ice-sdpfrag");
+  if (bytes == NULL)
     return;
-  }
-  const char *if_match = soup_message_headers_get_one (req, "If-Match");
-  if (if_match == NULL) {
-    sk_http_reply_error (msg, 428, "precondition_required", "If-Match with the ETag is required");
-    return;
-  }
-  if (g_strcmp0 (if_match, "*") != 0 && g_strcmp0 (if_match, sub->etag) != 0) {
-    sk_http_reply_error (msg, SOUP_STATUS_PRECONDITION_FAILED, "etag_mismatch",
-                         "If-Match does not match this session");
-    return;
-  }
-  SoupMessageBody *body = soup_server_message_get_request_body (msg);
-  if (body->length > SK_WHEP_MAX_PATCH_BYTES) {
-    sk_http_reply_error (msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, "too_large",
-                         "the fragment exceeds %u bytes", SK_WHEP_MAX_PATCH_BYTES);
-    return;
-  }
-  g_autoptr (GBytes) bytes = soup_message_body_flatten (body);
   g_auto (SkTrickleFragment) frag = { 0 };
   g_autoptr (GError) error = NULL;
   if (!sk_webrtc_parse_trickle_fragment (g_bytes_get_data (bytes, NULL), g_bytes_get_size (bytes),

@@ -161,14 +161,6 @@ reply_gerror (SoupServerMessage *msg, const GError *error)
   reply_problem (msg, status, code, "%s", error->message);
 }
 
-static gboolean
-content_type_is (SoupServerMessage *msg, const char *expected)
-{
-  const char *ct
-      = soup_message_headers_get_content_type (soup_server_message_get_request_headers (msg), NULL);
-  return ct != NULL && g_ascii_strcasecmp (ct, expected) == 0;
-}
-
 static void
 add_cors (SoupServerMessage *msg, const char *methods)
 {
@@ -440,7 +432,7 @@ handle_offer (SkWhipServer *self, SoupServerMessage *msg, const char *path_key,
     reply_problem (msg, SOUP_STATUS_UNAUTHORIZED, "unauthorized", "invalid stream key");
     return;
   }
-  if (!content_type_is (msg, "application/sdp")) {
+  if (!sk_http_content_type_is (msg, "application/sdp")) {
     reply_problem (msg, SOUP_STATUS_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
                    "the offer must be sent as application/sdp");
     return;
@@ -560,32 +552,12 @@ handle_ice_restart (SkWhipResource *res, SoupServerMessage *msg, const SkTrickle
 static void
 handle_patch (SkWhipResource *res, SoupServerMessage *msg)
 {
-  SoupMessageHeaders *req = soup_server_message_get_request_headers (msg);
+  gboolean wildcard = FALSE;
+  g_autoptr (GBytes) bytes = sk_http_read_trickle_patch (msg, res->etag, SK_WHIP_MAX_PATCH_BYTES,
+                                                         reply_problem, &wildcard);
 
-  if (!content_type_is (msg, "application/trickle-ice-sdpfrag")) {
-    reply_problem (msg, SOUP_STATUS_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
-                   "PATCH takes application/trickle-ice-sdpfrag");
+  if (bytes == NULL)
     return;
-  }
-  const char *if_match = soup_message_headers_get_one (req, "If-Match");
-  if (if_match == NULL) {
-    reply_problem (msg, 428, "precondition_required",
-                   "If-Match with the session's ETag is required");
-    return;
-  }
-  gboolean wildcard = g_strcmp0 (if_match, "*") == 0;
-  if (!wildcard && g_strcmp0 (if_match, res->etag) != 0) {
-    reply_problem (msg, SOUP_STATUS_PRECONDITION_FAILED, "etag_mismatch",
-                   "If-Match does not match this session's ETag");
-    return;
-  }
-  SoupMessageBody *body = soup_server_message_get_request_body (msg);
-  if (body->length > SK_WHIP_MAX_PATCH_BYTES) {
-    reply_problem (msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, "too_large",
-                   "the fragment exceeds %u bytes", SK_WHIP_MAX_PATCH_BYTES);
-    return;
-  }
-  g_autoptr (GBytes) bytes = soup_message_body_flatten (body);
   g_auto (SkTrickleFragment) frag = { 0 };
   g_autoptr (GError) error = NULL;
   if (!sk_webrtc_parse_trickle_fragment (g_bytes_get_data (bytes, NULL), g_bytes_get_size (bytes),
