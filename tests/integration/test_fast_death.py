@@ -33,6 +33,15 @@ def lease_floor_ms(kill_ms):
     return kill_ms + LONG_TTL_MS - HEARTBEAT_MS
 
 
+def publish_straight_to(c, node, ing):
+    """An OBS-like publisher (no reconnect) to @node itself, not through HAProxy, once @node
+    knows the ingress."""
+    harness.wait_until(
+        lambda: node.api.get(f"/v1/ingress/{ing['ingress_id']}").status == 200, 10,
+        what=f"{node.node_id} to know the ingress")
+    return c.publish("obs", node.rtmp_url(ing["stream_key"]))
+
+
 def test_killed_node_retired_before_its_lease_expires(make_cluster):
     """kill -9 of the node running a publisher and hosting its room: the survivors see its
     watch connection end, find nothing listening at its address, retire it and rebuild the
@@ -90,10 +99,7 @@ def test_stopped_node_is_left_to_its_lease(make_cluster):
     # Straight to the node, not through HAProxy: the proxy would cut the session of a node
     # that fails its health checks, which is not what this test is about.
     victim = c.nodes[0]
-    harness.wait_until(
-        lambda: victim.api.get(f"/v1/ingress/{ing['ingress_id']}").status == 200, 10,
-        what=f"{victim.node_id} to know the ingress")
-    c.publish("obs", victim.rtmp_url(ing["stream_key"]))
+    publish_straight_to(c, victim, ing)
     events.wait_event("TrackPublished", count=2, timeout=30)
     _, live = c.store_view()
     victim_inc = live[victim.node_id]
@@ -145,10 +151,7 @@ def test_whep_post_while_the_room_moves_is_retryable(make_cluster):
     ing = c.api.create_ingress(room, identity="obs-m")
     events = c.follow(room)
     victim = c.nodes[0]
-    harness.wait_until(
-        lambda: victim.api.get(f"/v1/ingress/{ing['ingress_id']}").status == 200, 10,
-        what=f"{victim.node_id} to know the ingress")
-    c.publish("obs", victim.rtmp_url(ing["stream_key"]))  # no reconnect: the room is orphaned
+    publish_straight_to(c, victim, ing)  # no reconnect: the room is orphaned
     events.wait_event("TrackPublished", count=2, timeout=30)
     survivors = [n for n in c.nodes if n is not victim]
     for n in survivors:
