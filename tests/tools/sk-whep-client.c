@@ -614,14 +614,23 @@ on_connection_state (GstElement *webrtc, GParamSpec *pspec, gpointer data)
     print_event ("connected");
 }
 
-/* The first packet of an SSRC, before its jitter buffer: "first_rtp_video" or "_audio" (our
- * offer's Opus is pt 111). */
+/* The first packet of an SSRC, before its jitter buffer (our offer's Opus is pt 111).
+ * webrtcbin turns retransmission on for every jitter buffer of a bundle when the first
+ * m-line asks for it; like a browser we ask only for video, so audio's is turned off here. */
 static GstPadProbeReturn
 on_first_rtp (GstPad *pad, GstPadProbeInfo *info, gpointer data)
 {
   guint8 b[2];
-  if (gst_buffer_extract (GST_PAD_PROBE_INFO_BUFFER (info), 0, b, 2) == 2)
-    print_event ((b[1] & 0x7f) == 111 ? "first_rtp_audio" : "first_rtp_video");
+  if (gst_buffer_extract (GST_PAD_PROBE_INFO_BUFFER (info), 0, b, 2) != 2)
+    return GST_PAD_PROBE_REMOVE;
+  gboolean audio = (b[1] & 0x7f) == 111;
+  if (audio) {
+    g_autoptr (GstObject) jitterbuffer = gst_pad_get_parent (pad);
+    if (jitterbuffer != NULL)
+      g_object_set (jitterbuffer, "do-retransmission", FALSE, NULL);
+  }
+  if (opt_latency)
+    print_event (audio ? "first_rtp_audio" : "first_rtp_video");
   return GST_PAD_PROBE_REMOVE;
 }
 
@@ -633,10 +642,8 @@ on_deep_element_added (GstBin *bin, GstBin *sub_bin, GstElement *element, gpoint
   if (factory == NULL || !g_str_equal (GST_OBJECT_NAME (factory), "rtpjitterbuffer"))
     return;
   print_event ("first_rtp");
-  if (opt_latency) {
-    g_autoptr (GstPad) sink = gst_element_get_static_pad (element, "sink");
-    gst_pad_add_probe (sink, GST_PAD_PROBE_TYPE_BUFFER, on_first_rtp, NULL, NULL);
-  }
+  g_autoptr (GstPad) sink = gst_element_get_static_pad (element, "sink");
+  gst_pad_add_probe (sink, GST_PAD_PROBE_TYPE_BUFFER, on_first_rtp, NULL, NULL);
   if (opt_faststart > 0)
     g_object_set (element, "faststart-min-packets", (guint)opt_faststart, NULL);
 }
@@ -657,15 +664,16 @@ on_bus (GstBus *bus, GstMessage *message, gpointer data)
 }
 
 static void
-add_recvonly (GstElement *webrtc, const char *caps_str)
+add_recvonly (GstElement *webrtc, const char *caps_str, gboolean nack)
 {
   g_autoptr (GstCaps) caps = gst_caps_from_string (caps_str);
   GstWebRTCRTPTransceiver *trans = NULL;
   g_signal_emit_by_name (webrtc, "add-transceiver", GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_RECVONLY,
                          caps, &trans);
-  /* Like a browser: the jitter buffer asks for lost packets and the offer carries rtx pts. */
+  /* Like a browser: the video jitter buffer asks for lost packets and the offer carries rtx
+   * pts; Chromium's offer has no NACK for Opus, neither has ours. */
   if (trans != NULL)
-    g_object_set (trans, "do-nack", TRUE, NULL);
+    g_object_set (trans, "do-nack", nack, NULL);
   gst_clear_object (&trans);
 }
 
@@ -693,9 +701,11 @@ peer_start (Client *c)
   const char *loopback[] = { "127.0.0.1", NULL };
   sk_webrtc_configure_ice (peer->webrtc, opt_ice != NULL ? (const char *const *)opt_ice : loopback,
                            0, 0);
-  add_recvonly (peer->webrtc, opt_video_caps);
-  add_recvonly (peer->webrtc, "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,"
-                              "payload=111,encoding-params=(string)2");
+  add_recvonly (peer->webrtc, opt_video_caps, TRUE);
+  add_recvonly (peer->webrtc,
+                "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,"
+                "payload=111,encoding-params=(string)2",
+                FALSE);
   g_signal_connect (peer->webrtc, "on-negotiation-needed", G_CALLBACK (on_negotiation_needed),
                     peer);
   g_signal_connect (peer->webrtc, "notify::ice-gathering-state", G_CALLBACK (on_gathering_state),
