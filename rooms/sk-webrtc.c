@@ -11,6 +11,9 @@
 #include "common/sk-common.h"
 
 /* An SDP offer from a browser is a few KiB; 64 KiB leaves room for many m-lines. */
+GST_DEBUG_CATEGORY_STATIC (sk_webrtc_debug);
+#define GST_CAT_DEFAULT sk_webrtc_debug
+
 #define SK_WEBRTC_SDP_MAX_BYTES (64 * 1024)
 
 void
@@ -350,6 +353,106 @@ sk_webrtc_send_pad_release (GstPad *pad)
   if (peer != NULL)
     gst_pad_unlink (pad, peer);
   gst_object_unref (pad);
+}
+
+/* Send path: webrtcbin (1.22) puts clocksync ! FEC encoder bin (rtpulpfecenc ! rtpredenc) in
+ * front of rtpbin for every send stream. See sk_webrtc_tune_send_path. */
+typedef struct {
+  gboolean checked;
+  GstPad *fec_src; /* the idle FEC bin's source pad, or NULL: leave the stream alone */
+} FecBypass;
+
+static void
+fec_bypass_free (gpointer data)
+{
+  FecBypass *b = data;
+  gst_clear_object (&b->fec_src);
+  g_free (b);
+}
+
+static gboolean
+fec_encoders_idle (GstBin *fec_bin)
+{
+  gboolean idle = TRUE, found = FALSE;
+  g_autoptr (GstIterator) it = gst_bin_iterate_elements (fec_bin);
+  GValue item = G_VALUE_INIT;
+
+  while (gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
+    GstElement *e = g_value_get_object (&item);
+    GstElementFactory *factory = gst_element_get_factory (e);
+    const char *name = factory != NULL ? GST_OBJECT_NAME (factory) : "";
+    if (g_str_equal (name, "rtpulpfecenc")) {
+      guint pt, percentage, important;
+      g_object_get (e, "pt", &pt, "percentage", &percentage, "percentage-important", &important,
+                    NULL);
+      /* pt 255 (its default): no FEC payload type, every packet passes unchanged */
+      idle = idle && (pt > 127 || (percentage == 0 && important == 0));
+      found = TRUE;
+    } else if (g_str_equal (name, "rtpredenc")) {
+      gboolean allow_no_red_blocks;
+      guint distance;
+      g_object_get (e, "distance", &distance, "allow-no-red-blocks", &allow_no_red_blocks, NULL);
+      /* no redundancy and no RED wrapping asked for: every packet passes unchanged */
+      idle = idle && distance == 0 && !allow_no_red_blocks;
+    } else {
+      idle = FALSE; /* something we do not know: not ours to skip */
+    }
+    g_value_reset (&item);
+  }
+  g_value_unset (&item);
+  return found && idle;
+}
+
+/* On clocksync's source pad: the first buffer finds what follows it; while that is an idle FEC
+ * bin, buffers and lists are pushed straight out of the bin's source pad. Events take the
+ * bin's way, so its source pad carries the stream's sticky events as before. */
+static GstPadProbeReturn
+fec_bypass_probe (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
+{
+  FecBypass *b = user_data;
+
+  if (!b->checked) {
+    b->checked = TRUE;
+    g_autoptr (GstPad) peer = gst_pad_get_peer (pad);
+    g_autoptr (GstObject) bin = peer != NULL ? gst_pad_get_parent (peer) : NULL;
+    if (bin != NULL && GST_IS_BIN (bin) && fec_encoders_idle (GST_BIN (bin)))
+      b->fec_src = gst_element_get_static_pad (GST_ELEMENT (bin), "src");
+    GST_DEBUG_OBJECT (pad, "%s the FEC encoders", b->fec_src != NULL ? "bypassing" : "keeping");
+  }
+  if (b->fec_src == NULL)
+    return GST_PAD_PROBE_OK;
+
+  GstFlowReturn ret;
+  if (info->type & GST_PAD_PROBE_TYPE_BUFFER_LIST)
+    ret = gst_pad_push_list (b->fec_src, GST_PAD_PROBE_INFO_BUFFER_LIST (info));
+  else
+    ret = gst_pad_push (b->fec_src, GST_PAD_PROBE_INFO_BUFFER (info));
+  info->data = NULL;
+  GST_PAD_PROBE_INFO_FLOW_RETURN (info) = ret;
+  return GST_PAD_PROBE_HANDLED;
+}
+
+static void
+on_send_element_added (GstBin *webrtcbin, GstElement *element, gpointer user_data)
+{
+  GstElementFactory *factory = gst_element_get_factory (element);
+  if (factory == NULL || !g_str_equal (GST_OBJECT_NAME (factory), "clocksync"))
+    return;
+  g_object_set (element, "sync", FALSE, NULL);
+  g_autoptr (GstPad) src = gst_element_get_static_pad (element, "src");
+  gst_pad_add_probe (src, GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST,
+                     fec_bypass_probe, g_new0 (FecBypass, 1), fec_bypass_free);
+}
+
+void
+sk_webrtc_tune_send_path (GstElement *webrtcbin)
+{
+  static gsize debug_init;
+  if (g_once_init_enter (&debug_init)) {
+    GST_DEBUG_CATEGORY_INIT (sk_webrtc_debug, "sk-webrtc", 0, "streamkeeper webrtcbin helpers");
+    g_once_init_leave (&debug_init, 1);
+  }
+  g_signal_connect (webrtcbin, "element-added", G_CALLBACK (on_send_element_added), NULL);
 }
 
 /* What went down the bundle session's input last; see sk_webrtc_filter_bundle_events. */

@@ -69,6 +69,18 @@ GstPad *sk_webrtc_add_send_pad (GstBin *bin, GstElement *webrtcbin, SkTrackKind 
 void sk_webrtc_send_pad_release (GstPad *pad);
 
 /*
+ * The send path of a live source, already paced by its publisher. webrtcbin (1.22) puts a
+ * clocksync (sync=TRUE) in front of each send stream, which would cost a clock wait, hence a
+ * thread wakeup, for every buffer that comes a little early: turned off. After it comes an FEC
+ * encoder bin (rtpulpfecenc ! rtpredenc), also when no FEC is negotiated; rtpulpfecenc has no
+ * chain_list, so the payloader's buffer list (one per video frame) fell apart there and the
+ * RTP session, retransmission, SRTP and the UDP send all ran once per packet (nicesink sends a
+ * list with one sendmmsg). While those encoders are idle, buffers and lists skip the bin. Call
+ * right after creating @webrtcbin.
+ */
+void sk_webrtc_tune_send_path (GstElement *webrtcbin);
+
+/*
  * Bundle: webrtcbin's rtpfunnel merges the m-lines' RTP into one session and, whenever a packet
  * comes from another m-line than the one before, sends the stream's SEGMENT and its
  * "GstWebRtcBinUpdateTos" event down again: with audio and video interleaved, 50-100 times a

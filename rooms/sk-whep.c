@@ -836,17 +836,6 @@ sub_on_bus (GstBus *bus, GstMessage *message, gpointer user_data)
   return G_SOURCE_CONTINUE;
 }
 
-/* webrtcbin puts a clocksync (sync=TRUE) in front of each send stream to pace sources that
- * run faster than real time. Ours is live and already paced by its publisher; syncing only
- * costs a clock wait, hence a thread wakeup, for every buffer that arrives a little early. */
-static void
-sub_on_element_added (GstBin *bin, GstElement *element, gpointer user_data)
-{
-  GstElementFactory *factory = gst_element_get_factory (element);
-  if (factory != NULL && g_str_equal (GST_OBJECT_NAME (factory), "clocksync"))
-    g_object_set (element, "sync", FALSE, NULL);
-}
-
 /* ---------------------------------------------------------------------------------------- */
 /* Reading the offer */
 
@@ -1143,7 +1132,7 @@ sub_start (SkWhepSubscriber *sub, GstSDPMessage *offer, GError **error)
   }
   sub->webrtcbin = gst_object_ref (webrtcbin);
   gst_bin_add (GST_BIN (sub->pipeline), webrtcbin);
-  g_signal_connect (webrtcbin, "element-added", G_CALLBACK (sub_on_element_added), NULL);
+  sk_webrtc_tune_send_path (webrtcbin);
   gst_util_set_object_arg (G_OBJECT (webrtcbin), "bundle-policy", "max-bundle");
   if (config->stun_servers != NULL && config->stun_servers[0] != NULL)
     g_object_set (webrtcbin, "stun-server", config->stun_servers[0], NULL);
