@@ -73,7 +73,7 @@ void sk_webrtc_send_pad_release (GstPad *pad);
  * clocksync (sync=TRUE) in front of each send stream, which would cost a clock wait, hence a
  * thread wakeup, for every buffer that comes a little early: turned off. After it comes an FEC
  * encoder bin (rtpulpfecenc ! rtpredenc), also when no FEC is negotiated; rtpulpfecenc has no
- * chain_list, so the payloader's buffer list (one per video frame) fell apart there and the
+ * chain_list, so the payloader's buffer lists (a video frame's slices) fell apart there and the
  * RTP session, retransmission, SRTP and the UDP send all ran once per packet (nicesink sends a
  * list with one sendmmsg). While those encoders are idle, buffers and lists skip the bin. Call
  * right after creating @webrtcbin.
