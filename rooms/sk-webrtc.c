@@ -544,6 +544,29 @@ sk_webrtc_filter_bundle_events (GstElement *webrtcbin)
   return TRUE;
 }
 
+gboolean
+sk_webrtc_media_has_nack (const GstSDPMedia *media, guint pt)
+{
+  g_autofree char *prefix = g_strdup_printf ("%u ", pt);
+  for (guint i = 0; i < gst_sdp_media_attributes_len (media); i++) {
+    const GstSDPAttribute *attr = gst_sdp_media_get_attribute (media, i);
+    if (g_strcmp0 (attr->key, "rtcp-fb") != 0 || attr->value == NULL)
+      continue;
+    const char *fb = NULL;
+    if (g_str_has_prefix (attr->value, prefix))
+      fb = attr->value + strlen (prefix);
+    else if (g_str_has_prefix (attr->value, "* "))
+      fb = attr->value + 2;
+    if (fb == NULL)
+      continue;
+    /* Plain "nack" only: "nack pli" is a keyframe request, not a retransmission request. */
+    g_autofree char *kind = g_strstrip (g_strdup (fb));
+    if (g_strcmp0 (kind, "nack") == 0)
+      return TRUE;
+  }
+  return FALSE;
+}
+
 /* An SDP line is "<type>=<value>" with a single lower-case letter type (RFC 8866 §5). */
 static gboolean
 check_sdp_lines (const char *text, gsize len, guint *n_media, GError **error)

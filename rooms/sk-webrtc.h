@@ -99,6 +99,10 @@ gboolean sk_webrtc_parse_sdp (const char *text, gsize len, GstSDPMessage **out, 
 /* Whether @pt's a=rtpmap names @encoding ("H264/90000" matches "H264", case-insensitively). */
 gboolean sk_webrtc_media_rtpmap_is (const GstSDPMedia *media, guint pt, const char *encoding);
 
+/* Whether @media offers generic NACK feedback (a=rtcp-fb:PT nack, or a=rtcp-fb:* nack) for @pt:
+ * plain "nack" only, "nack pli" asks for keyframes, not retransmissions. */
+gboolean sk_webrtc_media_has_nack (const GstSDPMedia *media, guint pt);
+
 /* The value of @key in @pt's a=fmtp line, copied into @buf (NULL if absent). */
 const char *sk_webrtc_media_fmtp_get (const GstSDPMedia *media, guint pt, const char *key,
                                       char *buf, gsize buf_len);

@@ -858,30 +858,6 @@ h264_plid_matches (guint64 plid, const char *profile)
   return FALSE;
 }
 
-/* Whether @media offers generic NACK feedback (a=rtcp-fb:PT nack, or a=rtcp-fb:* nack) for @pt. */
-static gboolean
-media_has_nack (const GstSDPMedia *media, guint pt)
-{
-  g_autofree char *prefix = g_strdup_printf ("%u ", pt);
-  for (guint i = 0; i < gst_sdp_media_attributes_len (media); i++) {
-    const GstSDPAttribute *attr = gst_sdp_media_get_attribute (media, i);
-    if (g_strcmp0 (attr->key, "rtcp-fb") != 0 || attr->value == NULL)
-      continue;
-    const char *fb = NULL;
-    if (g_str_has_prefix (attr->value, prefix))
-      fb = attr->value + strlen (prefix);
-    else if (g_str_has_prefix (attr->value, "* "))
-      fb = attr->value + 2;
-    if (fb == NULL)
-      continue;
-    /* Plain "nack" only: "nack pli" is a keyframe request, not a retransmission request. */
-    g_autofree char *kind = g_strstrip (g_strdup (fb));
-    if (g_strcmp0 (kind, "nack") == 0)
-      return TRUE;
-  }
-  return FALSE;
-}
-
 /* An H.264 payload type with packetization-mode=1, preferring @profile. -1 if none. */
 static int
 pick_h264_pt (const GstSDPMedia *media, const char *profile)
@@ -1018,9 +994,9 @@ sub_add_media (SkWhepSubscriber *sub, SkTrackKind kind, const char *codec,
   /* A viewer that offers NACK for our pt gets retransmissions: webrtcbin then answers the
    * offer's rtx pt (apt=pt) and puts an rtprtxsend on our send path. */
   g_autofree char *stream_id = g_strdup_printf ("%s/%s", sub->id, sk_track_kind_to_string (kind));
-  GstPad *srcpad
-      = sk_webrtc_add_send_pad (GST_BIN (sub->pipeline), sub->webrtcbin, kind, codec, mline, pt,
-                                rtp_caps, media_has_nack (offer_media, pt), stream_id, error);
+  GstPad *srcpad = sk_webrtc_add_send_pad (
+      GST_BIN (sub->pipeline), sub->webrtcbin, kind, codec, mline, pt, rtp_caps,
+      sk_webrtc_media_has_nack (offer_media, pt), stream_id, error);
   if (srcpad == NULL)
     return FALSE;
 

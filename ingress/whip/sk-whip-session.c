@@ -44,6 +44,9 @@ GST_DEBUG_CATEGORY_STATIC (sk_whip_debug);
 /* Packets in sequence after which a jitter buffer lets a new stream go (rtpjitterbuffer's
  * faststart-min-packets). */
 #define SK_WHIP_FASTSTART_PACKETS 2u
+/* RTCP bandwidth of a session that asks for retransmissions (see on_deep_element_added). */
+#define SK_WHIP_RTCP_RR_BPS 40000
+#define SK_WHIP_RTCP_RS_BPS 8000
 
 typedef struct {
   SkWhipSession *session;
@@ -84,6 +87,8 @@ struct _SkWhipSession {
   guint bus_watch;
   GMutex lock;
   SkWhipMedia media[2]; /* indexed by SkTrackKind */
+  /* The offer's video payload type, when it asks for NACK retransmission (-1: none). */
+  gint nack_pt;
 
   gboolean local_set, gathered, answered, publishing;
   guint gather_timeout;
@@ -690,21 +695,51 @@ on_ice_connection_state (GstElement *webrtcbin, GParamSpec *pspec, gpointer user
   session_mark (ws, "ice-connection-state %d", state);
 }
 
+/* The first packet of an SSRC tells its jitter buffer whether to ask for lost packets: webrtcbin
+ * (1.22) gives every jitter buffer of a bundle the NACK setting of the first m-line's
+ * transceiver, whichever kind that is. */
+static GstPadProbeReturn
+on_first_rtp (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
+{
+  gint nack_pt = GPOINTER_TO_INT (user_data);
+  guint8 header[2];
+
+  if (gst_buffer_extract (GST_PAD_PROBE_INFO_BUFFER (info), 0, header, 2) == 2) {
+    g_autoptr (GstObject) jitterbuffer = gst_pad_get_parent (pad);
+    if (jitterbuffer != NULL)
+      g_object_set (jitterbuffer, "do-retransmission", (header[1] & 0x7f) == nack_pt, NULL);
+  }
+  return GST_PAD_PROBE_REMOVE;
+}
+
 /* Any element of the pipeline, webrtcbin's insides included. */
 static void
 on_deep_element_added (GstBin *bin, GstBin *sub_bin, GstElement *element, gpointer user_data)
 {
   SkWhipSession *ws = user_data;
   GstElementFactory *factory = gst_element_get_factory (element);
+  const char *name = factory != NULL ? GST_OBJECT_NAME (factory) : "";
 
+  if (g_str_equal (name, "rtpsession") && ws->nack_pt >= 0) {
+    /* A NACK goes out at once only if the last RTCP packet was a regular one (RFC 4585
+     * §3.5.2): others wait for the next regular report, whose interval comes from the session
+     * bandwidth, 64 kbit/s unless told, i.e. about 1 s, far past the jitter buffer's 100 ms.
+     * An RTCP bandwidth of 48 kbit/s makes it about 50 ms. */
+    g_object_set (element, "rtcp-rr-bandwidth", SK_WHIP_RTCP_RR_BPS, "rtcp-rs-bandwidth",
+                  SK_WHIP_RTCP_RS_BPS, NULL);
+    return;
+  }
   /* rtpbin makes a jitter buffer for an SSRC when its first packet arrives. */
-  if (factory == NULL || !g_str_equal (GST_OBJECT_NAME (factory), "rtpjitterbuffer"))
+  if (!g_str_equal (name, "rtpjitterbuffer"))
     return;
   session_mark (ws, "first RTP of an SSRC");
   /* The jitter buffer holds a stream's first packet for its whole latency (100 ms), in case
    * older ones are still on their way; a few in sequence are proof enough that they are not.
    * The latency still covers reordering and retransmissions afterwards. */
   g_object_set (element, "faststart-min-packets", SK_WHIP_FASTSTART_PACKETS, NULL);
+  g_autoptr (GstPad) sink = gst_element_get_static_pad (element, "sink");
+  gst_pad_add_probe (sink, GST_PAD_PROBE_TYPE_BUFFER, on_first_rtp, GINT_TO_POINTER (ws->nack_pt),
+                     NULL);
 }
 
 static void
@@ -819,6 +854,14 @@ add_transceiver (SkWhipSession *ws, const SkWhipOffer *offer, const SkWhipOfferM
     g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "webrtcbin refused a transceiver");
     return FALSE;
   }
+  /* Video lost on the way in is asked for again (RFC 4585 generic NACK; the publisher answers
+   * with RTX or the packet itself), so one loss does not spoil the picture for every viewer
+   * until the next keyframe. Audio is not: a late Opus packet is worth less than the delay. */
+  const GstSDPMedia *m = gst_sdp_message_get_media (offer->sdp, om->mline);
+  if (om == &offer->video && sk_webrtc_media_has_nack (m, om->pt)) {
+    g_object_set (trans, "do-nack", TRUE, NULL);
+    ws->nack_pt = om->pt;
+  }
   gst_object_unref (trans);
   return TRUE;
 }
@@ -892,6 +935,7 @@ sk_whip_session_new_for_target (const char *name, const SkWhipOffer *offer,
 
   SkWhipSession *ws = g_new0 (SkWhipSession, 1);
   ws->refcount = 1;
+  ws->nack_pt = -1;
   ws->name = g_strdup (name);
   ws->context = g_main_context_ref_thread_default ();
   ws->target = *target;

@@ -124,6 +124,41 @@ def test_every_decoded_picture_is_whole(node, whip, follow, invariants):
     finish(node, sse, pub, ing, invariants)
 
 
+def lossy_publisher_run(node, whip, follow, invariants, room, extra, timeout):
+    """A publisher that loses every 40th video packet on its way out, a keyframe only every 60 s,
+    and a viewer of 90 frames: returns the publisher's loss figures and its keyframe requests."""
+    args = ["--audio", "none", "--drop-every", "40", "--keyframe-interval", "60"] + extra
+    ing, sse, pub, _ = start_publishing(node, whip, follow, room, args=args, n_tracks=1)
+    res = harness.whep_play(node, room, frames=90, expect_audio=False, timeout=timeout)
+    finish(node, sse, pub, ing, invariants)
+    loss = next(o for o in pub.lines() if "dropped" in o)
+    return res, loss, keyframe_requests(pub)
+
+
+def test_lost_video_packets_are_asked_for_again(node, whip, follow, invariants):
+    """The publisher offers NACK with RTX (as browsers and OBS do): the node's jitter buffer asks
+    for each lost video packet (RTCP NACK) in time, the publisher resends it, and the viewer
+    decodes on without the node having to ask for keyframes."""
+    res, loss, keyframes = lossy_publisher_run(node, whip, follow, invariants,
+                                               harness.unique_room("whip-nack"), [], 15)
+    assert res.rc == 0, res.log[-2000:]
+    assert loss["dropped"] >= 5, loss
+    # Under load a retransmission can come too late; most must not.
+    assert loss["retransmitted"] >= loss["dropped"] // 2, loss
+    assert keyframes <= loss["dropped"] // 4, (keyframes, loss)
+
+
+def test_lost_video_packets_without_nack_ask_for_a_keyframe(node, whip, follow, invariants):
+    """The control: a publisher that offers no NACK. Each loss spoils the picture until the next
+    keyframe, which the node asks for (PLI from its depayloader) instead of passing on a
+    broken one."""
+    res, loss, keyframes = lossy_publisher_run(node, whip, follow, invariants,
+                                               harness.unique_room("whip-nonack"), ["--no-nack"],
+                                               6)
+    assert loss["dropped"] >= 5 and loss["retransmitted"] == 0, loss
+    assert keyframes >= 3, (keyframes, loss)
+
+
 def test_viewer_waiting_before_the_publisher_gets_whole_pictures(node, procs, tmp_path, whip,
                                                                   follow, invariants):
     """A viewer that POSTs its WHEP offer to a room with no track yet (a page opened before the

@@ -20,6 +20,11 @@
  * candidates from the 200. Prints {"ice_restart":"ok","etag":…} (or an error) and each ICE
  * state after it ({"ice_state":"ready"} once the new checks picked a pair).
  *
+ * Video is offered with NACK retransmission (RTX), like a browser; --no-nack leaves it out.
+ * --drop-every N loses every Nth video RTP packet (not its retransmission) just before the
+ * socket, as a lossy link would; at the end {"video_packets":…,"dropped":…,"retransmitted":…}
+ * tells what happened (retransmitted: RTX packets sent in answer to the server's NACKs).
+ *
  * --stamp draws the capture time into each frame (tests/tools/sk-stamp.h; width >= 512) for
  * sk-whep-client --latency to print glass-to-glass figures.
  */
@@ -63,7 +68,10 @@ static int opt_width = 640, opt_height = 360, opt_fps = 30, opt_kbps = 1500;
 static int opt_keyframe_s = 2;
 static int opt_ice_restart_s;
 static gboolean opt_stamp;
+static gboolean opt_no_nack;
+static int opt_drop_every;
 static gint keyframe_requests;
+static gint video_packets, video_dropped; /* --drop-every, on the sending thread */
 
 static GOptionEntry entries[] = {
   { "url", 0, 0, G_OPTION_ARG_STRING, &opt_url, "WHIP endpoint URL", "URL" },
@@ -88,6 +96,10 @@ static GOptionEntry entries[] = {
     "restart ICE S seconds after the answer (PATCH, RFC 9725 4.4.2)", "S" },
   { "stamp", 0, 0, G_OPTION_ARG_NONE, &opt_stamp,
     "draw the capture time into each frame (glass-to-glass marks)", NULL },
+  { "no-nack", 0, 0, G_OPTION_ARG_NONE, &opt_no_nack,
+    "offer video without NACK retransmission (a browser and OBS offer it)", NULL },
+  { "drop-every", 0, 0, G_OPTION_ARG_INT, &opt_drop_every,
+    "lose every Nth video RTP packet on its way out (retransmissions are never lost)", "N" },
   { NULL },
 };
 
@@ -149,6 +161,34 @@ on_delete_done (GObject *source, GAsyncResult *res, gpointer data)
   g_main_loop_quit (p->loop);
 }
 
+/* RTX packets rtprtxsend sent, in answer to NACKs. */
+static guint
+retransmitted (Publisher *p)
+{
+  guint total = 0;
+  g_autoptr (GstIterator) it = gst_bin_iterate_recurse (GST_BIN (p->webrtc));
+  GValue item = G_VALUE_INIT;
+  while (gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
+    GstElement *e = g_value_get_object (&item);
+    GstElementFactory *factory = gst_element_get_factory (e);
+    if (factory != NULL && g_str_equal (GST_OBJECT_NAME (factory), "rtprtxsend")) {
+      guint n = 0;
+      g_object_get (e, "num-rtx-packets", &n, NULL);
+      total += n;
+    }
+    g_value_reset (&item);
+  }
+  g_value_unset (&item);
+  return total;
+}
+
+static void
+print_loss (Publisher *p)
+{
+  g_print ("{\"video_packets\":%d,\"dropped\":%d,\"retransmitted\":%u}\n",
+           g_atomic_int_get (&video_packets), g_atomic_int_get (&video_dropped), retransmitted (p));
+}
+
 static gboolean
 stop (gpointer data)
 {
@@ -157,6 +197,8 @@ stop (gpointer data)
   if (p->stopping)
     return G_SOURCE_CONTINUE;
   p->stopping = TRUE;
+  if (opt_drop_every > 0)
+    print_loss (p);
   gst_element_set_state (p->pipeline, GST_STATE_NULL);
   if (p->resource == NULL || opt_no_delete) {
     if (p->resource == NULL)
@@ -426,9 +468,13 @@ on_negotiation_needed (GstElement *webrtc, gpointer data)
   /* A publisher only sends. */
   g_autoptr (GArray) transceivers = NULL;
   g_signal_emit_by_name (webrtc, "get-transceivers", &transceivers);
-  for (guint i = 0; transceivers != NULL && i < transceivers->len; i++)
-    g_object_set (g_array_index (transceivers, GstWebRTCRTPTransceiver *, i), "direction",
-                  GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_SENDONLY, NULL);
+  for (guint i = 0; transceivers != NULL && i < transceivers->len; i++) {
+    GstWebRTCRTPTransceiver *trans = g_array_index (transceivers, GstWebRTCRTPTransceiver *, i);
+    /* The pipeline links video (if any) first: "kind" is not known before caps flow. */
+    gboolean video = i == 0 && g_strcmp0 (opt_video, "none") != 0;
+    g_object_set (trans, "direction", GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_SENDONLY, "do-nack",
+                  video && !opt_no_nack, NULL);
+  }
   g_signal_emit_by_name (webrtc, "create-offer", NULL,
                          gst_promise_new_with_change_func (on_offer_created, p, NULL));
 }
@@ -506,6 +552,55 @@ on_raw_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
     gst_video_frame_unmap (&frame);
   }
   return GST_PAD_PROBE_OK;
+}
+
+/* --drop-every: RTP (version 2) of the video payload type, headers in the clear under SRTP;
+ * its retransmissions travel with the RTX payload type and always get through. */
+static gboolean
+drop_packet (GstBuffer *buffer)
+{
+  guint8 header[2];
+  guint video_pt = g_strcmp0 (opt_video, "vp8") == 0 ? 97 : 96;
+  if (gst_buffer_extract (buffer, 0, header, 2) != 2 || (header[0] >> 6) != 2
+      || (header[1] & 0x7f) != video_pt)
+    return FALSE;
+  return g_atomic_int_add (&video_packets, 1) % opt_drop_every == opt_drop_every - 1;
+}
+
+static gboolean
+drop_from_list (GstBuffer **buffer, guint idx, gpointer user_data)
+{
+  if (drop_packet (*buffer)) {
+    g_atomic_int_inc (&video_dropped);
+    gst_clear_buffer (buffer);
+  }
+  return TRUE;
+}
+
+static GstPadProbeReturn
+on_packet_out (GstPad *pad, GstPadProbeInfo *info, gpointer data)
+{
+  if (info->type & GST_PAD_PROBE_TYPE_BUFFER_LIST) {
+    GstBufferList *list = gst_buffer_list_make_writable (GST_PAD_PROBE_INFO_BUFFER_LIST (info));
+    gst_buffer_list_foreach (list, drop_from_list, NULL);
+    info->data = list;
+    return GST_PAD_PROBE_OK;
+  }
+  if (!drop_packet (GST_PAD_PROBE_INFO_BUFFER (info)))
+    return GST_PAD_PROBE_OK;
+  g_atomic_int_inc (&video_dropped);
+  return GST_PAD_PROBE_DROP;
+}
+
+static void
+on_deep_element_added (GstBin *bin, GstBin *sub_bin, GstElement *element, gpointer data)
+{
+  GstElementFactory *factory = gst_element_get_factory (element);
+  if (factory == NULL || !g_str_equal (GST_OBJECT_NAME (factory), "nicesink"))
+    return;
+  g_autoptr (GstPad) sink = gst_element_get_static_pad (element, "sink");
+  gst_pad_add_probe (sink, GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST,
+                     on_packet_out, NULL, NULL);
 }
 
 static char *
@@ -602,6 +697,8 @@ main (int argc, char **argv)
   sk_webrtc_configure_ice (p.webrtc, opt_ice != NULL ? (const char *const *)opt_ice : loopback, 0,
                            0);
   g_signal_connect (p.webrtc, "on-negotiation-needed", G_CALLBACK (on_negotiation_needed), &p);
+  if (opt_drop_every > 0)
+    g_signal_connect (p.pipeline, "deep-element-added", G_CALLBACK (on_deep_element_added), NULL);
   if (opt_ice_restart_s > 0) {
     g_autoptr (GstWebRTCICE) ice = NULL;
     g_autoptr (GObject) agent = NULL;
