@@ -14,6 +14,9 @@
 GST_DEBUG_CATEGORY_STATIC (sk_webrtc_debug);
 #define GST_CAT_DEFAULT sk_webrtc_debug
 
+/* RTCP bandwidth of a receiving session that sends NACKs: regular reports about every 50 ms. */
+#define SK_WEBRTC_FEEDBACK_RR_BPS 40000
+#define SK_WEBRTC_FEEDBACK_RS_BPS 8000
 #define SK_WEBRTC_SDP_MAX_BYTES (64 * 1024)
 
 void
@@ -565,6 +568,13 @@ sk_webrtc_media_has_nack (const GstSDPMedia *media, guint pt)
       return TRUE;
   }
   return FALSE;
+}
+
+void
+sk_webrtc_prompt_feedback (GstElement *rtpsession)
+{
+  g_object_set (rtpsession, "rtcp-rr-bandwidth", SK_WEBRTC_FEEDBACK_RR_BPS, "rtcp-rs-bandwidth",
+                SK_WEBRTC_FEEDBACK_RS_BPS, NULL);
 }
 
 /* An SDP line is "<type>=<value>" with a single lower-case letter type (RFC 8866 §5). */

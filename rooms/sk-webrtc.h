@@ -99,6 +99,16 @@ gboolean sk_webrtc_parse_sdp (const char *text, gsize len, GstSDPMessage **out, 
 /* Whether @pt's a=rtpmap names @encoding ("H264/90000" matches "H264", case-insensitively). */
 gboolean sk_webrtc_media_rtpmap_is (const GstSDPMedia *media, guint pt, const char *encoding);
 
+/*
+ * For an rtpsession (webrtcbin's, found through deep-element-added) whose jitter buffers ask for
+ * lost packets. A NACK goes out at once only if the RTCP packet before it was a regular report
+ * (RFC 4585 §3.5.2); any other waits for the next regular one, whose interval follows from the
+ * session bandwidth: rtpsession's default of 64 kbit/s makes it about a second, far past a
+ * jitter buffer's latency, and the sender's retransmission history. This gives the session
+ * 48 kbit/s of RTCP, regular reports about every 50 ms.
+ */
+void sk_webrtc_prompt_feedback (GstElement *rtpsession);
+
 /* Whether @media offers generic NACK feedback (a=rtcp-fb:PT nack, or a=rtcp-fb:* nack) for @pt:
  * plain "nack" only, "nack pli" asks for keyframes, not retransmissions. */
 gboolean sk_webrtc_media_has_nack (const GstSDPMedia *media, guint pt);

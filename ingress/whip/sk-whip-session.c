@@ -44,9 +44,6 @@ GST_DEBUG_CATEGORY_STATIC (sk_whip_debug);
 /* Packets in sequence after which a jitter buffer lets a new stream go (rtpjitterbuffer's
  * faststart-min-packets). */
 #define SK_WHIP_FASTSTART_PACKETS 2u
-/* RTCP bandwidth of a session that asks for retransmissions (see on_deep_element_added). */
-#define SK_WHIP_RTCP_RR_BPS 40000
-#define SK_WHIP_RTCP_RS_BPS 8000
 
 typedef struct {
   SkWhipSession *session;
@@ -721,12 +718,7 @@ on_deep_element_added (GstBin *bin, GstBin *sub_bin, GstElement *element, gpoint
   const char *name = factory != NULL ? GST_OBJECT_NAME (factory) : "";
 
   if (g_str_equal (name, "rtpsession") && ws->nack_pt >= 0) {
-    /* A NACK goes out at once only if the last RTCP packet was a regular one (RFC 4585
-     * §3.5.2): others wait for the next regular report, whose interval comes from the session
-     * bandwidth, 64 kbit/s unless told, i.e. about 1 s, far past the jitter buffer's 100 ms.
-     * An RTCP bandwidth of 48 kbit/s makes it about 50 ms. */
-    g_object_set (element, "rtcp-rr-bandwidth", SK_WHIP_RTCP_RR_BPS, "rtcp-rs-bandwidth",
-                  SK_WHIP_RTCP_RS_BPS, NULL);
+    sk_webrtc_prompt_feedback (element);
     return;
   }
   /* rtpbin makes a jitter buffer for an SSRC when its first packet arrives. */

@@ -639,7 +639,12 @@ static void
 on_deep_element_added (GstBin *bin, GstBin *sub_bin, GstElement *element, gpointer data)
 {
   GstElementFactory *factory = gst_element_get_factory (element);
-  if (factory == NULL || !g_str_equal (GST_OBJECT_NAME (factory), "rtpjitterbuffer"))
+  const char *name = factory != NULL ? GST_OBJECT_NAME (factory) : "";
+  if (g_str_equal (name, "rtpsession")) {
+    sk_webrtc_prompt_feedback (element); /* NACKs as prompt as a browser's */
+    return;
+  }
+  if (!g_str_equal (name, "rtpjitterbuffer"))
     return;
   print_event ("first_rtp");
   g_autoptr (GstPad) sink = gst_element_get_static_pad (element, "sink");
