@@ -101,11 +101,12 @@ gboolean sk_webrtc_media_rtpmap_is (const GstSDPMedia *media, guint pt, const ch
 
 /*
  * For an rtpsession (webrtcbin's, found through deep-element-added) whose jitter buffers ask for
- * lost packets. A NACK goes out at once only if the RTCP packet before it was a regular report
- * (RFC 4585 §3.5.2); any other waits for the next regular one, whose interval follows from the
- * session bandwidth: rtpsession's default of 64 kbit/s makes it about a second, far past a
- * jitter buffer's latency, and the sender's retransmission history. This gives the session
- * 48 kbit/s of RTCP, regular reports about every 50 ms.
+ * lost packets. A NACK goes out at once only if the last RTCP packet was a regular report or
+ * one reporting interval has passed since (RFC 4585 §3.5.2); otherwise it waits. The interval
+ * follows from the session bandwidth: rtpsession's default of 64 kbit/s makes it about 0.7 s,
+ * past a jitter buffer's latency and the sender's retransmission history. 48 kbit/s of RTCP
+ * makes it about 50 ms (AVPF lets rtpsession leave out the regular reports that carry nothing
+ * new, so few more packets are sent).
  */
 void sk_webrtc_prompt_feedback (GstElement *rtpsession);
 
