@@ -62,7 +62,7 @@ typedef struct {
   GstClockTime last_pts;
   gint64 last_keyframe_request_us;
 
-  /* Counters (atomic) for activity and bitrate. */
+  /* Counters for the bitrate and the start-up timeline. */
   guint64 bytes; /* g_atomic_pointer is awkward for 64 bits: guarded by lock too */
   guint buffers;
 } SkWhipMedia;
@@ -90,7 +90,8 @@ struct _SkWhipSession {
   gboolean local_set, gathered, answered, publishing;
   guint gather_timeout;
   guint tick_id, ticks;
-  guint last_buffers;
+  gint rtp_packets; /* atomic: RTP out of the jitter buffers, the session's sign of life */
+  gint last_rtp_packets;
   guint64 last_bytes[2];
   gint64 last_info_us;
   SkInputInfo info;
@@ -461,6 +462,17 @@ build_transcode_bin (SkWhipSession *ws, const char *depay_desc, SkWhipCodec code
   return bin;
 }
 
+/* Media activity is RTP that arrives, not what the depayloader lets through: after a loss it
+ * holds the video until the keyframe it asked for, which a lossy link may take seconds to get
+ * through whole, and the publisher is not lost meanwhile. */
+static GstPadProbeReturn
+count_rtp (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
+{
+  SkWhipSession *ws = user_data;
+  g_atomic_int_inc (&ws->rtp_packets);
+  return GST_PAD_PROBE_OK;
+}
+
 /* webrtcbin exposes a src pad per incoming stream: depayload it into an appsink. */
 static void
 on_pad_added (GstElement *webrtcbin, GstPad *pad, gpointer user_data)
@@ -543,6 +555,9 @@ on_pad_added (GstElement *webrtcbin, GstPad *pad, gpointer user_data)
   g_autoptr (GstPad) sinkpad = gst_element_get_static_pad (bin, "sink");
   if (gst_pad_link (pad, sinkpad) != GST_PAD_LINK_OK)
     session_fail (ws, "cannot link an incoming stream");
+  /* Like the appsink callbacks, it runs only while the pipeline does, which ends before ws. */
+  gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST, count_rtp, ws,
+                     NULL);
   session_mark (ws, "pad-added %s", sk_track_kind_to_string (kind));
   GST_INFO ("%s: receiving %s (%s)", ws->name, sk_track_kind_to_string (kind), encoding);
 }
@@ -553,18 +568,16 @@ static gboolean
 on_tick (gpointer data)
 {
   SkWhipSession *ws = data;
-  guint buffers = 0;
   guint64 bytes[2];
 
   g_mutex_lock (&ws->lock);
-  for (guint i = 0; i < G_N_ELEMENTS (ws->media); i++) {
-    buffers += ws->media[i].buffers;
+  for (guint i = 0; i < G_N_ELEMENTS (ws->media); i++)
     bytes[i] = ws->media[i].bytes;
-  }
   g_mutex_unlock (&ws->lock);
 
-  if (buffers != ws->last_buffers) {
-    ws->last_buffers = buffers;
+  gint packets = g_atomic_int_get (&ws->rtp_packets);
+  if (packets != ws->last_rtp_packets) {
+    ws->last_rtp_packets = packets;
     ws->target.media_received (ws->target_data);
   }
   if (++ws->ticks % SK_WHIP_INFO_TICKS == 0 && ws->publishing) {
