@@ -10,13 +10,14 @@
 
 #include "common/sk-common.h"
 
-/* An SDP offer from a browser is a few KiB; 64 KiB leaves room for many m-lines. */
 GST_DEBUG_CATEGORY_STATIC (sk_webrtc_debug);
 #define GST_CAT_DEFAULT sk_webrtc_debug
 
 /* RTCP bandwidth of a receiving session that sends NACKs: a 50 ms reporting interval. */
 #define SK_WEBRTC_FEEDBACK_RR_BPS 40000
 #define SK_WEBRTC_FEEDBACK_RS_BPS 8000
+
+/* An SDP offer from a browser is a few KiB; 64 KiB leaves room for many m-lines. */
 #define SK_WEBRTC_SDP_MAX_BYTES (64 * 1024)
 
 void
