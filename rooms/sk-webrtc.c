@@ -9,6 +9,7 @@
 #include <gst/webrtc/webrtc.h>
 
 #include "common/sk-common.h"
+#include "rooms/sk-srtp.h"
 
 GST_DEBUG_CATEGORY_STATIC (sk_webrtc_debug);
 #define GST_CAT_DEFAULT sk_webrtc_debug
@@ -448,6 +449,18 @@ on_send_element_added (GstBin *webrtcbin, GstElement *element, gpointer user_dat
                      fec_bypass_probe, g_new0 (FecBypass, 1), fec_bypass_free);
 }
 
+/* srtpenc is built inside dtlssrtpenc before webrtcbin adds its transport bin: it shows up
+ * here, not in "element-added". */
+static void
+on_send_deep_element_added (GstBin *webrtcbin, GstBin *sub_bin, GstElement *element,
+                            gpointer user_data)
+{
+  GstElementFactory *factory = gst_element_get_factory (element);
+  if (factory != NULL && g_str_equal (GST_OBJECT_NAME (factory), "srtpenc")
+      && !sk_srtp_take_over_srtpenc (element))
+    GST_WARNING_OBJECT (element, "not in a dtlssrtpenc: its libsrtp protects the RTP");
+}
+
 void
 sk_webrtc_tune_send_path (GstElement *webrtcbin)
 {
@@ -457,6 +470,7 @@ sk_webrtc_tune_send_path (GstElement *webrtcbin)
     g_once_init_leave (&debug_init, 1);
   }
   g_signal_connect (webrtcbin, "element-added", G_CALLBACK (on_send_element_added), NULL);
+  g_signal_connect (webrtcbin, "deep-element-added", G_CALLBACK (on_send_deep_element_added), NULL);
 }
 
 /* What went down the bundle session's input last; see sk_webrtc_filter_bundle_events. */

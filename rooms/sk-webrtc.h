@@ -75,8 +75,9 @@ void sk_webrtc_send_pad_release (GstPad *pad);
  * encoder bin (rtpulpfecenc ! rtpredenc), also when no FEC is negotiated; rtpulpfecenc has no
  * chain_list, so the payloader's buffer lists (a video frame's slices) fell apart there and the
  * RTP session, retransmission, SRTP and the UDP send all ran once per packet (nicesink sends a
- * list with one sendmmsg). While those encoders are idle, buffers and lists skip the bin. Call
- * right after creating @webrtcbin.
+ * list with one sendmmsg). While those encoders are idle, buffers and lists skip the bin. And
+ * once DTLS has keyed it, the RTP is protected by sk-srtp.c, not by srtpenc's libsrtp (see
+ * sk_srtp_take_over_srtpenc). Call right after creating @webrtcbin.
  */
 void sk_webrtc_tune_send_path (GstElement *webrtcbin);
 

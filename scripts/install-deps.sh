@@ -10,9 +10,10 @@ RUNTIME=(
   libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools
-  libsoup-3.0-dev libjson-glib-dev librtmp-dev libhiredis-dev libnice-dev libsystemd-dev
+  libsoup-3.0-dev libjson-glib-dev libssl-dev librtmp-dev libhiredis-dev libnice-dev libsystemd-dev
 )
 TEST=(
+  libsrtp2-dev  # tests check sk-srtp.c against libsrtp
   clang libclang-rt-14-dev ffmpeg python3 python3-pytest python3-pytest-timeout
   iproute2 util-linux curl redis-server haproxy
   obs-studio obs-plugins xvfb  # obs-plugins is only a Recommends of obs-studio

@@ -1,8 +1,10 @@
 /*
  * sk_webrtc_tune_send_path: a sending and a receiving webrtcbin in one pipeline, over
  * 127.0.0.1, fed by x264enc through sk_webrtc_add_send_pad. Tuned, the payloader's buffer
- * lists skip the idle FEC encoders and reach nicesink as lists; untuned (the control),
- * rtpulpfecenc takes every packet and nicesink gets them one by one.
+ * lists skip the idle FEC encoders and reach nicesink as lists, and the RTP is protected by
+ * sk-srtp.c, not by srtpenc (whose libsrtp still protects RTCP; the receiver's libsrtp takes
+ * both); untuned (the control), rtpulpfecenc takes every packet, nicesink gets them one by one
+ * and srtpenc protects them.
  */
 #include <gst/app/gstappsink.h>
 #include <gst/gst.h>
@@ -23,6 +25,7 @@ typedef struct {
   gint frames;  /* depayloaded by the receiver */
   gint sink[2]; /* buffers, lists into the sender's nicesink */
   gint fec[2];  /* buffers, lists into the sender's rtpulpfecenc */
+  gint srtp[2]; /* buffers, lists that srtpenc's own RTP chain protected */
   gint n_nicesinks, n_fec_encoders;
 } Pair;
 
@@ -99,6 +102,16 @@ count_items (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
   return GST_PAD_PROBE_OK;
 }
 
+/* Added after sk-srtp.c's probe (tune_send_path connects first): counts what it leaves to
+ * srtpenc. dtlssrtpenc may have asked for the pad before its bin reached webrtcbin. */
+static void
+on_srtpenc_pad_added (GstElement *srtpenc, GstPad *pad, Pair *p)
+{
+  if (GST_PAD_DIRECTION (pad) == GST_PAD_SINK && g_str_has_prefix (GST_PAD_NAME (pad), "rtp_sink"))
+    gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST, count_items,
+                       p->srtp, NULL);
+}
+
 /* webrtcbin builds a send stream's clocksync and FEC bin when caps first reach its sink pad,
  * and rtph264pay (byte-stream) sets its caps with its first packets: the encoders appear during
  * the first push, so the probes go in as elements are added, not by a search once connected. */
@@ -109,6 +122,13 @@ on_deep_element_added (GstBin *bin, GstBin *sub_bin, GstElement *element, Pair *
   const char *name = factory != NULL ? GST_OBJECT_NAME (factory) : "";
   gboolean sink = g_str_equal (name, "nicesink");
 
+  if (g_str_equal (name, "srtpenc")) {
+    g_signal_connect (element, "pad-added", G_CALLBACK (on_srtpenc_pad_added), p);
+    g_autoptr (GstPad) pad = gst_element_get_static_pad (element, "rtp_sink_0");
+    if (pad != NULL)
+      on_srtpenc_pad_added (element, pad, p);
+    return;
+  }
   if (!sink && !g_str_equal (name, "rtpulpfecenc"))
     return;
   g_autoptr (GstPad) pad = gst_element_get_static_pad (element, "sink");
@@ -249,9 +269,12 @@ test_send_path (gconstpointer data)
   gint sink_lists = g_atomic_int_get (&p.sink[1]);
   gint fec_buffers = g_atomic_int_get (&p.fec[0]);
   gint fec_lists = g_atomic_int_get (&p.fec[1]);
+  gint srtp_items = g_atomic_int_get (&p.srtp[0]) + g_atomic_int_get (&p.srtp[1]);
   g_autofree char *counts = g_strdup_printf (
-      "%s: %d frames; nicesink %d buffers, %d lists; rtpulpfecenc %d buffers, %d lists",
-      tuned ? "tuned" : "untuned", frames, sink_buffers, sink_lists, fec_buffers, fec_lists);
+      "%s: %d frames; nicesink %d buffers, %d lists; rtpulpfecenc %d buffers, %d lists; "
+      "srtpenc protected %d buffers and lists of RTP",
+      tuned ? "tuned" : "untuned", frames, sink_buffers, sink_lists, fec_buffers, fec_lists,
+      srtp_items);
   if (!got)
     g_error ("timed out waiting for %d frames: %s", MIN_FRAMES, counts);
   g_test_message ("%s", counts);
@@ -264,10 +287,12 @@ test_send_path (gconstpointer data)
     g_assert_cmpint (fec_buffers, ==, 0);
     g_assert_cmpint (fec_lists, ==, 0);
     g_assert_cmpint (sink_lists, >, 0);
+    g_assert_cmpint (srtp_items, ==, 0);
   } else {
     /* The control: the lists reach rtpulpfecenc, whose default chain_list splits them. */
     g_assert_cmpint (fec_buffers + fec_lists, >, 0);
     g_assert_cmpint (sink_lists, ==, 0);
+    g_assert_cmpint (srtp_items, >, 0);
   }
 
   gst_element_set_state (p.pipeline, GST_STATE_NULL);
