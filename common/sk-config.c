@@ -109,7 +109,7 @@ sk_config_new (void)
 
   c->video_encoder
       = g_strdup ("x264enc tune=zerolatency speed-preset=veryfast key-int-max=60 bframes=0");
-  c->audio_encoder = g_strdup ("opusenc bitrate=96000 complexity=5 frame-size=20");
+  c->audio_encoder = g_strdup ("opusenc bitrate=96000 complexity=5 frame-size=40");
 
   c->room_empty_timeout_ms = 10000;
   c->sse_keepalive_ms = 15000;

@@ -295,7 +295,7 @@ run_passthrough (gboolean enhanced)
   ctx_init (&ctx);
   SkIngressPipeline *p = new_pipeline (&ctx, SK_TRANSCODE_AUTO);
   feed_file (p, file_bf0, enhanced);
-  wait_for (&ctx, 90, 140, 10000);
+  wait_for (&ctx, 90, 70, 10000);
 
   g_assert_false (sk_ingress_pipeline_is_transcoding (p));
   g_assert_cmpuint (ctx.track_ready_calls[SK_TRACK_KIND_VIDEO], ==, 1);
@@ -308,8 +308,8 @@ run_passthrough (gboolean enhanced)
   g_assert_cmpuint (ctx.keyframes, ==, 3);
   g_assert_cmpuint (ctx.keyframes_with_params, ==, 3);
   g_assert_true (ctx.video_pts_monotonic);
-  /* 3 s of Opus in 20 ms frames: ~150 (the encoder may hold the last few). */
-  g_assert_cmpuint (ctx.buffers[SK_TRACK_KIND_AUDIO], >=, 140);
+  /* 3 s of Opus in 40 ms frames: ~75 (the encoder may hold the last few). */
+  g_assert_cmpuint (ctx.buffers[SK_TRACK_KIND_AUDIO], >=, 70);
   g_assert_cmpuint (ctx.publishing, ==, 1);
   g_assert_cmpuint (ctx.errors, ==, 0);
   assert_video_info (&ctx);
@@ -342,7 +342,7 @@ test_transcode_bframes (void)
   SkIngressPipeline *p = new_pipeline (&ctx, SK_TRANSCODE_AUTO);
   feed_file (p, file_bf2, FALSE);
   /* The decoder keeps its reorder delay without EOS: not every frame comes out. */
-  wait_for (&ctx, 80, 140, 20000);
+  wait_for (&ctx, 80, 70, 20000);
 
   g_assert_true (sk_ingress_pipeline_is_transcoding (p));
   assert_video_caps (&ctx);
@@ -397,11 +397,11 @@ test_audio_only (void)
   ctx_init (&ctx);
   SkIngressPipeline *p = new_pipeline (&ctx, SK_TRANSCODE_AUTO);
   feed_file (p, file_audio, FALSE);
-  wait_for (&ctx, 0, 140, 10000);
+  wait_for (&ctx, 0, 70, 10000);
   g_assert_cmpuint (ctx.track_ready_calls[SK_TRACK_KIND_VIDEO], ==, 0);
   g_assert_cmpuint (ctx.track_ready_calls[SK_TRACK_KIND_AUDIO], ==, 1);
   assert_audio_caps (&ctx);
-  g_assert_cmpuint (ctx.buffers[SK_TRACK_KIND_AUDIO], >=, 140);
+  g_assert_cmpuint (ctx.buffers[SK_TRACK_KIND_AUDIO], >=, 70);
   g_assert_cmpuint (ctx.publishing, ==, 1);
   assert_audio_info (&ctx);
   g_assert_null (ctx.info.video_codec);
@@ -439,9 +439,9 @@ test_no_metadata (void)
   ctx_init (&ctx);
   SkIngressPipeline *p = new_pipeline (&ctx, SK_TRANSCODE_AUTO);
   feed_file_full (p, file_audio, FALSE, TRUE);
-  wait_for (&ctx, 0, 140, 10000);
+  wait_for (&ctx, 0, 70, 10000);
   g_assert_cmpuint (ctx.track_ready_calls[SK_TRACK_KIND_VIDEO], ==, 0);
-  g_assert_cmpuint (ctx.buffers[SK_TRACK_KIND_AUDIO], >=, 140);
+  g_assert_cmpuint (ctx.buffers[SK_TRACK_KIND_AUDIO], >=, 70);
   g_assert_cmpuint (ctx.publishing, ==, 1);
   sk_ingress_pipeline_free (p);
   ctx_clear (&ctx);
@@ -520,9 +520,9 @@ test_mp3 (void)
   ctx_init (&ctx);
   SkIngressPipeline *p = new_pipeline (&ctx, SK_TRANSCODE_AUTO);
   feed_file (p, file_mp3, FALSE);
-  wait_for (&ctx, 0, 140, 10000);
+  wait_for (&ctx, 0, 70, 10000);
   assert_audio_caps (&ctx);
-  g_assert_cmpuint (ctx.buffers[SK_TRACK_KIND_AUDIO], >=, 140);
+  g_assert_cmpuint (ctx.buffers[SK_TRACK_KIND_AUDIO], >=, 70);
   g_assert_cmpstr (ctx.info.audio_codec, ==, "MP3");
   g_assert_cmpuint (ctx.publishing, ==, 1);
   sk_ingress_pipeline_free (p);
