@@ -1,12 +1,13 @@
 /*
- * streamkeeper: SRTP (RFC 3711) protection of the RTP we send.
+ * streamkeeper: SRTP (RFC 3711) for the RTP we send and receive.
  *
- * Every WHEP viewer has its own SRTP session, so every packet the node sends is encrypted
- * and authenticated once per viewer. Debian's libsrtp2 is built on NSS and creates and
- * destroys a PKCS#11 context for each packet; that was about 40 % of webrtcbin's send path.
- * This file does AES_CM_128_HMAC_SHA1_80/32 with libcrypto (AES-NI, one cipher and one MAC
- * context per session) and hooks it into webrtcbin's srtpenc, which keeps RTCP and any other
- * profile.
+ * Every WHEP viewer has its own SRTP session, so every packet the node sends is encrypted and
+ * authenticated once per viewer, and every packet a WHIP publisher sends is checked and
+ * decrypted once. Debian's libsrtp2 is built on NSS and creates and destroys a PKCS#11 context
+ * for each packet: about 40 % of webrtcbin's send path and a third of its receive path went
+ * there. This file does AES_CM_128_HMAC_SHA1_80/32 with libcrypto (AES-NI, one cipher and one
+ * MAC context per session) and hooks it into webrtcbin's srtpenc and srtpdec, which keep RTCP
+ * and any other profile.
  */
 #include "rooms/sk-srtp.h"
 
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "common/sk-common.h"
@@ -22,18 +24,38 @@ GST_DEBUG_CATEGORY_STATIC (sk_srtp_debug);
 #define GST_CAT_DEFAULT sk_srtp_debug
 
 #define RTP_HEADER_LEN 12
-#define SEQ_MEDIAN 32768 /* half of the 16-bit sequence number space */
+#define SEQ_MEDIAN 32768  /* half of the 16-bit sequence number space */
+#define REPLAY_WINDOW 128 /* packets, as libsrtp's and srtpdec's default */
 
 /* RFC 3711 4.3.1 key derivation labels */
 enum { LABEL_RTP_ENCRYPTION = 0x00, LABEL_RTP_AUTH = 0x01, LABEL_RTP_SALT = 0x02 };
 #define SESSION_AUTH_KEY_LEN 20
 
-struct _SkSrtpSender {
+/* One direction's session keys (RFC 3711 4.3), ready to use. */
+typedef struct {
   EVP_CIPHER_CTX *cipher; /* AES-128-CTR with the session encryption key */
   EVP_MAC_CTX *mac;       /* HMAC-SHA1 with the session authentication key */
   guint8 salt[SK_SRTP_MASTER_SALT_LEN];
   guint tag_len;
+} SessionKeys;
+
+struct _SkSrtpSender {
+  SessionKeys keys;
   GHashTable *index_of_ssrc; /* SSRC → highest packet index sent (48 bits), boxed guint64 */
+};
+
+/* What a receiver knows of one SSRC: its highest index and which of the REPLAY_WINDOW
+ * indices up to it arrived (bit i of seen: highest - i). */
+typedef struct {
+  guint32 ssrc;
+  guint64 highest;
+  guint64 seen[REPLAY_WINDOW / 64];
+} ReceivedStream;
+
+struct _SkSrtpReceiver {
+  SessionKeys keys;
+  ReceivedStream streams[SK_SRTP_MAX_SSRCS];
+  guint n_streams;
 };
 
 static void
@@ -44,6 +66,19 @@ ensure_debug_category (void)
     GST_DEBUG_CATEGORY_INIT (sk_srtp_debug, "sk-srtp", 0, "streamkeeper SRTP");
     g_once_init_leave (&debug_init, 1);
   }
+}
+
+/* Byte by byte: packets sit at any address (GST_READ_* may load unaligned words). */
+static guint16
+read_be16 (const guint8 *p)
+{
+  return (guint16)(p[0] << 8 | p[1]);
+}
+
+static guint32
+read_be32 (const guint8 *p)
+{
+  return (guint32)p[0] << 24 | (guint32)p[1] << 16 | (guint32)p[2] << 8 | p[3];
 }
 
 /* AES-CM keystream (RFC 3711 4.1.1) under @key from the 14-byte @iv, into @out. */
@@ -72,74 +107,100 @@ derive (const guint8 *master_key, const guint8 *master_salt, guint8 label, guint
 }
 
 static void
-free_sender_parts (SkSrtpSender *self)
+session_keys_clear (SessionKeys *k)
 {
-  EVP_CIPHER_CTX_free (self->cipher);
-  EVP_MAC_CTX_free (self->mac);
-  g_clear_pointer (&self->index_of_ssrc, g_hash_table_unref);
-  OPENSSL_cleanse (self->salt, sizeof self->salt);
+  g_clear_pointer (&k->cipher, EVP_CIPHER_CTX_free);
+  g_clear_pointer (&k->mac, EVP_MAC_CTX_free);
+  OPENSSL_cleanse (k->salt, sizeof k->salt);
 }
 
-SkSrtpSender *
-sk_srtp_sender_new (const guint8 *master, gsize master_len, guint tag_len, GError **error)
+static gboolean
+session_keys_init (SessionKeys *k, const guint8 *master, gsize master_len, guint tag_len,
+                   GError **error)
 {
-  g_return_val_if_fail (master != NULL, NULL);
-
   if (master_len != SK_SRTP_MASTER_KEY_LEN + SK_SRTP_MASTER_SALT_LEN
       || (tag_len != 10 && tag_len != 4)) {
     g_set_error (error, SK_ERROR, SK_ERROR_INVALID,
                  "SRTP AES_CM_128_HMAC_SHA1 needs a 30-byte master key and salt and a tag of 10 "
                  "or 4 bytes, not %" G_GSIZE_FORMAT " bytes and %u",
                  master_len, tag_len);
-    return NULL;
+    return FALSE;
   }
 
   const guint8 *master_key = master, *master_salt = master + SK_SRTP_MASTER_KEY_LEN;
   guint8 enc_key[SK_SRTP_MASTER_KEY_LEN], auth_key[SESSION_AUTH_KEY_LEN];
-  g_autofree SkSrtpSender *self = g_new0 (SkSrtpSender, 1);
-  self->tag_len = tag_len;
+  k->tag_len = tag_len;
   gboolean ok = derive (master_key, master_salt, LABEL_RTP_ENCRYPTION, enc_key, sizeof enc_key)
                 && derive (master_key, master_salt, LABEL_RTP_AUTH, auth_key, sizeof auth_key)
-                && derive (master_key, master_salt, LABEL_RTP_SALT, self->salt, sizeof self->salt);
+                && derive (master_key, master_salt, LABEL_RTP_SALT, k->salt, sizeof k->salt);
 
-  self->cipher = EVP_CIPHER_CTX_new ();
-  ok = ok && self->cipher != NULL
-       && EVP_EncryptInit_ex (self->cipher, EVP_aes_128_ctr (), NULL, enc_key, NULL) == 1;
+  k->cipher = EVP_CIPHER_CTX_new ();
+  ok = ok && k->cipher != NULL
+       && EVP_EncryptInit_ex (k->cipher, EVP_aes_128_ctr (), NULL, enc_key, NULL) == 1;
 
   EVP_MAC *hmac = EVP_MAC_fetch (NULL, OSSL_MAC_NAME_HMAC, NULL);
-  self->mac = hmac != NULL ? EVP_MAC_CTX_new (hmac) : NULL;
+  k->mac = hmac != NULL ? EVP_MAC_CTX_new (hmac) : NULL;
   EVP_MAC_free (hmac);
   OSSL_PARAM params[] = {
     OSSL_PARAM_construct_utf8_string (OSSL_MAC_PARAM_DIGEST, (char *)"SHA1", 0),
     OSSL_PARAM_construct_end (),
   };
-  ok = ok && self->mac != NULL && EVP_MAC_init (self->mac, auth_key, sizeof auth_key, params) == 1;
+  ok = ok && k->mac != NULL && EVP_MAC_init (k->mac, auth_key, sizeof auth_key, params) == 1;
 
   OPENSSL_cleanse (enc_key, sizeof enc_key);
   OPENSSL_cleanse (auth_key, sizeof auth_key);
   if (!ok) {
-    free_sender_parts (self);
+    session_keys_clear (k);
     g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL,
                  "libcrypto has no AES-128-CTR or HMAC-SHA1 for SRTP");
-    return NULL;
   }
-  self->index_of_ssrc = g_hash_table_new_full (NULL, NULL, NULL, g_free);
-  return g_steal_pointer (&self);
+  return ok;
 }
 
-void
-sk_srtp_sender_free (SkSrtpSender *self)
+/* En- or decrypts @data in place: IV = (salt * 2^16) XOR (SSRC * 2^64) XOR (index * 2^16). */
+static gboolean
+session_keys_crypt (SessionKeys *k, guint32 ssrc, guint64 index, guint8 *data, gsize len)
 {
-  if (self == NULL)
-    return;
-  free_sender_parts (self);
-  g_free (self);
+  guint8 iv[16] = { 0 };
+  memcpy (iv, k->salt, sizeof k->salt);
+  for (int i = 0; i < 4; i++)
+    iv[4 + i] ^= (guint8)(ssrc >> (24 - 8 * i));
+  for (int i = 0; i < 6; i++)
+    iv[8 + i] ^= (guint8)(index >> (40 - 8 * i));
+
+  int n = 0;
+  return EVP_EncryptInit_ex (k->cipher, NULL, NULL, NULL, iv) == 1
+         && EVP_EncryptUpdate (k->cipher, data, &n, data, (int)len) == 1 && n == (int)len;
 }
 
-guint
-sk_srtp_sender_get_tag_len (const SkSrtpSender *self)
+/* tag = HMAC-SHA1 (@data || ROC), truncated to tag_len bytes, into @tag. */
+static gboolean
+session_keys_tag (SessionKeys *k, const guint8 *data, gsize len, guint32 roc, guint8 *tag)
 {
-  return self->tag_len;
+  guint8 roc_be[4] = { roc >> 24, roc >> 16, roc >> 8, roc }, digest[EVP_MAX_MD_SIZE];
+  size_t digest_len = 0;
+  if (EVP_MAC_init (k->mac, NULL, 0, NULL) != 1 || EVP_MAC_update (k->mac, data, len) != 1
+      || EVP_MAC_update (k->mac, roc_be, sizeof roc_be) != 1
+      || EVP_MAC_final (k->mac, digest, &digest_len, sizeof digest) != 1 || digest_len < k->tag_len)
+    return FALSE;
+  memcpy (tag, digest, k->tag_len);
+  return TRUE;
+}
+
+/* The length of @packet's RTP header (CSRCs and extension included), or 0 if @packet is not
+ * RTP version 2 or its header runs past @len. */
+static gsize
+rtp_header_len (const guint8 *packet, gsize len)
+{
+  if (len < RTP_HEADER_LEN || (packet[0] >> 6) != 2)
+    return 0;
+  gsize header_len = RTP_HEADER_LEN + 4 * (packet[0] & 0x0f);
+  if (packet[0] & 0x10) { /* header extension: 4 bytes, then its length in 32-bit words */
+    if (header_len + 4 > len)
+      return 0;
+    header_len += 4 + 4 * (gsize)read_be16 (packet + header_len + 2);
+  }
+  return header_len <= len ? header_len : 0;
 }
 
 /* The packet index (RFC 3711 3.3.1) of @seq from an SSRC whose highest index so far is
@@ -159,25 +220,45 @@ estimate_index (guint64 highest, guint16 seq)
   return ((guint64)roc << 16) | seq;
 }
 
+SkSrtpSender *
+sk_srtp_sender_new (const guint8 *master, gsize master_len, guint tag_len, GError **error)
+{
+  g_return_val_if_fail (master != NULL, NULL);
+
+  g_autofree SkSrtpSender *self = g_new0 (SkSrtpSender, 1);
+  if (!session_keys_init (&self->keys, master, master_len, tag_len, error))
+    return NULL;
+  self->index_of_ssrc = g_hash_table_new_full (NULL, NULL, NULL, g_free);
+  return g_steal_pointer (&self);
+}
+
+void
+sk_srtp_sender_free (SkSrtpSender *self)
+{
+  if (self == NULL)
+    return;
+  session_keys_clear (&self->keys);
+  g_hash_table_unref (self->index_of_ssrc);
+  g_free (self);
+}
+
+guint
+sk_srtp_sender_get_tag_len (const SkSrtpSender *self)
+{
+  return self->keys.tag_len;
+}
+
 gsize
 sk_srtp_sender_protect (SkSrtpSender *self, guint8 *packet, gsize len, gsize size)
 {
   g_return_val_if_fail (self != NULL && packet != NULL, 0);
 
-  if (len < RTP_HEADER_LEN || (packet[0] >> 6) != 2 || size < len || size - len < self->tag_len
-      || len > G_MAXINT)
-    return 0;
-  gsize header_len = RTP_HEADER_LEN + 4 * (packet[0] & 0x0f);
-  if (packet[0] & 0x10) { /* header extension: 4 bytes, then its length in 32-bit words */
-    if (header_len + 4 > len)
-      return 0;
-    header_len += 4 + 4 * (gsize)GST_READ_UINT16_BE (packet + header_len + 2);
-  }
-  if (header_len > len)
+  gsize header_len = rtp_header_len (packet, len);
+  if (header_len == 0 || size < len || size - len < self->keys.tag_len || len > G_MAXINT)
     return 0;
 
-  guint16 seq = GST_READ_UINT16_BE (packet + 2);
-  guint32 ssrc = GST_READ_UINT32_BE (packet + 8);
+  guint16 seq = read_be16 (packet + 2);
+  guint32 ssrc = read_be32 (packet + 8);
   guint64 *highest = g_hash_table_lookup (self->index_of_ssrc, GUINT_TO_POINTER (ssrc));
   guint64 index = highest != NULL ? estimate_index (*highest, seq) : seq;
   if (highest == NULL) {
@@ -188,43 +269,151 @@ sk_srtp_sender_protect (SkSrtpSender *self, guint8 *packet, gsize len, gsize siz
     *highest = index;
   }
 
-  /* IV = (salt * 2^16) XOR (SSRC * 2^64) XOR (index * 2^16) */
-  guint8 iv[16] = { 0 };
-  memcpy (iv, self->salt, sizeof self->salt);
-  for (int i = 0; i < 4; i++)
-    iv[4 + i] ^= (guint8)(ssrc >> (24 - 8 * i));
-  for (int i = 0; i < 6; i++)
-    iv[8 + i] ^= (guint8)(index >> (40 - 8 * i));
-
-  int payload_len = (int)(len - header_len), n = 0;
-  if (EVP_EncryptInit_ex (self->cipher, NULL, NULL, NULL, iv) != 1
-      || EVP_EncryptUpdate (self->cipher, packet + header_len, &n, packet + header_len, payload_len)
-             != 1
-      || n != payload_len)
+  if (!session_keys_crypt (&self->keys, ssrc, index, packet + header_len, len - header_len)
+      || !session_keys_tag (&self->keys, packet, len, (guint32)(index >> 16), packet + len))
     return 0;
-
-  /* tag = HMAC-SHA1 (header || encrypted payload || ROC), truncated */
-  guint8 roc[4], digest[EVP_MAX_MD_SIZE];
-  GST_WRITE_UINT32_BE (roc, (guint32)(index >> 16));
-  size_t digest_len = 0;
-  if (EVP_MAC_init (self->mac, NULL, 0, NULL) != 1 || EVP_MAC_update (self->mac, packet, len) != 1
-      || EVP_MAC_update (self->mac, roc, sizeof roc) != 1
-      || EVP_MAC_final (self->mac, digest, &digest_len, sizeof digest) != 1
-      || digest_len < self->tag_len)
-    return 0;
-  memcpy (packet + len, digest, self->tag_len);
-  return len + self->tag_len;
+  return len + self->keys.tag_len;
 }
 
-/* --- srtpenc take-over --------------------------------------------------------------------- */
+SkSrtpReceiver *
+sk_srtp_receiver_new (const guint8 *master, gsize master_len, guint tag_len, GError **error)
+{
+  g_return_val_if_fail (master != NULL, NULL);
 
-/* Lives on the srtpenc; the probes and the key handler hold references. */
+  g_autofree SkSrtpReceiver *self = g_new0 (SkSrtpReceiver, 1);
+  if (!session_keys_init (&self->keys, master, master_len, tag_len, error))
+    return NULL;
+  return g_steal_pointer (&self);
+}
+
+void
+sk_srtp_receiver_free (SkSrtpReceiver *self)
+{
+  if (self == NULL)
+    return;
+  session_keys_clear (&self->keys);
+  g_free (self);
+}
+
+const char *
+sk_srtp_status_to_string (SkSrtpStatus status)
+{
+  switch (status) {
+    case SK_SRTP_OK:
+      return "ok";
+    case SK_SRTP_MALFORMED:
+      return "not an SRTP packet";
+    case SK_SRTP_AUTH_FAILED:
+      return "authentication failed";
+    case SK_SRTP_REPLAYED:
+      return "replayed or too old";
+    case SK_SRTP_TOO_MANY_SSRCS:
+      return "too many SSRCs";
+  }
+  return "unknown";
+}
+
+/* Whether bit @i (index highest - i) of @seen is set. */
+static gboolean
+window_has (const guint64 *seen, guint i)
+{
+  return (seen[i / 64] >> (i % 64)) & 1;
+}
+
+/* Records @index in @s's window, moving the window when @index is the new highest. */
+static void
+window_add (ReceivedStream *s, guint64 index)
+{
+  if (index > s->highest) {
+    guint64 d = index - s->highest;
+    if (d >= REPLAY_WINDOW) {
+      s->seen[0] = s->seen[1] = 0;
+    } else if (d >= 64) {
+      s->seen[1] = s->seen[0] << (d - 64);
+      s->seen[0] = 0;
+    } else {
+      s->seen[1] = (s->seen[1] << d) | (s->seen[0] >> (64 - d));
+      s->seen[0] <<= d;
+    }
+    s->highest = index;
+    s->seen[0] |= 1;
+  } else {
+    guint i = (guint)(s->highest - index);
+    s->seen[i / 64] |= G_GUINT64_CONSTANT (1) << (i % 64);
+  }
+}
+
+SkSrtpStatus
+sk_srtp_receiver_unprotect (SkSrtpReceiver *self, guint8 *packet, gsize len, gsize *out_len)
+{
+  g_return_val_if_fail (self != NULL && packet != NULL && out_len != NULL, SK_SRTP_MALFORMED);
+
+  guint tag_len = self->keys.tag_len;
+  if (len < tag_len || len > G_MAXINT)
+    return SK_SRTP_MALFORMED;
+  gsize auth_len = len - tag_len, header_len = rtp_header_len (packet, auth_len);
+  if (header_len == 0)
+    return SK_SRTP_MALFORMED;
+
+  guint16 seq = read_be16 (packet + 2);
+  guint32 ssrc = read_be32 (packet + 8);
+  ReceivedStream *s = NULL;
+  for (guint i = 0; i < self->n_streams && s == NULL; i++)
+    if (self->streams[i].ssrc == ssrc)
+      s = &self->streams[i];
+  guint64 index = s != NULL ? estimate_index (s->highest, seq) : seq;
+  if (s != NULL && index <= s->highest
+      && (s->highest - index >= REPLAY_WINDOW || window_has (s->seen, s->highest - index)))
+    return SK_SRTP_REPLAYED;
+
+  guint8 tag[SK_SRTP_MAX_TAG_LEN];
+  if (!session_keys_tag (&self->keys, packet, auth_len, (guint32)(index >> 16), tag)
+      || CRYPTO_memcmp (tag, packet + auth_len, tag_len) != 0)
+    return SK_SRTP_AUTH_FAILED;
+  /* Only an authentic packet opens a stream: nobody without the key can fill the table. */
+  if (s == NULL && self->n_streams == SK_SRTP_MAX_SSRCS)
+    return SK_SRTP_TOO_MANY_SSRCS;
+  if (!session_keys_crypt (&self->keys, ssrc, index, packet + header_len, auth_len - header_len))
+    return SK_SRTP_MALFORMED; /* libcrypto failing on valid input: nothing to pass on */
+  if (s == NULL) {
+    s = &self->streams[self->n_streams++];
+    s->ssrc = ssrc;
+    s->highest = index;
+    s->seen[0] = 1;
+    s->seen[1] = 0;
+  } else {
+    window_add (s, index);
+  }
+  *out_len = auth_len;
+  return SK_SRTP_OK;
+}
+
+/* --- webrtcbin's srtpenc and srtpdec ---------------------------------------------------- */
+
+/* Lives on the srtpenc or srtpdec; its probes and key handler hold references. */
 typedef struct {
   gint ref_count;
   GMutex lock;
-  GstElement *srtpenc;  /* not owned: this lives as long as it */
-  SkSrtpSender *sender; /* NULL until DTLS keys arrive (and for profiles we leave to srtpenc) */
+  GstElement *element;      /* not owned: this lives as long as it */
+  SkSrtpSender *sender;     /* srtpenc: NULL until DTLS keys arrive (or for other profiles) */
+  SkSrtpReceiver *receiver; /* srtpdec: the same */
+  /* srtpdec: packets dropped, by SkSrtpStatus, and when we last said so */
+  guint64 dropped[SK_SRTP_TOO_MANY_SSRCS + 1];
+  gint64 last_drop_log_us;
 } Takeover;
+
+static void takeover_unref (gpointer data);
+
+static Takeover *
+takeover_new (GstElement *element)
+{
+  Takeover *t = g_new0 (Takeover, 1);
+  t->ref_count = 1;
+  g_mutex_init (&t->lock);
+  t->element = element;
+  g_object_set_data_full (G_OBJECT (element), "sk-srtp-takeover", t, takeover_unref);
+  return t;
+}
 
 static Takeover *
 takeover_ref (Takeover *t)
@@ -240,6 +429,7 @@ takeover_unref (gpointer data)
   if (!g_atomic_int_dec_and_test (&t->ref_count))
     return;
   sk_srtp_sender_free (t->sender);
+  sk_srtp_receiver_free (t->receiver);
   g_mutex_clear (&t->lock);
   g_free (t);
 }
@@ -249,6 +439,28 @@ takeover_closure_unref (gpointer data, GClosure *closure)
 {
   takeover_unref (data);
 }
+
+/* The parent of @element if it was made by @factory_name, else NULL. */
+static GstElement *
+parent_made_by (GstElement *element, const char *factory_name)
+{
+  g_autoptr (GstObject) parent = gst_object_get_parent (GST_OBJECT (element));
+  GstElementFactory *factory = parent != NULL && GST_IS_ELEMENT (parent)
+                                   ? gst_element_get_factory (GST_ELEMENT (parent))
+                                   : NULL;
+  if (factory == NULL || !g_str_equal (GST_OBJECT_NAME (factory), factory_name))
+    return NULL;
+  return GST_ELEMENT (g_steal_pointer (&parent));
+}
+
+/* "hmac-sha1-80" → 10, "hmac-sha1-32" → 4, anything else 0 */
+static guint
+tag_len_of_auth (const char *auth)
+{
+  return g_strcmp0 (auth, "hmac-sha1-80") == 0 ? 10 : g_strcmp0 (auth, "hmac-sha1-32") == 0 ? 4 : 0;
+}
+
+/* --- srtpenc --- */
 
 static const char *
 enum_nick (GObject *object, const char *property)
@@ -264,19 +476,17 @@ enum_nick (GObject *object, const char *property)
 
 /* dtlssrtpenc's "on-key-set": srtpenc now has DTLS's keys and profile (DTLS thread). */
 static void
-takeover_on_key_set (GstElement *dtlssrtpenc, gpointer user_data)
+enc_on_key_set (GstElement *dtlssrtpenc, gpointer user_data)
 {
   Takeover *t = user_data;
   g_autoptr (GstBuffer) key = NULL, mki = NULL;
-  g_object_get (t->srtpenc, "key", &key, "mki", &mki, NULL);
-  const char *cipher = enum_nick (G_OBJECT (t->srtpenc), "rtp-cipher");
-  const char *auth = enum_nick (G_OBJECT (t->srtpenc), "rtp-auth");
-  guint tag_len = g_strcmp0 (auth, "hmac-sha1-80") == 0   ? 10
-                  : g_strcmp0 (auth, "hmac-sha1-32") == 0 ? 4
-                                                          : 0;
+  g_object_get (t->element, "key", &key, "mki", &mki, NULL);
+  const char *cipher = enum_nick (G_OBJECT (t->element), "rtp-cipher");
+  const char *auth = enum_nick (G_OBJECT (t->element), "rtp-auth");
+  guint tag_len = tag_len_of_auth (auth);
 
   if (key == NULL || mki != NULL || g_strcmp0 (cipher, "aes-128-icm") != 0 || tag_len == 0) {
-    GST_INFO_OBJECT (t->srtpenc, "leaving %s/%s%s to srtpenc", cipher, auth,
+    GST_INFO_OBJECT (t->element, "leaving %s/%s%s to srtpenc", cipher, auth,
                      mki != NULL ? " with an MKI" : "");
     return;
   }
@@ -287,14 +497,14 @@ takeover_on_key_set (GstElement *dtlssrtpenc, gpointer user_data)
   SkSrtpSender *sender = sk_srtp_sender_new (map.data, map.size, tag_len, &error);
   gst_buffer_unmap (key, &map);
   if (sender == NULL) {
-    GST_WARNING_OBJECT (t->srtpenc, "leaving SRTP to srtpenc: %s", error->message);
+    GST_WARNING_OBJECT (t->element, "leaving SRTP to srtpenc: %s", error->message);
     return;
   }
   g_mutex_lock (&t->lock);
   sk_srtp_sender_free (t->sender);
   t->sender = sender;
   g_mutex_unlock (&t->lock);
-  GST_INFO_OBJECT (t->srtpenc, "protecting RTP with libcrypto (%s/%s)", cipher, auth);
+  GST_INFO_OBJECT (t->element, "protecting RTP with libcrypto (%s/%s)", cipher, auth);
 }
 
 /* One rtp_sink_%u of srtpenc and its rtp_src_%u. */
@@ -302,16 +512,16 @@ typedef struct {
   Takeover *t;
   GstPad *src; /* looked up with the first packet we protect */
   char *src_name;
-} TakeoverPad;
+} EncPad;
 
 static void
-takeover_pad_free (gpointer data)
+enc_pad_free (gpointer data)
 {
-  TakeoverPad *tp = data;
-  takeover_unref (tp->t);
-  gst_clear_object (&tp->src);
-  g_free (tp->src_name);
-  g_free (tp);
+  EncPad *ep = data;
+  takeover_unref (ep->t);
+  gst_clear_object (&ep->src);
+  g_free (ep->src_name);
+  g_free (ep);
 }
 
 /* A copy of @in, protected; NULL if it is not RTP we can protect. Under the take-over's lock. */
@@ -339,10 +549,10 @@ protect_buffer (SkSrtpSender *sender, GstBuffer *in)
 }
 
 static GstPadProbeReturn
-takeover_probe (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
+enc_probe (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
 {
-  TakeoverPad *tp = user_data;
-  Takeover *t = tp->t;
+  EncPad *ep = user_data;
+  Takeover *t = ep->t;
 
   g_mutex_lock (&t->lock);
   if (t->sender == NULL) {
@@ -374,15 +584,15 @@ takeover_probe (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
   gst_mini_object_unref (GST_PAD_PROBE_INFO_DATA (info));
   info->data = NULL;
 
-  if (tp->src == NULL)
-    tp->src = gst_element_get_static_pad (t->srtpenc, tp->src_name);
+  if (ep->src == NULL)
+    ep->src = gst_element_get_static_pad (t->element, ep->src_name);
   GstFlowReturn ret = GST_FLOW_OK;
-  if (tp->src == NULL) {
+  if (ep->src == NULL) {
     ret = GST_FLOW_NOT_LINKED;
   } else if (out_list != NULL && gst_buffer_list_length (out_list) > 0) {
-    ret = gst_pad_push_list (tp->src, g_steal_pointer (&out_list));
+    ret = gst_pad_push_list (ep->src, g_steal_pointer (&out_list));
   } else if (out != NULL) {
-    ret = gst_pad_push (tp->src, g_steal_pointer (&out));
+    ret = gst_pad_push (ep->src, g_steal_pointer (&out));
   }
   if (out_list != NULL)
     gst_buffer_list_unref (out_list);
@@ -393,7 +603,7 @@ takeover_probe (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
 }
 
 static void
-takeover_watch_pad (Takeover *t, GstPad *pad)
+enc_watch_pad (Takeover *t, GstPad *pad)
 {
   guint n;
   if (GST_PAD_DIRECTION (pad) != GST_PAD_SINK
@@ -407,17 +617,17 @@ takeover_watch_pad (Takeover *t, GstPad *pad)
   g_mutex_unlock (&t->lock);
   if (seen)
     return;
-  TakeoverPad *tp = g_new0 (TakeoverPad, 1);
-  tp->t = takeover_ref (t);
-  tp->src_name = g_strdup_printf ("rtp_src_%u", n);
-  gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST,
-                     takeover_probe, tp, takeover_pad_free);
+  EncPad *ep = g_new0 (EncPad, 1);
+  ep->t = takeover_ref (t);
+  ep->src_name = g_strdup_printf ("rtp_src_%u", n);
+  gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST, enc_probe, ep,
+                     enc_pad_free);
 }
 
 static void
-takeover_on_pad_added (GstElement *srtpenc, GstPad *pad, gpointer user_data)
+enc_on_pad_added (GstElement *srtpenc, GstPad *pad, gpointer user_data)
 {
-  takeover_watch_pad (user_data, pad);
+  enc_watch_pad (user_data, pad);
 }
 
 gboolean
@@ -426,29 +636,159 @@ sk_srtp_take_over_srtpenc (GstElement *srtpenc)
   g_return_val_if_fail (GST_IS_ELEMENT (srtpenc), FALSE);
   ensure_debug_category ();
 
-  g_autoptr (GstObject) parent = gst_object_get_parent (GST_OBJECT (srtpenc));
-  GstElementFactory *factory = parent != NULL && GST_IS_ELEMENT (parent)
-                                   ? gst_element_get_factory (GST_ELEMENT (parent))
-                                   : NULL;
-  if (factory == NULL || !g_str_equal (GST_OBJECT_NAME (factory), "dtlssrtpenc")
-      || g_signal_lookup ("on-key-set", G_OBJECT_TYPE (parent)) == 0)
+  g_autoptr (GstElement) dtlssrtpenc = parent_made_by (srtpenc, "dtlssrtpenc");
+  if (dtlssrtpenc == NULL || g_signal_lookup ("on-key-set", G_OBJECT_TYPE (dtlssrtpenc)) == 0)
     return FALSE;
 
-  Takeover *t = g_new0 (Takeover, 1);
-  t->ref_count = 1;
-  g_mutex_init (&t->lock);
-  t->srtpenc = srtpenc;
-  g_object_set_data_full (G_OBJECT (srtpenc), "sk-srtp-takeover", t, takeover_unref);
-  g_signal_connect_data (parent, "on-key-set", G_CALLBACK (takeover_on_key_set), takeover_ref (t),
+  Takeover *t = takeover_new (srtpenc);
+  g_signal_connect_data (dtlssrtpenc, "on-key-set", G_CALLBACK (enc_on_key_set), takeover_ref (t),
                          takeover_closure_unref, 0);
-  g_signal_connect_data (srtpenc, "pad-added", G_CALLBACK (takeover_on_pad_added), takeover_ref (t),
+  g_signal_connect_data (srtpenc, "pad-added", G_CALLBACK (enc_on_pad_added), takeover_ref (t),
                          takeover_closure_unref, 0);
   g_autoptr (GstIterator) it = gst_element_iterate_sink_pads (srtpenc);
   GValue item = G_VALUE_INIT;
   while (gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
-    takeover_watch_pad (t, g_value_get_object (&item));
+    enc_watch_pad (t, g_value_get_object (&item));
     g_value_reset (&item);
   }
   g_value_unset (&item);
+  return TRUE;
+}
+
+/* --- srtpdec --- */
+
+/* dtlsdec's "on-key-received" (DTLS thread): the key srtpdec would get, through the same
+ * "request-key" that dtlssrtpdec answers for it. */
+static void
+dec_on_key_received (GstElement *dtlsdec, gpointer user_data)
+{
+  Takeover *t = user_data;
+  g_autoptr (GstCaps) caps = NULL;
+  g_signal_emit_by_name (t->element, "request-key", (guint)0, &caps);
+  const GstStructure *st = caps != NULL ? gst_caps_get_structure (caps, 0) : NULL;
+  GstBuffer *key = NULL;
+  const char *cipher = st != NULL ? gst_structure_get_string (st, "srtp-cipher") : NULL;
+  const char *auth = st != NULL ? gst_structure_get_string (st, "srtp-auth") : NULL;
+  guint tag_len = tag_len_of_auth (auth);
+
+  if (st == NULL || !gst_structure_get (st, "srtp-key", GST_TYPE_BUFFER, &key, NULL) || key == NULL
+      || gst_structure_has_field (st, "mki") || g_strcmp0 (cipher, "aes-128-icm") != 0
+      || tag_len == 0) {
+    GST_INFO_OBJECT (t->element, "leaving %s/%s to srtpdec", cipher, auth);
+    gst_clear_buffer (&key);
+    return;
+  }
+  GstMapInfo map;
+  g_autoptr (GError) error = NULL;
+  SkSrtpReceiver *receiver = NULL;
+  if (gst_buffer_map (key, &map, GST_MAP_READ)) {
+    receiver = sk_srtp_receiver_new (map.data, map.size, tag_len, &error);
+    gst_buffer_unmap (key, &map);
+  }
+  gst_buffer_unref (key);
+  if (receiver == NULL) {
+    GST_WARNING_OBJECT (t->element, "leaving SRTP to srtpdec: %s",
+                        error != NULL ? error->message : "cannot read the key");
+    return;
+  }
+  g_mutex_lock (&t->lock);
+  sk_srtp_receiver_free (t->receiver);
+  t->receiver = receiver;
+  g_mutex_unlock (&t->lock);
+  GST_INFO_OBJECT (t->element, "checking and decrypting RTP with libcrypto (%s/%s)", cipher, auth);
+}
+
+#define DROP_LOG_INTERVAL_US (10 * G_USEC_PER_SEC)
+
+/* On srtpdec's rtp_sink, where SRTP and (rtcp-mux) SRTCP arrive one packet per buffer. */
+static GstPadProbeReturn
+dec_probe (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
+{
+  Takeover *t = user_data;
+  GstBuffer *buf = GST_PAD_PROBE_INFO_BUFFER (info);
+  guint8 head[2];
+
+  /* RFC 5761: packet types 192-223 are RTCP, which srtpdec keeps */
+  if (gst_buffer_extract (buf, 0, head, sizeof head) != sizeof head
+      || (head[1] >= 192 && head[1] <= 223))
+    return GST_PAD_PROBE_OK;
+  g_mutex_lock (&t->lock);
+  if (t->receiver == NULL) {
+    g_mutex_unlock (&t->lock);
+    return GST_PAD_PROBE_OK;
+  }
+
+  info->data = NULL;
+  buf = gst_buffer_make_writable (buf);
+  GstMapInfo map;
+  SkSrtpStatus status = SK_SRTP_MALFORMED;
+  gsize rtp_len = 0;
+  if (gst_buffer_map (buf, &map, GST_MAP_READWRITE)) {
+    status = sk_srtp_receiver_unprotect (t->receiver, map.data, map.size, &rtp_len);
+    gst_buffer_unmap (buf, &map);
+  }
+  gboolean log_drops = FALSE;
+  guint64 dropped[G_N_ELEMENTS (t->dropped)];
+  if (status != SK_SRTP_OK) {
+    t->dropped[status]++;
+    gint64 now = g_get_monotonic_time ();
+    if (now - t->last_drop_log_us >= DROP_LOG_INTERVAL_US) {
+      t->last_drop_log_us = now;
+      log_drops = TRUE;
+      memcpy (dropped, t->dropped, sizeof dropped);
+    }
+  }
+  g_mutex_unlock (&t->lock);
+
+  if (log_drops)
+    GST_WARNING_OBJECT (
+        t->element,
+        "dropping SRTP packets (last: %s); so far %" G_GUINT64_FORMAT
+        " malformed, %" G_GUINT64_FORMAT " failed authentication, %" G_GUINT64_FORMAT
+        " replayed, %" G_GUINT64_FORMAT " of SSRCs past %d",
+        sk_srtp_status_to_string (status), dropped[SK_SRTP_MALFORMED], dropped[SK_SRTP_AUTH_FAILED],
+        dropped[SK_SRTP_REPLAYED], dropped[SK_SRTP_TOO_MANY_SSRCS], SK_SRTP_MAX_SSRCS);
+  GstFlowReturn ret = GST_FLOW_OK;
+  if (status == SK_SRTP_OK) {
+    gst_buffer_resize (buf, 0, rtp_len);
+    g_autoptr (GstPad) src = gst_element_get_static_pad (t->element, "rtp_src");
+    ret = src != NULL ? gst_pad_push (src, buf) : (gst_buffer_unref (buf), GST_FLOW_NOT_LINKED);
+  } else {
+    gst_buffer_unref (buf);
+  }
+  GST_PAD_PROBE_INFO_FLOW_RETURN (info) = ret;
+  return GST_PAD_PROBE_HANDLED;
+}
+
+gboolean
+sk_srtp_take_over_srtpdec (GstElement *srtpdec)
+{
+  g_return_val_if_fail (GST_IS_ELEMENT (srtpdec), FALSE);
+  ensure_debug_category ();
+
+  g_autoptr (GstElement) dtlssrtpdec = parent_made_by (srtpdec, "dtlssrtpdec");
+  g_autoptr (GstElement) dtlsdec = NULL;
+  if (dtlssrtpdec != NULL) {
+    g_autoptr (GstIterator) it = gst_bin_iterate_elements (GST_BIN (dtlssrtpdec));
+    GValue item = G_VALUE_INIT;
+    while (dtlsdec == NULL && gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
+      GstElement *e = g_value_get_object (&item);
+      GstElementFactory *factory = gst_element_get_factory (e);
+      if (factory != NULL && g_str_equal (GST_OBJECT_NAME (factory), "dtlsdec"))
+        dtlsdec = gst_object_ref (e);
+      g_value_reset (&item);
+    }
+    g_value_unset (&item);
+  }
+  g_autoptr (GstPad) sink = gst_element_get_static_pad (srtpdec, "rtp_sink");
+  if (dtlsdec == NULL || sink == NULL
+      || g_signal_lookup ("on-key-received", G_OBJECT_TYPE (dtlsdec)) == 0
+      || g_signal_lookup ("request-key", G_OBJECT_TYPE (srtpdec)) == 0)
+    return FALSE;
+
+  Takeover *t = takeover_new (srtpdec);
+  g_signal_connect_data (dtlsdec, "on-key-received", G_CALLBACK (dec_on_key_received),
+                         takeover_ref (t), takeover_closure_unref, 0);
+  gst_pad_add_probe (sink, GST_PAD_PROBE_TYPE_BUFFER, dec_probe, takeover_ref (t), takeover_unref);
   return TRUE;
 }

@@ -449,28 +449,46 @@ on_send_element_added (GstBin *webrtcbin, GstElement *element, gpointer user_dat
                      fec_bypass_probe, g_new0 (FecBypass, 1), fec_bypass_free);
 }
 
-/* srtpenc is built inside dtlssrtpenc before webrtcbin adds its transport bin: it shows up
- * here, not in "element-added". */
+/* srtpenc and srtpdec are built inside dtlssrtpenc/dec before webrtcbin adds its transport
+ * bins: they show up here, not in "element-added". @user_data: the factory to take over. */
 static void
-on_send_deep_element_added (GstBin *webrtcbin, GstBin *sub_bin, GstElement *element,
-                            gpointer user_data)
+on_srtp_element_added (GstBin *webrtcbin, GstBin *sub_bin, GstElement *element, gpointer user_data)
 {
+  const char *wanted = user_data;
   GstElementFactory *factory = gst_element_get_factory (element);
-  if (factory != NULL && g_str_equal (GST_OBJECT_NAME (factory), "srtpenc")
-      && !sk_srtp_take_over_srtpenc (element))
-    GST_WARNING_OBJECT (element, "not in a dtlssrtpenc: its libsrtp protects the RTP");
+  if (factory == NULL || !g_str_equal (GST_OBJECT_NAME (factory), wanted))
+    return;
+  gboolean ours = g_str_equal (wanted, "srtpenc") ? sk_srtp_take_over_srtpenc (element)
+                                                  : sk_srtp_take_over_srtpdec (element);
+  if (!ours)
+    GST_WARNING_OBJECT (element, "not inside DTLS-SRTP as expected: its libsrtp does the work");
 }
 
-void
-sk_webrtc_tune_send_path (GstElement *webrtcbin)
+static void
+ensure_debug_category (void)
 {
   static gsize debug_init;
   if (g_once_init_enter (&debug_init)) {
     GST_DEBUG_CATEGORY_INIT (sk_webrtc_debug, "sk-webrtc", 0, "streamkeeper webrtcbin helpers");
     g_once_init_leave (&debug_init, 1);
   }
+}
+
+void
+sk_webrtc_tune_send_path (GstElement *webrtcbin)
+{
+  ensure_debug_category ();
   g_signal_connect (webrtcbin, "element-added", G_CALLBACK (on_send_element_added), NULL);
-  g_signal_connect (webrtcbin, "deep-element-added", G_CALLBACK (on_send_deep_element_added), NULL);
+  g_signal_connect (webrtcbin, "deep-element-added", G_CALLBACK (on_srtp_element_added),
+                    (gpointer) "srtpenc");
+}
+
+void
+sk_webrtc_tune_receive_path (GstElement *webrtcbin)
+{
+  ensure_debug_category ();
+  g_signal_connect (webrtcbin, "deep-element-added", G_CALLBACK (on_srtp_element_added),
+                    (gpointer) "srtpdec");
 }
 
 /* What went down the bundle session's input last; see sk_webrtc_filter_bundle_events. */

@@ -81,6 +81,11 @@ void sk_webrtc_send_pad_release (GstPad *pad);
  */
 void sk_webrtc_tune_send_path (GstElement *webrtcbin);
 
+/* The receive path of a publisher: once DTLS has keyed it, its RTP is checked and decrypted by
+ * sk-srtp.c, not by srtpdec's libsrtp (see sk_srtp_take_over_srtpdec). Call right after
+ * creating @webrtcbin. */
+void sk_webrtc_tune_receive_path (GstElement *webrtcbin);
+
 /*
  * Bundle: webrtcbin's rtpfunnel merges the m-lines' RTP into one session and, whenever a packet
  * comes from another m-line than the one before, sends the stream's SEGMENT and its

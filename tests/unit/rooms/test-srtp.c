@@ -1,8 +1,9 @@
 /*
  * sk-srtp.c against libsrtp (the library webrtcbin's srtpenc/srtpdec and every viewer's
  * browser-grade stack implement the same RFC 3711): the same keys and packets must give the
- * same SRTP bytes, and libsrtp must accept them, across sequence number wraps, reordering,
- * several SSRCs, CSRCs and header extensions. With -m perf, prints the cost per packet of both.
+ * same SRTP bytes, libsrtp must accept ours and we theirs, across sequence number wraps,
+ * reordering, several SSRCs, CSRCs and header extensions; and the receiver refuses forgeries,
+ * replays and more SSRCs than it follows. With -m perf, prints the cost per packet of both.
  */
 #include <string.h>
 
@@ -16,14 +17,16 @@
 typedef struct {
   srtp_t tx, rx; /* libsrtp: sender (the reference) and receiver */
   SkSrtpSender *sender;
+  SkSrtpReceiver *receiver;
+  guint8 master[MASTER_LEN];
 } Fixture;
 
 static void
 fixture_setup (Fixture *f, gconstpointer data)
 {
   guint tag_len = GPOINTER_TO_UINT (data);
-  guint8 master[MASTER_LEN];
-  for (guint i = 0; i < sizeof master; i++)
+  guint8 *master = f->master;
+  for (guint i = 0; i < MASTER_LEN; i++)
     master[i] = g_test_rand_int_range (0, 256);
 
   for (int dir = 0; dir < 2; dir++) {
@@ -40,7 +43,9 @@ fixture_setup (Fixture *f, gconstpointer data)
     g_assert_cmpint (srtp_create (dir == 0 ? &f->tx : &f->rx, &policy), ==, srtp_err_status_ok);
   }
   g_autoptr (GError) error = NULL;
-  f->sender = sk_srtp_sender_new (master, sizeof master, tag_len, &error);
+  f->sender = sk_srtp_sender_new (master, MASTER_LEN, tag_len, &error);
+  g_assert_no_error (error);
+  f->receiver = sk_srtp_receiver_new (master, MASTER_LEN, tag_len, &error);
   g_assert_no_error (error);
   g_assert_cmpuint (sk_srtp_sender_get_tag_len (f->sender), ==, tag_len);
 }
@@ -51,6 +56,7 @@ fixture_teardown (Fixture *f, gconstpointer data)
   srtp_dealloc (f->tx);
   srtp_dealloc (f->rx);
   sk_srtp_sender_free (f->sender);
+  sk_srtp_receiver_free (f->receiver);
 }
 
 /* An RTP packet with @n_csrc CSRCs, an RFC 8285 header extension of @ext_words words if
@@ -78,7 +84,7 @@ make_packet (guint8 *p, guint32 ssrc, guint16 seq, guint n_csrc, gint ext_words,
   return len;
 }
 
-/* Protects one packet both ways; they must agree, and libsrtp must take ours back. */
+/* Protects one packet both ways; they must agree, libsrtp must take ours back and we theirs. */
 static void
 check_packet (Fixture *f, guint32 ssrc, guint16 seq)
 {
@@ -101,6 +107,109 @@ check_packet (Fixture *f, guint32 ssrc, guint16 seq)
   g_assert_cmpint (srtp_unprotect (f->rx, ours, &back_len), ==, srtp_err_status_ok);
   g_assert_cmpint (back_len, ==, (int)len);
   g_assert_cmpmem (ours, len, plain, len);
+
+  gsize rtp_len = 0;
+  g_assert_cmpint (sk_srtp_receiver_unprotect (f->receiver, theirs, theirs_len, &rtp_len), ==,
+                   SK_SRTP_OK);
+  g_assert_cmpmem (theirs, rtp_len, plain, len);
+}
+
+/* A protected copy of an RTP packet of @ssrc/@seq, into @p; its length. */
+static gsize
+protected_packet (Fixture *f, guint8 *p, guint32 ssrc, guint16 seq)
+{
+  gsize len = make_packet (p, ssrc, seq, 0, -1, 40);
+  gsize out = sk_srtp_sender_protect (f->sender, p, len, MAX_PACKET);
+  g_assert_cmpuint (out, >, 0);
+  return out;
+}
+
+static SkSrtpStatus
+unprotect_copy (Fixture *f, const guint8 *p, gsize len)
+{
+  guint8 copy[MAX_PACKET];
+  gsize rtp_len = 0;
+  memcpy (copy, p, len);
+  return sk_srtp_receiver_unprotect (f->receiver, copy, len, &rtp_len);
+}
+
+/* Every packet once: a second copy is refused, so is one older than the 128-packet window;
+ * a late packet inside the window that never came is taken. */
+static void
+test_refuses_replays (Fixture *f, gconstpointer data)
+{
+  guint8 p[200][MAX_PACKET];
+  gsize len[200];
+  for (guint i = 0; i < 200; i++)
+    len[i] = protected_packet (f, p[i], 0x77, (guint16)(65500 + i));
+  for (guint i = 0; i < 200; i++) {
+    if (i == 10 || i == 60)
+      continue; /* lost, for now */
+    g_assert_cmpint (unprotect_copy (f, p[i], len[i]), ==, SK_SRTP_OK);
+    g_assert_cmpint (unprotect_copy (f, p[i], len[i]), ==, SK_SRTP_REPLAYED);
+  }
+  /* highest is 199: 60 is 139 behind, out of the window; 10 further still */
+  g_assert_cmpint (unprotect_copy (f, p[60], len[60]), ==, SK_SRTP_REPLAYED);
+  g_assert_cmpint (unprotect_copy (f, p[10], len[10]), ==, SK_SRTP_REPLAYED);
+  g_assert_cmpint (unprotect_copy (f, p[150], len[150]), ==, SK_SRTP_REPLAYED);
+  g_assert_cmpint (unprotect_copy (f, p[72], len[72]), ==, SK_SRTP_REPLAYED);
+
+  guint8 late[MAX_PACKET], later[MAX_PACKET];
+  gsize late_len = protected_packet (f, late, 0x78, 1000);
+  gsize later_len = protected_packet (f, later, 0x78, 1100);
+  g_assert_cmpint (unprotect_copy (f, later, later_len), ==, SK_SRTP_OK);
+  g_assert_cmpint (unprotect_copy (f, late, late_len), ==, SK_SRTP_OK);
+  g_assert_cmpint (unprotect_copy (f, late, late_len), ==, SK_SRTP_REPLAYED);
+}
+
+/* One flipped bit anywhere, in header, payload or tag, fails authentication and changes
+ * nothing: the real packet is still taken afterwards. So is any packet under another key. */
+static void
+test_refuses_forgeries (Fixture *f, gconstpointer data)
+{
+  guint8 p[MAX_PACKET], forged[MAX_PACKET];
+  gsize len = protected_packet (f, p, 0x99, 5);
+  for (gsize bit = 0; bit < len * 8; bit += 7) {
+    memcpy (forged, p, len);
+    forged[bit / 8] ^= 1 << (bit % 8);
+    SkSrtpStatus st = unprotect_copy (f, forged, len);
+    /* flipping the version or the extension bit can make it malformed before any check */
+    if (st != SK_SRTP_MALFORMED)
+      g_assert_cmpint (st, ==, SK_SRTP_AUTH_FAILED);
+  }
+  g_assert_cmpint (unprotect_copy (f, p, len), ==, SK_SRTP_OK);
+
+  guint8 other_master[MASTER_LEN];
+  memcpy (other_master, f->master, MASTER_LEN);
+  other_master[MASTER_LEN - 1] ^= 0x80; /* the salt's last bit */
+  g_autoptr (SkSrtpSender) other
+      = sk_srtp_sender_new (other_master, MASTER_LEN, sk_srtp_sender_get_tag_len (f->sender), NULL);
+  gsize plain_len = make_packet (p, 0x99, 6, 0, -1, 40);
+  len = sk_srtp_sender_protect (other, p, plain_len, sizeof p);
+  g_assert_cmpint (unprotect_copy (f, p, len), ==, SK_SRTP_AUTH_FAILED);
+
+  g_assert_cmpint (unprotect_copy (f, p, 11), ==, SK_SRTP_MALFORMED);
+  g_assert_cmpint (unprotect_copy (f, p, 3), ==, SK_SRTP_MALFORMED);
+}
+
+/* Forged packets of new SSRCs take no room; authentic ones up to the limit do. */
+static void
+test_ssrc_limit (Fixture *f, gconstpointer data)
+{
+  guint8 p[MAX_PACKET];
+  for (guint32 ssrc = 1000; ssrc < 1100; ssrc++) {
+    gsize len = protected_packet (f, p, ssrc, 1);
+    p[len - 1] ^= 1;
+    g_assert_cmpint (unprotect_copy (f, p, len), ==, SK_SRTP_AUTH_FAILED);
+  }
+  for (guint32 ssrc = 1; ssrc <= SK_SRTP_MAX_SSRCS; ssrc++) {
+    gsize len = protected_packet (f, p, ssrc, 1);
+    g_assert_cmpint (unprotect_copy (f, p, len), ==, SK_SRTP_OK);
+  }
+  gsize len = protected_packet (f, p, SK_SRTP_MAX_SSRCS + 1, 1);
+  g_assert_cmpint (unprotect_copy (f, p, len), ==, SK_SRTP_TOO_MANY_SSRCS);
+  len = protected_packet (f, p, 1, 2);
+  g_assert_cmpint (unprotect_copy (f, p, len), ==, SK_SRTP_OK);
 }
 
 /* Three SSRCs interleaved: one wraps its sequence number, one starts above half of the
@@ -135,6 +244,8 @@ test_rollovers (Fixture *f, gconstpointer data)
       guint8 p[MAX_PACKET];
       gsize len = make_packet (p, 0x33333333, seq, 0, -1, 100);
       gsize ours_len = sk_srtp_sender_protect (f->sender, p, len, sizeof p);
+      /* both receivers see one packet in 4096: enough to follow the rollovers */
+      g_assert_cmpint (unprotect_copy (f, p, ours_len), ==, SK_SRTP_OK);
       int theirs_len = (int)ours_len;
       g_assert_cmpint (srtp_unprotect (f->rx, p, &theirs_len), ==, srtp_err_status_ok);
       g_assert_cmpint (theirs_len, ==, (int)len);
@@ -248,6 +359,14 @@ main (int argc, char **argv)
               test_rollovers, fixture_teardown);
   g_test_add ("/srtp/sha1-80/refuses-malformed", Fixture, GUINT_TO_POINTER (10), fixture_setup,
               test_refuses_malformed, fixture_teardown);
+  g_test_add ("/srtp/sha1-80/refuses-replays", Fixture, GUINT_TO_POINTER (10), fixture_setup,
+              test_refuses_replays, fixture_teardown);
+  g_test_add ("/srtp/sha1-80/refuses-forgeries", Fixture, GUINT_TO_POINTER (10), fixture_setup,
+              test_refuses_forgeries, fixture_teardown);
+  g_test_add ("/srtp/sha1-32/refuses-forgeries", Fixture, GUINT_TO_POINTER (4), fixture_setup,
+              test_refuses_forgeries, fixture_teardown);
+  g_test_add ("/srtp/sha1-80/ssrc-limit", Fixture, GUINT_TO_POINTER (10), fixture_setup,
+              test_ssrc_limit, fixture_teardown);
   g_test_add_func ("/srtp/refuses-bad-keys", test_refuses_bad_keys);
   if (g_test_perf ())
     g_test_add ("/srtp/speed", Fixture, GUINT_TO_POINTER (10), fixture_setup, test_speed,
