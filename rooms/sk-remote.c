@@ -746,6 +746,7 @@ session_new (SkRemotePublication *pub, GError **error)
     return NULL;
   }
   gst_object_ref (s->webrtcbin);
+  sk_webrtc_use_own_srtp (s->webrtcbin);
   gst_bin_add (GST_BIN (s->pipeline), s->webrtcbin);
   gst_util_set_object_arg (G_OBJECT (s->webrtcbin), "bundle-policy", "max-bundle");
   sk_webrtc_configure_ice (s->webrtcbin, (const char *const *)pub->config->ice_addresses,

@@ -450,16 +450,19 @@ on_send_element_added (GstBin *webrtcbin, GstElement *element, gpointer user_dat
 }
 
 /* srtpenc and srtpdec are built inside dtlssrtpenc/dec before webrtcbin adds its transport
- * bins: they show up here, not in "element-added". @user_data: the factory to take over. */
+ * bins: they show up here, not in "element-added". */
 static void
 on_srtp_element_added (GstBin *webrtcbin, GstBin *sub_bin, GstElement *element, gpointer user_data)
 {
-  const char *wanted = user_data;
   GstElementFactory *factory = gst_element_get_factory (element);
-  if (factory == NULL || !g_str_equal (GST_OBJECT_NAME (factory), wanted))
+  const char *name = factory != NULL ? GST_OBJECT_NAME (factory) : "";
+  gboolean ours;
+  if (g_str_equal (name, "srtpenc"))
+    ours = sk_srtp_take_over_srtpenc (element);
+  else if (g_str_equal (name, "srtpdec"))
+    ours = sk_srtp_take_over_srtpdec (element);
+  else
     return;
-  gboolean ours = g_str_equal (wanted, "srtpenc") ? sk_srtp_take_over_srtpenc (element)
-                                                  : sk_srtp_take_over_srtpdec (element);
   if (!ours)
     GST_WARNING_OBJECT (element, "not inside DTLS-SRTP as expected: its libsrtp does the work");
 }
@@ -479,16 +482,13 @@ sk_webrtc_tune_send_path (GstElement *webrtcbin)
 {
   ensure_debug_category ();
   g_signal_connect (webrtcbin, "element-added", G_CALLBACK (on_send_element_added), NULL);
-  g_signal_connect (webrtcbin, "deep-element-added", G_CALLBACK (on_srtp_element_added),
-                    (gpointer) "srtpenc");
 }
 
 void
-sk_webrtc_tune_receive_path (GstElement *webrtcbin)
+sk_webrtc_use_own_srtp (GstElement *webrtcbin)
 {
   ensure_debug_category ();
-  g_signal_connect (webrtcbin, "deep-element-added", G_CALLBACK (on_srtp_element_added),
-                    (gpointer) "srtpdec");
+  g_signal_connect (webrtcbin, "deep-element-added", G_CALLBACK (on_srtp_element_added), NULL);
 }
 
 /* What went down the bundle session's input last; see sk_webrtc_filter_bundle_events. */

@@ -75,16 +75,15 @@ void sk_webrtc_send_pad_release (GstPad *pad);
  * encoder bin (rtpulpfecenc ! rtpredenc), also when no FEC is negotiated; rtpulpfecenc has no
  * chain_list, so the payloader's buffer lists (a video frame's slices) fell apart there and the
  * RTP session, retransmission, SRTP and the UDP send all ran once per packet (nicesink sends a
- * list with one sendmmsg). While those encoders are idle, buffers and lists skip the bin. And
- * once DTLS has keyed it, the RTP is protected by sk-srtp.c, not by srtpenc's libsrtp (see
- * sk_srtp_take_over_srtpenc). Call right after creating @webrtcbin.
+ * list with one sendmmsg). While those encoders are idle, buffers and lists skip the bin. Call
+ * right after creating @webrtcbin.
  */
 void sk_webrtc_tune_send_path (GstElement *webrtcbin);
 
-/* The receive path of a publisher: once DTLS has keyed it, its RTP is checked and decrypted by
- * sk-srtp.c, not by srtpdec's libsrtp (see sk_srtp_take_over_srtpdec). Call right after
- * creating @webrtcbin. */
-void sk_webrtc_tune_receive_path (GstElement *webrtcbin);
+/* Once DTLS has keyed them, the RTP that @webrtcbin sends and receives is protected and
+ * checked by sk-srtp.c, not by srtpenc's and srtpdec's libsrtp, which keep RTCP (see
+ * sk_srtp_take_over_srtpenc/srtpdec). Call right after creating @webrtcbin. */
+void sk_webrtc_use_own_srtp (GstElement *webrtcbin);
 
 /*
  * Bundle: webrtcbin's rtpfunnel merges the m-lines' RTP into one session and, whenever a packet

@@ -1109,6 +1109,7 @@ sub_start (SkWhepSubscriber *sub, GstSDPMessage *offer, GError **error)
   sub->webrtcbin = gst_object_ref (webrtcbin);
   gst_bin_add (GST_BIN (sub->pipeline), webrtcbin);
   sk_webrtc_tune_send_path (webrtcbin);
+  sk_webrtc_use_own_srtp (webrtcbin);
   gst_util_set_object_arg (G_OBJECT (webrtcbin), "bundle-policy", "max-bundle");
   if (config->stun_servers != NULL && config->stun_servers[0] != NULL)
     g_object_set (webrtcbin, "stun-server", config->stun_servers[0], NULL);

@@ -978,7 +978,7 @@ sk_whip_session_new_for_target (const char *name, const SkWhipOffer *offer,
     return NULL;
   }
   ws->webrtcbin = gst_object_ref (webrtcbin);
-  sk_webrtc_tune_receive_path (webrtcbin);
+  sk_webrtc_use_own_srtp (webrtcbin);
   gst_bin_add (GST_BIN (ws->pipeline), webrtcbin);
   gst_util_set_object_arg (G_OBJECT (webrtcbin), "bundle-policy", "max-bundle");
   /* A live ingest: a small jitter buffer keeps glass-to-glass latency low on good links. */

@@ -1,10 +1,10 @@
 /*
- * sk_webrtc_tune_send_path: a sending and a receiving webrtcbin in one pipeline, over
- * 127.0.0.1, fed by x264enc through sk_webrtc_add_send_pad. Tuned, the payloader's buffer
- * lists skip the idle FEC encoders and reach nicesink as lists, and the RTP is protected by
- * sk-srtp.c, not by srtpenc (whose libsrtp still protects RTCP; the receiver's libsrtp takes
- * both); untuned (the control), rtpulpfecenc takes every packet, nicesink gets them one by one
- * and srtpenc protects them.
+ * sk_webrtc_tune_send_path and sk_webrtc_use_own_srtp: a sending and a receiving webrtcbin in
+ * one pipeline, over 127.0.0.1, fed by x264enc through sk_webrtc_add_send_pad. Tuned, the
+ * payloader's buffer lists skip the idle FEC encoders and reach nicesink as lists, and the RTP
+ * is protected by sk-srtp.c, not by srtpenc (whose libsrtp still protects RTCP; the receiver's
+ * libsrtp takes both); untuned (the control), rtpulpfecenc takes every packet, nicesink gets
+ * them one by one and srtpenc protects them.
  */
 #include <gst/app/gstappsink.h>
 #include <gst/gst.h>
@@ -102,7 +102,7 @@ count_items (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
   return GST_PAD_PROBE_OK;
 }
 
-/* Added after sk-srtp.c's probe (tune_send_path connects first): counts what it leaves to
+/* Added after sk-srtp.c's probe (use_own_srtp connects first): counts what it leaves to
  * srtpenc. dtlssrtpenc may have asked for the pad before its bin reached webrtcbin. */
 static void
 on_srtpenc_pad_added (GstElement *srtpenc, GstPad *pad, Pair *p)
@@ -189,8 +189,10 @@ add_webrtcbin (Pair *p, const char *name, gboolean tuned)
 {
   GstElement *wb = gst_element_factory_make ("webrtcbin", name);
   g_assert_nonnull (wb);
-  if (tuned)
+  if (tuned) {
     sk_webrtc_tune_send_path (wb);
+    sk_webrtc_use_own_srtp (wb);
+  }
   gst_bin_add (GST_BIN (p->pipeline), wb);
   gst_util_set_object_arg (G_OBJECT (wb), "bundle-policy", "max-bundle");
   sk_webrtc_configure_ice (wb, (const char *const[]){ "127.0.0.1", NULL }, 0, 0);
