@@ -14,8 +14,11 @@
 #define ORPHAN_PATIENCE_VIEWS 5 /* views before any survivor, not only the chosen one, claims */
 /* The chosen survivor adopts an orphan on the view after the first one that showed it, this
  * much later: a node with a live publisher in that room claims it at once (room_follow_host)
- * and must not lose that race to a node that has nothing there. */
-#define ORPHAN_DEFER_MS 100
+ * and must not lose that race to a node that has nothing there. Nodes learn of a death at
+ * different times: one whose peer connection to the dying node ended while its port still
+ * accepted looks again only after sk-peers.c's first backoff (100 ms); with a defer of 100 ms
+ * that node lost the room to the chosen survivor (seen in CI). */
+#define ORPHAN_DEFER_MS 300
 
 /* json-glib 1.6 has no _with_default getters for containers. */
 static JsonObject *
