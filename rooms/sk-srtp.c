@@ -394,7 +394,7 @@ sk_srtp_receiver_unprotect (SkSrtpReceiver *self, guint8 *packet, gsize len, gsi
 typedef struct {
   gint ref_count;
   GMutex lock;
-  GstElement *element;      /* not owned: this lives as long as it */
+  GstElement *element;      /* not owned: used only while data flows through it */
   SkSrtpSender *sender;     /* srtpenc: NULL until DTLS keys arrive (or for other profiles) */
   SkSrtpReceiver *receiver; /* srtpdec: the same */
   /* srtpdec: packets dropped, by SkSrtpStatus, and when we last said so */
