@@ -395,6 +395,7 @@ typedef struct {
   gint ref_count;
   GMutex lock;
   GstElement *element;      /* not owned: used only while data flows through it */
+  gboolean sends;           /* srtpenc (a sender) or srtpdec (a receiver) */
   SkSrtpSender *sender;     /* srtpenc: NULL until DTLS keys arrive (or for other profiles) */
   SkSrtpReceiver *receiver; /* srtpdec: the same */
   /* srtpdec: packets dropped, by SkSrtpStatus, and when we last said so */
@@ -405,12 +406,13 @@ typedef struct {
 static void takeover_unref (gpointer data);
 
 static Takeover *
-takeover_new (GstElement *element)
+takeover_new (GstElement *element, gboolean sends)
 {
   Takeover *t = g_new0 (Takeover, 1);
   t->ref_count = 1;
   g_mutex_init (&t->lock);
   t->element = element;
+  t->sends = sends;
   g_object_set_data_full (G_OBJECT (element), "sk-srtp-takeover", t, takeover_unref);
   return t;
 }
@@ -460,6 +462,51 @@ tag_len_of_auth (const char *auth)
   return g_strcmp0 (auth, "hmac-sha1-80") == 0 ? 10 : g_strcmp0 (auth, "hmac-sha1-32") == 0 ? 4 : 0;
 }
 
+/* DTLS has keyed the element (DTLS thread): from now on its RTP is ours if the profile is one
+ * sk-srtp.c implements; anything else stays with libsrtp. */
+static void
+takeover_set_key (Takeover *t, GstBuffer *key, gboolean has_mki, const char *cipher,
+                  const char *auth)
+{
+  const char *element = t->sends ? "srtpenc" : "srtpdec";
+  guint tag_len = tag_len_of_auth (auth);
+  if (key == NULL || has_mki || g_strcmp0 (cipher, "aes-128-icm") != 0 || tag_len == 0) {
+    GST_INFO_OBJECT (t->element, "leaving %s/%s%s to %s", cipher, auth,
+                     has_mki ? " with an MKI" : "", element);
+    return;
+  }
+
+  GstMapInfo map;
+  if (!gst_buffer_map (key, &map, GST_MAP_READ)) {
+    GST_WARNING_OBJECT (t->element, "leaving SRTP to %s: cannot read the key", element);
+    return;
+  }
+  g_autoptr (GError) error = NULL;
+  SkSrtpSender *sender = NULL;
+  SkSrtpReceiver *receiver = NULL;
+  if (t->sends)
+    sender = sk_srtp_sender_new (map.data, map.size, tag_len, &error);
+  else
+    receiver = sk_srtp_receiver_new (map.data, map.size, tag_len, &error);
+  gst_buffer_unmap (key, &map);
+  if (error != NULL) {
+    GST_WARNING_OBJECT (t->element, "leaving SRTP to %s: %s", element, error->message);
+    return;
+  }
+
+  g_mutex_lock (&t->lock);
+  if (t->sends) {
+    sk_srtp_sender_free (t->sender);
+    t->sender = sender;
+  } else {
+    sk_srtp_receiver_free (t->receiver);
+    t->receiver = receiver;
+  }
+  g_mutex_unlock (&t->lock);
+  GST_INFO_OBJECT (t->element, "%s RTP with libcrypto (%s/%s)",
+                   t->sends ? "protecting" : "checking and decrypting", cipher, auth);
+}
+
 /* --- srtpenc --- */
 
 static const char *
@@ -481,30 +528,8 @@ enc_on_key_set (GstElement *dtlssrtpenc, gpointer user_data)
   Takeover *t = user_data;
   g_autoptr (GstBuffer) key = NULL, mki = NULL;
   g_object_get (t->element, "key", &key, "mki", &mki, NULL);
-  const char *cipher = enum_nick (G_OBJECT (t->element), "rtp-cipher");
-  const char *auth = enum_nick (G_OBJECT (t->element), "rtp-auth");
-  guint tag_len = tag_len_of_auth (auth);
-
-  if (key == NULL || mki != NULL || g_strcmp0 (cipher, "aes-128-icm") != 0 || tag_len == 0) {
-    GST_INFO_OBJECT (t->element, "leaving %s/%s%s to srtpenc", cipher, auth,
-                     mki != NULL ? " with an MKI" : "");
-    return;
-  }
-  GstMapInfo map;
-  if (!gst_buffer_map (key, &map, GST_MAP_READ))
-    return;
-  g_autoptr (GError) error = NULL;
-  SkSrtpSender *sender = sk_srtp_sender_new (map.data, map.size, tag_len, &error);
-  gst_buffer_unmap (key, &map);
-  if (sender == NULL) {
-    GST_WARNING_OBJECT (t->element, "leaving SRTP to srtpenc: %s", error->message);
-    return;
-  }
-  g_mutex_lock (&t->lock);
-  sk_srtp_sender_free (t->sender);
-  t->sender = sender;
-  g_mutex_unlock (&t->lock);
-  GST_INFO_OBJECT (t->element, "protecting RTP with libcrypto (%s/%s)", cipher, auth);
+  takeover_set_key (t, key, mki != NULL, enum_nick (G_OBJECT (t->element), "rtp-cipher"),
+                    enum_nick (G_OBJECT (t->element), "rtp-auth"));
 }
 
 /* One rtp_sink_%u of srtpenc and its rtp_src_%u. */
@@ -640,7 +665,7 @@ sk_srtp_take_over_srtpenc (GstElement *srtpenc)
   if (dtlssrtpenc == NULL || g_signal_lookup ("on-key-set", G_OBJECT_TYPE (dtlssrtpenc)) == 0)
     return FALSE;
 
-  Takeover *t = takeover_new (srtpenc);
+  Takeover *t = takeover_new (srtpenc, TRUE);
   g_signal_connect_data (dtlssrtpenc, "on-key-set", G_CALLBACK (enc_on_key_set), takeover_ref (t),
                          takeover_closure_unref, 0);
   g_signal_connect_data (srtpenc, "pad-added", G_CALLBACK (enc_on_pad_added), takeover_ref (t),
@@ -664,38 +689,14 @@ dec_on_key_received (GstElement *dtlsdec, gpointer user_data)
 {
   Takeover *t = user_data;
   g_autoptr (GstCaps) caps = NULL;
+  g_autoptr (GstBuffer) key = NULL;
   g_signal_emit_by_name (t->element, "request-key", (guint)0, &caps);
   const GstStructure *st = caps != NULL ? gst_caps_get_structure (caps, 0) : NULL;
-  GstBuffer *key = NULL;
-  const char *cipher = st != NULL ? gst_structure_get_string (st, "srtp-cipher") : NULL;
-  const char *auth = st != NULL ? gst_structure_get_string (st, "srtp-auth") : NULL;
-  guint tag_len = tag_len_of_auth (auth);
-
-  if (st == NULL || !gst_structure_get (st, "srtp-key", GST_TYPE_BUFFER, &key, NULL) || key == NULL
-      || gst_structure_has_field (st, "mki") || g_strcmp0 (cipher, "aes-128-icm") != 0
-      || tag_len == 0) {
-    GST_INFO_OBJECT (t->element, "leaving %s/%s to srtpdec", cipher, auth);
-    gst_clear_buffer (&key);
-    return;
-  }
-  GstMapInfo map;
-  g_autoptr (GError) error = NULL;
-  SkSrtpReceiver *receiver = NULL;
-  if (gst_buffer_map (key, &map, GST_MAP_READ)) {
-    receiver = sk_srtp_receiver_new (map.data, map.size, tag_len, &error);
-    gst_buffer_unmap (key, &map);
-  }
-  gst_buffer_unref (key);
-  if (receiver == NULL) {
-    GST_WARNING_OBJECT (t->element, "leaving SRTP to srtpdec: %s",
-                        error != NULL ? error->message : "cannot read the key");
-    return;
-  }
-  g_mutex_lock (&t->lock);
-  sk_srtp_receiver_free (t->receiver);
-  t->receiver = receiver;
-  g_mutex_unlock (&t->lock);
-  GST_INFO_OBJECT (t->element, "checking and decrypting RTP with libcrypto (%s/%s)", cipher, auth);
+  if (st != NULL)
+    gst_structure_get (st, "srtp-key", GST_TYPE_BUFFER, &key, NULL);
+  takeover_set_key (t, key, st != NULL && gst_structure_has_field (st, "mki"),
+                    st != NULL ? gst_structure_get_string (st, "srtp-cipher") : NULL,
+                    st != NULL ? gst_structure_get_string (st, "srtp-auth") : NULL);
 }
 
 #define DROP_LOG_INTERVAL_US (10 * G_USEC_PER_SEC)
@@ -769,15 +770,11 @@ sk_srtp_take_over_srtpdec (GstElement *srtpdec)
   g_autoptr (GstElement) dtlssrtpdec = parent_made_by (srtpdec, "dtlssrtpdec");
   g_autoptr (GstElement) dtlsdec = NULL;
   if (dtlssrtpdec != NULL) {
-    g_autoptr (GstIterator) it = gst_bin_iterate_elements (GST_BIN (dtlssrtpdec));
+    g_autoptr (GstIterator) it
+        = gst_bin_iterate_all_by_element_factory_name (GST_BIN (dtlssrtpdec), "dtlsdec");
     GValue item = G_VALUE_INIT;
-    while (dtlsdec == NULL && gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
-      GstElement *e = g_value_get_object (&item);
-      GstElementFactory *factory = gst_element_get_factory (e);
-      if (factory != NULL && g_str_equal (GST_OBJECT_NAME (factory), "dtlsdec"))
-        dtlsdec = gst_object_ref (e);
-      g_value_reset (&item);
-    }
+    if (gst_iterator_next (it, &item) == GST_ITERATOR_OK)
+      dtlsdec = g_value_dup_object (&item);
     g_value_unset (&item);
   }
   g_autoptr (GstPad) sink = gst_element_get_static_pad (srtpdec, "rtp_sink");
@@ -786,7 +783,7 @@ sk_srtp_take_over_srtpdec (GstElement *srtpdec)
       || g_signal_lookup ("request-key", G_OBJECT_TYPE (srtpdec)) == 0)
     return FALSE;
 
-  Takeover *t = takeover_new (srtpdec);
+  Takeover *t = takeover_new (srtpdec, FALSE);
   g_signal_connect_data (dtlsdec, "on-key-received", G_CALLBACK (dec_on_key_received),
                          takeover_ref (t), takeover_closure_unref, 0);
   gst_pad_add_probe (sink, GST_PAD_PROBE_TYPE_BUFFER, dec_probe, takeover_ref (t), takeover_unref);
