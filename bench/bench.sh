@@ -1,16 +1,5 @@
 #!/bin/bash
-# Builds streamkeeper and runs the benchmark (bench/bench.py) in a network namespace of
-# its own, so that it only ever talks to 127.0.0.1. Arguments go to bench.py:
+# Runs the benchmark (bench/bench.py) through bench/run-in-netns.sh (installs, builds, runs on
+# 127.0.0.1 only). Arguments go to bench.py:
 #   bench/bench.sh [--streams 20] [--decode 4] [--window 20] [--latency-seconds 30]
-# SK_BUILD_DIR selects the build directory (default: build/).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-./scripts/install-deps.sh --test
-export SK_BUILD_DIR=${SK_BUILD_DIR:-$PWD/build}
-[[ -f $SK_BUILD_DIR/build.ninja ]] || meson setup "$SK_BUILD_DIR"
-ninja -C "$SK_BUILD_DIR"
-if [[ $(id -u) -eq 0 ]] && unshare -n true 2>/dev/null; then
-  exec unshare -n -- sh -c 'ip link set lo up && exec "$@"' sh /usr/bin/python3 bench/bench.py "$@"
-fi
-echo "WARNING: cannot unshare -n; running on the host's loopback" >&2
-exec /usr/bin/python3 bench/bench.py "$@"
+exec "$(dirname "$0")/run-in-netns.sh" bench.py "$@"

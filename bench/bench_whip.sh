@@ -1,13 +1,5 @@
 #!/bin/bash
-# Builds streamkeeper and runs the WHIP benchmark (bench/bench_whip.py) in a network namespace
-# of its own (127.0.0.1 only). Arguments go to bench_whip.py: [--runs 10] [--window 20] [--jitterbuffer-ms 200].
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export SK_BUILD_DIR=${SK_BUILD_DIR:-$PWD/build}
-[[ -f $SK_BUILD_DIR/build.ninja ]] || meson setup "$SK_BUILD_DIR"
-ninja -C "$SK_BUILD_DIR"
-if [[ $(id -u) -eq 0 ]] && unshare -n true 2>/dev/null; then
-  exec unshare -n -- sh -c 'ip link set lo up && exec "$@"' sh /usr/bin/python3 bench/bench_whip.py "$@"
-fi
-echo "WARNING: cannot unshare -n; running on the host's loopback" >&2
-exec /usr/bin/python3 bench/bench_whip.py "$@"
+# Runs the WHIP benchmark (bench/bench_whip.py) through bench/run-in-netns.sh (installs, builds,
+# runs on 127.0.0.1 only). Arguments go to bench_whip.py: [--runs 10] [--window 20]
+# [--jitterbuffer-ms 200].
+exec "$(dirname "$0")/run-in-netns.sh" bench_whip.py "$@"
