@@ -11,14 +11,23 @@
 
 #define PLACE_MAX_ATTEMPTS 5
 #define REBUILD_READ_LIMIT 1000
-#define ORPHAN_PATIENCE_VIEWS 5 /* views before any survivor, not only the chosen one, claims */
-/* The chosen survivor adopts an orphan on the view after the first one that showed it, this
- * much later: a node with a live publisher in that room claims it at once (room_follow_host)
- * and must not lose that race to a node that has nothing there. Nodes learn of a death at
- * different times: one whose peer connection to the dying node ended while its port still
- * accepted looks again only after sk-peers.c's first backoff (100 ms); with a defer of 100 ms
- * that node lost the room to the chosen survivor (seen in CI). */
+/* The chosen survivor adopts an orphan only this long after it first saw it: a node with a live
+ * publisher in that room claims it at once (room_follow_host) and must not lose that race to a
+ * node that has nothing there. Nodes learn of a death at different times: one whose peer
+ * connection to the dying node ended while its port still accepted looks again only after
+ * sk-peers.c's first backoff (100 ms). The wait is time, not views: the other node's claim
+ * changes the placements and so brings a view at once (a wait of "one more view" lost the
+ * room that way, seen in CI). */
 #define ORPHAN_DEFER_MS 300
+/* Any survivor, not only the chosen one, claims an orphan nobody took after this many views
+ * and at least this long (the chosen one may be full, or dead too). */
+#define ORPHAN_PATIENCE_VIEWS 5
+#define ORPHAN_PATIENCE_MS (2 * ORPHAN_DEFER_MS)
+
+typedef struct {
+  gint64 first_seen_us;
+  guint views;
+} OrphanSighting;
 
 /* json-glib 1.6 has no _with_default getters for containers. */
 static JsonObject *
@@ -874,6 +883,7 @@ on_cluster_view (SkCluster *cluster, GPtrArray *placements, gpointer user_data)
 {
   SkRoomManager *self = user_data;
   g_autoptr (GPtrArray) rooms = NULL;
+  gint64 now_us = g_get_monotonic_time ();
 
   if (self->shutting_down || sk_cluster_get_state (cluster) != SK_CLUSTER_MEMBER)
     return;
@@ -897,7 +907,8 @@ on_cluster_view (SkCluster *cluster, GPtrArray *placements, gpointer user_data)
 
   for (guint i = 0; i < placements->len; i++) {
     SkStorePlacement *pl = g_ptr_array_index (placements, i);
-    guint views;
+    OrphanSighting *sighting;
+    gint64 waited_ms;
 
     /* Handed to us by a draining node: ours to rebuild at once. */
     if (strcmp (pl->node, self->config->node_id) == 0
@@ -914,13 +925,20 @@ on_cluster_view (SkCluster *cluster, GPtrArray *placements, gpointer user_data)
       g_hash_table_remove (self->orphan_seen, pl->room);
       continue;
     }
-    views = GPOINTER_TO_UINT (g_hash_table_lookup (self->orphan_seen, pl->room)) + 1;
-    g_hash_table_insert (self->orphan_seen, g_strdup (pl->room), GUINT_TO_POINTER (views));
-    if (views == 1 && self->orphan_view_id == 0)
-      self->orphan_view_id = g_timeout_add (ORPHAN_DEFER_MS, on_orphan_view, self);
+    sighting = g_hash_table_lookup (self->orphan_seen, pl->room);
+    if (sighting == NULL) {
+      sighting = g_new0 (OrphanSighting, 1);
+      sighting->first_seen_us = now_us;
+      g_hash_table_insert (self->orphan_seen, g_strdup (pl->room), sighting);
+    }
+    sighting->views++;
+    waited_ms = (now_us - sighting->first_seen_us) / 1000;
+    /* The next view must come when the wait is over, whatever else happens meanwhile. */
+    if (waited_ms < ORPHAN_DEFER_MS && self->orphan_view_id == 0)
+      self->orphan_view_id = g_timeout_add (ORPHAN_DEFER_MS - waited_ms + 1, on_orphan_view, self);
     /* A full node leaves its first choices to the others, unless nobody takes them. */
-    if (views > ORPHAN_PATIENCE_VIEWS
-        || (views > 1 && !manager_is_full (self, NULL)
+    if ((sighting->views > ORPHAN_PATIENCE_VIEWS && waited_ms >= ORPHAN_PATIENCE_MS)
+        || (waited_ms >= ORPHAN_DEFER_MS && !manager_is_full (self, NULL)
             && manager_is_first_choice (self, pl->room))) {
       SkRoom *room;
 

@@ -105,7 +105,7 @@ struct _SkRoomManager {
   GTask *drain_task;
   guint drain_pending;
   guint drain_moved;
-  GHashTable *orphan_seen; /* room → views it has been seen orphaned */
+  GHashTable *orphan_seen; /* room → OrphanSighting: since when and in how many views */
   guint orphan_view_id;    /* the deferred view (ORPHAN_DEFER_MS) */
 };
 

@@ -958,7 +958,7 @@ sk_room_manager_new (const SkConfig *config, SkStore *store, SkWebhooks *webhook
   self->cancellable = g_cancellable_new ();
   self->rooms = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, room_free);
   self->track_watches = g_hash_table_new_full (NULL, NULL, NULL, track_watch_free);
-  self->orphan_seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  self->orphan_seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   self->hosts = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   self->releasing = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   self->events = sk_events_http_new (store, config);
