@@ -8,6 +8,7 @@ reconnect like OBS (a new TCP connection after 2 s, then x1.5)."""
 import json
 import re
 import signal
+import socket
 import time
 
 import pytest
@@ -119,6 +120,13 @@ def test_lb_drains_full_node_and_cuts_dead_one_obs_reconnects(make_cluster):
     ports = harness.wait_until(refused_ports, 10, what="3 refused connections in haproxy's log")
     assert len(set(ports)) == len(ports), ports
     pub.kill()
+
+    # Refused before it sent a byte (HAProxy may close first): logged all the same.
+    n_before = len(refused_ports())
+    with socket.create_connection(("127.0.0.1", c.lb.rtmp_port), timeout=5) as s:
+        assert s.recv(1) == b""
+    harness.wait_until(lambda: len(refused_ports()) > n_before, 10,
+                       what="a silent refused connection in haproxy's log")
 
 
 def test_room_follower_collects_what_check_events_needs(make_cluster):
