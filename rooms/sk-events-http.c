@@ -251,9 +251,12 @@ on_read (GObject *source, GAsyncResult *result, gpointer user_data)
 static void
 client_read (SseClient *c)
 {
-  if (c->reading || c->closing)
+  if (c->closing)
     return;
   c->more = TRUE;
+  /* The read in flight may have been answered before the log grew: on_read reads again. */
+  if (c->reading)
+    return;
   /* Flow control: wait for the socket to take what is queued (on_wrote_body_data). */
   if (c->queued >= SSE_BACKLOG_LOW)
     return;
