@@ -107,9 +107,8 @@ sk_config_new (void)
   c->publisher_timeout_ms = 5000;
   c->on_duplicate_key = SK_DUPLICATE_KEY_REPLACE;
 
-  c->video_encoder
-      = g_strdup ("x264enc tune=zerolatency speed-preset=veryfast key-int-max=60 bframes=0");
-  c->audio_encoder = g_strdup ("opusenc bitrate=96000 complexity=5 frame-size=40");
+  c->video_encoder = g_strdup (SK_CONFIG_DEFAULT_VIDEO_ENCODER);
+  c->audio_encoder = g_strdup (SK_CONFIG_DEFAULT_AUDIO_ENCODER);
 
   c->room_empty_timeout_ms = 10000;
   c->sse_keepalive_ms = 15000;

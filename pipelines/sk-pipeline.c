@@ -24,15 +24,6 @@
 GST_DEBUG_CATEGORY_STATIC (sk_pipeline_debug);
 #define GST_CAT_DEFAULT sk_pipeline_debug
 
-#define DEFAULT_VIDEO_ENCODER                                                                      \
-  "x264enc tune=zerolatency speed-preset=veryfast key-int-max=60 bframes=0"
-/* Complexity 5 instead of 10: about 40 % less encoder CPU per stream for a quality loss that
- * is hard to hear at 96 kbit/s. 40 ms frames, not WebRTC's usual 20: a packet costs the same on
- * every viewer's send path whatever its size, and half as many audio packets took 0.7 % of a
- * core off a stream with one viewer, for 20 ms more audio latency. Receivers decode any Opus
- * frame length (RFC 7587). Keep in step with common/sk-config.c. */
-#define DEFAULT_AUDIO_ENCODER "opusenc bitrate=96000 complexity=5 frame-size=40"
-
 #define MAX_TAG_SIZE 0xffffff               /* FLV DataSize is 24 bits */
 #define MAX_HELD_BYTES (16 * 1024 * 1024)   /* tags held before the start decision */
 #define MAX_QUEUED_BYTES (32 * 1024 * 1024) /* appsrc backlog before we give up */
@@ -548,7 +539,7 @@ sk_pipeline_make_video_encoder (const SkConfig *config, GError **error)
 {
   const char *desc = config != NULL && config->video_encoder != NULL && *config->video_encoder
                          ? config->video_encoder
-                         : DEFAULT_VIDEO_ENCODER;
+                         : SK_CONFIG_DEFAULT_VIDEO_ENCODER;
   g_autoptr (GError) local = NULL;
   GstElement *bin = gst_parse_bin_from_description (desc, TRUE, &local);
   if (bin == NULL) {
@@ -1158,7 +1149,7 @@ sk_pipeline_warm_up (const SkConfig *config)
   };
   const char *aenc = config && config->audio_encoder && *config->audio_encoder
                          ? config->audio_encoder
-                         : DEFAULT_AUDIO_ENCODER;
+                         : SK_CONFIG_DEFAULT_AUDIO_ENCODER;
   gint64 start = g_get_monotonic_time ();
 
   for (guint i = 0; i < G_N_ELEMENTS (factories); i++) {
@@ -1192,7 +1183,7 @@ sk_ingress_pipeline_new_flv (const char *name, SkTranscodeMode mode, const SkCon
 
   const char *aenc = config && config->audio_encoder && *config->audio_encoder
                          ? config->audio_encoder
-                         : DEFAULT_AUDIO_ENCODER;
+                         : SK_CONFIG_DEFAULT_AUDIO_ENCODER;
   g_autoptr (GstElement) video_encoder = sk_pipeline_make_video_encoder (config, error);
   if (!video_encoder)
     return NULL;
