@@ -10,7 +10,8 @@
  * Offers recvonly video (H.264 by default; --codec vp8 or any: VP8, or both) + Opus, decodes
  * what arrives (asking for a keyframe with a PLI, as a browser does, until one comes) and prints
  * one JSON line per second
- * ({"video_frames":N,"audio_buffers":M,"width":W,"height":H}) and a final
+ * ({"video_frames":N,"audio_buffers":M,"width":W,"height":H}, then one per jitter buffer with
+ * the packets it pushed, lost, got late and asked again for) and a final
  * {"result":"ok"|"timeout"|"error",...}; after the POST, {"location":URL}. Exit status 0 once N
  * frames (and audio if asked) were decoded before the timeout. --latency adds one line per decoded
  * frame with the local monotonic time and the frame's PTS, and "g2g_ms" when the frame carries
@@ -63,6 +64,8 @@ typedef struct {
   GCancellable *cancellable;
   gint64 answered_us; /* 0 until the 201 */
   gboolean ended;
+  GMutex lock;
+  GPtrArray *jitterbuffers; /* GstElement*, under lock: one per SSRC, made on rtpbin's threads */
 } Peer;
 
 struct _Client {
@@ -155,6 +158,32 @@ print_stats (Client *c)
            g_atomic_int_get (&c->width), g_atomic_int_get (&c->height));
 }
 
+/* What each jitter buffer of the current session saw: packets lost (never came, even after a
+ * NACK) or late (came after their deadline) tell the network's and this process's share of
+ * missing frames from the server's. */
+static void
+print_jitterbuffer_stats (Peer *peer)
+{
+  g_mutex_lock (&peer->lock);
+  for (guint i = 0; i < peer->jitterbuffers->len; i++) {
+    g_autoptr (GstStructure) stats = NULL;
+    guint64 pushed = 0, lost = 0, late = 0, duplicates = 0, rtx = 0, rtx_success = 0;
+
+    g_object_get (g_ptr_array_index (peer->jitterbuffers, i), "stats", &stats, NULL);
+    if (stats == NULL)
+      continue;
+    gst_structure_get (stats, "num-pushed", G_TYPE_UINT64, &pushed, "num-lost", G_TYPE_UINT64,
+                       &lost, "num-late", G_TYPE_UINT64, &late, "num-duplicates", G_TYPE_UINT64,
+                       &duplicates, "rtx-count", G_TYPE_UINT64, &rtx, "rtx-success-count",
+                       G_TYPE_UINT64, &rtx_success, NULL);
+    g_print ("{\"jitterbuffer\":%u,\"pushed\":%" G_GUINT64_FORMAT ",\"lost\":%" G_GUINT64_FORMAT
+             ",\"late\":%" G_GUINT64_FORMAT ",\"duplicates\":%" G_GUINT64_FORMAT
+             ",\"rtx\":%" G_GUINT64_FORMAT ",\"rtx_success\":%" G_GUINT64_FORMAT "}\n",
+             i, pushed, lost, late, duplicates, rtx, rtx_success);
+  }
+  g_mutex_unlock (&peer->lock);
+}
+
 static gboolean
 goals_met (Client *c)
 {
@@ -171,10 +200,16 @@ on_check_goals (gpointer data)
   return G_SOURCE_REMOVE;
 }
 
+static void print_jitterbuffer_stats (Peer *peer);
+
+/* Every second, as a killed client prints nothing at its end. */
 static gboolean
 on_tick (gpointer data)
 {
-  print_stats (data);
+  Client *c = data;
+
+  print_stats (c);
+  print_jitterbuffer_stats (c->peer);
   return G_SOURCE_CONTINUE;
 }
 
@@ -647,6 +682,10 @@ on_deep_element_added (GstBin *bin, GstBin *sub_bin, GstElement *element, gpoint
   if (!g_str_equal (name, "rtpjitterbuffer"))
     return;
   print_event ("first_rtp");
+  Peer *peer = data;
+  g_mutex_lock (&peer->lock);
+  g_ptr_array_add (peer->jitterbuffers, gst_object_ref (element));
+  g_mutex_unlock (&peer->lock);
   g_autoptr (GstPad) sink = gst_element_get_static_pad (element, "sink");
   gst_pad_add_probe (sink, GST_PAD_PROBE_TYPE_BUFFER, on_first_rtp, NULL, NULL);
   if (opt_faststart > 0)
@@ -693,6 +732,8 @@ peer_start (Client *c)
   Peer *peer = g_new0 (Peer, 1);
 
   peer->c = c;
+  g_mutex_init (&peer->lock);
+  peer->jitterbuffers = g_ptr_array_new_with_free_func (gst_object_unref);
   peer->index = c->resubscribes;
   peer->url = g_uri_ref (c->url);
   peer->cancellable = g_cancellable_new ();
@@ -744,6 +785,8 @@ peer_free (Peer *peer)
 {
   peer_end (peer);
   gst_object_unref (peer->pipeline);
+  g_ptr_array_unref (peer->jitterbuffers);
+  g_mutex_clear (&peer->lock);
   g_object_unref (peer->cancellable);
   g_uri_unref (peer->url);
   g_free (peer->offer);
@@ -882,6 +925,7 @@ main (int argc, char **argv)
   g_clear_handle_id (&c.retry_id, g_source_remove);
 
   print_stats (&c);
+  print_jitterbuffer_stats (c.peer);
   g_autofree char *escaped = c.error != NULL ? g_strescape (c.error, NULL) : NULL;
   g_print ("{\"result\":\"%s\",\"video_frames\":%d,\"audio_buffers\":%d,\"width\":%d,"
            "\"height\":%d,\"resubscribes\":%u%s%s%s}\n",
