@@ -24,10 +24,13 @@ Method:
     started one after another (each once its POST is answered). The first --decode of them
     decode H.264 (avdec_h264); the others count depayloaded frames (--no-decode): 20 decoders
     of 720p30 would saturate the 2 cores the daemon runs on, which measures the subscribers,
-    not the node. Dropped frames come from the frames' PTS (RTP timestamps): over the window,
-    each step between received frames of k frame durations is k - 1 dropped frames (k rounded
-    down after adding 0.1, so that the publisher's loop point, a step of ~1.8, is none),
-    expected = received + dropped.
+    not the node. Dropped frames come from the RTP timestamps of the whole video frames that
+    leave each subscriber's jitter buffer (the sender's timestamps, not the frames' PTS, which
+    the jitter buffer shifts when it resets its clock skew): over the window, each step
+    between received frames of k frame durations is k - 1 dropped frames (k rounded down after
+    adding 0.1, so that the publisher's loop point, a step of ~1.8, is none), expected =
+    received + dropped. Each subscriber's jitter-buffer statistics (lost, late, duplicated,
+    retransmissions) are in its log.
     --client-nice N runs those subscribers at nice N, their autogroup included (each is a
     session of its own, and the kernel shares the CPU between autogroups): they stand in for
     remote viewers, not for load on the node. Off by default. --sub-jitterbuffer-ms sets
@@ -53,6 +56,7 @@ import harness  # noqa: E402
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 FPS = 30
 FRAME_NS = 1_000_000_000 / FPS
+RTP_FRAME_TICKS = 90_000 / FPS  # H.264's RTP clock is 90 kHz
 
 
 def cpu_seconds(pid):
@@ -205,13 +209,35 @@ class Stream:
         return [(o["mono_us"], o["pts_ns"]) for o in self.sub_lines()
                 if "frame" in o and "mono_us" in o]
 
+    def rtp_frames(self):
+        """[(mono_us, RTP timestamp unwrapped)] of every whole video frame out of the
+        subscriber's jitter buffer."""
+        out, last, wraps = [], None, 0
+        for o in self.sub_lines():
+            if "rtp_frame" not in o or "mono_us" not in o:
+                continue
+            ts = o["rtp_frame"]
+            if last is not None and ts < last and last - ts > 1 << 31:
+                wraps += 1
+            last = ts
+            out.append((o["mono_us"], ts + (wraps << 32)))
+        return out
+
+    def counted_frames(self):
+        """(frames, one frame's step): the RTP timestamps of whole frames when the
+        subscriber printed them (the sender's, exact), else the frames' PTS (which the
+        jitter buffer shifts when it resets its clock skew: a shift looked like lost frames)."""
+        rtp = self.rtp_frames()
+        return (rtp, RTP_FRAME_TICKS) if rtp else (self.frames(), FRAME_NS)
+
     def wait_frames(self, timeout=30):
         harness.wait_until(lambda: len(self.frames()) > 0, timeout,
                            what=f"first frame at the subscriber of {self.room}")
 
 
-def frames_in_window(frames, t0_us, t1_us):
-    """Frames received in [t0, t1): (received, expected from the PTS span, dropped)."""
+def frames_in_window(frames, t0_us, t1_us, step=FRAME_NS):
+    """Frames received in [t0, t1): (received, expected, dropped); @frames are
+    (mono_us, timestamp) and one frame lasts @step in those timestamps."""
     pts = sorted({p for t, p in frames if t0_us <= t < t1_us and p >= 0})
     if not pts:
         return 0, round((t1_us - t0_us) / 1e6 * FPS), round((t1_us - t0_us) / 1e6 * FPS)
@@ -219,7 +245,7 @@ def frames_in_window(frames, t0_us, t1_us):
     # frame makes a step of exactly 2 frames (RTP timestamps), while the publisher's loop point
     # makes one of ~1.8 (its audio track is 26 ms longer than its video, so every pass of the
     # file starts that much after the last video frame); that is not a frame lost.
-    missing = sum(max(int((b - a) / FRAME_NS + 0.1) - 1, 0) for a, b in zip(pts, pts[1:]))
+    missing = sum(max(int((b - a) / step + 0.1) - 1, 0) for a, b in zip(pts, pts[1:]))
     return len(pts), len(pts) + missing, missing
 
 
@@ -243,7 +269,8 @@ def measure_one(procs, workdir, source, transcode, window, warmup):
         t0 = time.monotonic_ns() // 1000
         cpu = sample_cpu(pid, window)
         t1 = time.monotonic_ns() // 1000
-        got, expected, dropped = frames_in_window(s.frames(), t0, t1)
+        frames, step = s.counted_frames()
+        got, expected, dropped = frames_in_window(frames, t0, t1, step)
         return dict(mode=transcode, idle_cpu=idle["mean"], cpu=cpu["mean"],
                     cpu_samples=cpu["samples"], frames=got, expected=expected,
                     dropped=dropped, rss_kib=rss_kib(pid))
@@ -309,7 +336,8 @@ def measure_many(procs, workdir, source, n, window, warmup, decode, client_nice,
         rss_n = rss_kib(pid)
         subs = []
         for s in streams:
-            got, expected, dropped = frames_in_window(s.frames(), t0, t1)
+            frames, step = s.counted_frames()
+            got, expected, dropped = frames_in_window(frames, t0, t1, step)
             subs.append(dict(room=s.room, decode=s.decode, got=got, expected=expected,
                              dropped=dropped, answer_failures=s.answer_failures))
         return dict(n=n, decode=min(decode, n), rss0=rss0, rss_pub=rss_pub, rss_n=rss_n,

@@ -37,6 +37,7 @@
 #include <string.h>
 
 #include <gst/gst.h>
+#include <gst/rtp/rtp.h>
 #include <gst/sdp/sdp.h>
 #include <gst/video/video.h>
 #include <gst/webrtc/webrtc.h>
@@ -669,6 +670,40 @@ on_first_rtp (GstPad *pad, GstPadProbeInfo *info, gpointer data)
   return GST_PAD_PROBE_REMOVE;
 }
 
+/* --latency: one line per video frame that leaves the jitter buffer whole (its last packet,
+ * the one with the marker bit), with its RTP timestamp. Unlike a frame's PTS, which the jitter
+ * buffer may shift when it resets its clock skew, the sender's timestamps step by exactly one
+ * frame duration: a benchmark counts missing frames from them. */
+static void
+print_rtp_frame (GstBuffer *buffer)
+{
+  GstRTPBuffer rtp = GST_RTP_BUFFER_INIT;
+
+  if (!gst_rtp_buffer_map (buffer, GST_MAP_READ, &rtp))
+    return;
+  if (gst_rtp_buffer_get_marker (&rtp) && gst_rtp_buffer_get_payload_type (&rtp) != 111)
+    g_print ("{\"rtp_frame\":%u,\"mono_us\":%" G_GINT64_FORMAT "}\n",
+             gst_rtp_buffer_get_timestamp (&rtp), g_get_monotonic_time ());
+  gst_rtp_buffer_unmap (&rtp);
+}
+
+static gboolean
+print_rtp_frame_in_list (GstBuffer **buffer, guint idx, gpointer data)
+{
+  print_rtp_frame (*buffer);
+  return TRUE;
+}
+
+static GstPadProbeReturn
+on_jitterbuffer_output (GstPad *pad, GstPadProbeInfo *info, gpointer data)
+{
+  if (info->type & GST_PAD_PROBE_TYPE_BUFFER)
+    print_rtp_frame (GST_PAD_PROBE_INFO_BUFFER (info));
+  else if (info->type & GST_PAD_PROBE_TYPE_BUFFER_LIST)
+    gst_buffer_list_foreach (GST_PAD_PROBE_INFO_BUFFER_LIST (info), print_rtp_frame_in_list, NULL);
+  return GST_PAD_PROBE_OK;
+}
+
 /* rtpbin makes a jitter buffer for an SSRC when its first packet arrives. */
 static void
 on_deep_element_added (GstBin *bin, GstBin *sub_bin, GstElement *element, gpointer data)
@@ -688,6 +723,11 @@ on_deep_element_added (GstBin *bin, GstBin *sub_bin, GstElement *element, gpoint
   g_mutex_unlock (&peer->lock);
   g_autoptr (GstPad) sink = gst_element_get_static_pad (element, "sink");
   gst_pad_add_probe (sink, GST_PAD_PROBE_TYPE_BUFFER, on_first_rtp, NULL, NULL);
+  if (opt_latency) {
+    g_autoptr (GstPad) src = gst_element_get_static_pad (element, "src");
+    gst_pad_add_probe (src, GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST,
+                       on_jitterbuffer_output, NULL, NULL);
+  }
   if (opt_faststart > 0)
     g_object_set (element, "faststart-min-packets", (guint)opt_faststart, NULL);
 }
