@@ -109,6 +109,7 @@ static char *opt_h264_profiles;
 
 /* A new session's first frame may take ICE, DTLS and a keyframe: give it at least this. */
 #define FIRST_FRAME_GRACE_MS 3000
+#define OFFER_OPUS_PT 111 /* our offer's Opus payload type: tells audio packets from video */
 #define POST_RETRY_MS 100
 
 static GOptionEntry entries[] = {
@@ -151,14 +152,6 @@ client_finish (Client *c, const char *result, const char *error)
   g_main_loop_quit (c->loop);
 }
 
-static void
-print_stats (Client *c)
-{
-  g_print ("{\"video_frames\":%d,\"audio_buffers\":%d,\"width\":%d,\"height\":%d}\n",
-           g_atomic_int_get (&c->video_frames), g_atomic_int_get (&c->audio_buffers),
-           g_atomic_int_get (&c->width), g_atomic_int_get (&c->height));
-}
-
 /* What each jitter buffer of the current session saw: packets lost (never came, even after a
  * NACK) or late (came after their deadline) tell the network's and this process's share of
  * missing frames from the server's. */
@@ -185,6 +178,15 @@ print_jitterbuffer_stats (Peer *peer)
   g_mutex_unlock (&peer->lock);
 }
 
+static void
+print_stats (Client *c)
+{
+  g_print ("{\"video_frames\":%d,\"audio_buffers\":%d,\"width\":%d,\"height\":%d}\n",
+           g_atomic_int_get (&c->video_frames), g_atomic_int_get (&c->audio_buffers),
+           g_atomic_int_get (&c->width), g_atomic_int_get (&c->height));
+  print_jitterbuffer_stats (c->peer);
+}
+
 static gboolean
 goals_met (Client *c)
 {
@@ -201,16 +203,11 @@ on_check_goals (gpointer data)
   return G_SOURCE_REMOVE;
 }
 
-static void print_jitterbuffer_stats (Peer *peer);
-
 /* Every second, as a killed client prints nothing at its end. */
 static gboolean
 on_tick (gpointer data)
 {
-  Client *c = data;
-
-  print_stats (c);
-  print_jitterbuffer_stats (c->peer);
+  print_stats (data);
   return G_SOURCE_CONTINUE;
 }
 
@@ -650,7 +647,7 @@ on_connection_state (GstElement *webrtc, GParamSpec *pspec, gpointer data)
     print_event ("connected");
 }
 
-/* The first packet of an SSRC, before its jitter buffer (our offer's Opus is pt 111).
+/* The first packet of an SSRC, before its jitter buffer.
  * webrtcbin turns retransmission on for every jitter buffer of a bundle when the first
  * m-line asks for it; like a browser we ask only for video, so audio's is turned off here. */
 static GstPadProbeReturn
@@ -659,7 +656,7 @@ on_first_rtp (GstPad *pad, GstPadProbeInfo *info, gpointer data)
   guint8 b[2];
   if (gst_buffer_extract (GST_PAD_PROBE_INFO_BUFFER (info), 0, b, 2) != 2)
     return GST_PAD_PROBE_REMOVE;
-  gboolean audio = (b[1] & 0x7f) == 111;
+  gboolean audio = (b[1] & 0x7f) == OFFER_OPUS_PT;
   if (audio) {
     g_autoptr (GstObject) jitterbuffer = gst_pad_get_parent (pad);
     if (jitterbuffer != NULL)
@@ -681,7 +678,7 @@ print_rtp_frame (GstBuffer *buffer)
 
   if (!gst_rtp_buffer_map (buffer, GST_MAP_READ, &rtp))
     return;
-  if (gst_rtp_buffer_get_marker (&rtp) && gst_rtp_buffer_get_payload_type (&rtp) != 111)
+  if (gst_rtp_buffer_get_marker (&rtp) && gst_rtp_buffer_get_payload_type (&rtp) != OFFER_OPUS_PT)
     g_print ("{\"rtp_frame\":%u,\"mono_us\":%" G_GINT64_FORMAT "}\n",
              gst_rtp_buffer_get_timestamp (&rtp), g_get_monotonic_time ());
   gst_rtp_buffer_unmap (&rtp);
@@ -790,7 +787,7 @@ peer_start (Client *c)
   add_recvonly (peer->webrtc, opt_video_caps, TRUE);
   add_recvonly (peer->webrtc,
                 "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,"
-                "payload=111,encoding-params=(string)2",
+                "payload=" G_STRINGIFY (OFFER_OPUS_PT) ",encoding-params=(string)2",
                 FALSE);
   g_signal_connect (peer->webrtc, "on-negotiation-needed", G_CALLBACK (on_negotiation_needed),
                     peer);
@@ -965,7 +962,6 @@ main (int argc, char **argv)
   g_clear_handle_id (&c.retry_id, g_source_remove);
 
   print_stats (&c);
-  print_jitterbuffer_stats (c.peer);
   g_autofree char *escaped = c.error != NULL ? g_strescape (c.error, NULL) : NULL;
   g_print ("{\"result\":\"%s\",\"video_frames\":%d,\"audio_buffers\":%d,\"width\":%d,"
            "\"height\":%d,\"resubscribes\":%u%s%s%s}\n",
