@@ -534,12 +534,18 @@ add_chain (SkIngressPipeline *self, GstElement **elems, guint n, GstPad *src_pad
 
 /* ---- the transcode path, shared with WHIP ------------------------------------------------- */
 
+/* The configured gst-launch fragment, or the built-in one (no config, or the key left empty). */
+static const char *
+encoder_description (const char *configured, const char *builtin)
+{
+  return configured != NULL && configured[0] != '\0' ? configured : builtin;
+}
+
 GstElement *
 sk_pipeline_make_video_encoder (const SkConfig *config, GError **error)
 {
-  const char *desc = config != NULL && config->video_encoder != NULL && *config->video_encoder
-                         ? config->video_encoder
-                         : SK_CONFIG_DEFAULT_VIDEO_ENCODER;
+  const char *desc = encoder_description (config != NULL ? config->video_encoder : NULL,
+                                          SK_CONFIG_DEFAULT_VIDEO_ENCODER);
   g_autoptr (GError) local = NULL;
   GstElement *bin = gst_parse_bin_from_description (desc, TRUE, &local);
   if (bin == NULL) {
@@ -1147,9 +1153,8 @@ sk_pipeline_warm_up (const SkConfig *config)
     "mpegaudioparse", "mpg123audiodec", "avdec_h264", "audioconvert", "audioresample",
     "videoconvert",   "capsfilter",     "queue",      "appsink",
   };
-  const char *aenc = config && config->audio_encoder && *config->audio_encoder
-                         ? config->audio_encoder
-                         : SK_CONFIG_DEFAULT_AUDIO_ENCODER;
+  const char *aenc = encoder_description (config != NULL ? config->audio_encoder : NULL,
+                                          SK_CONFIG_DEFAULT_AUDIO_ENCODER);
   gint64 start = g_get_monotonic_time ();
 
   for (guint i = 0; i < G_N_ELEMENTS (factories); i++) {
@@ -1181,9 +1186,8 @@ sk_ingress_pipeline_new_flv (const char *name, SkTranscodeMode mode, const SkCon
     g_once_init_leave (&debug_once, 1);
   }
 
-  const char *aenc = config && config->audio_encoder && *config->audio_encoder
-                         ? config->audio_encoder
-                         : SK_CONFIG_DEFAULT_AUDIO_ENCODER;
+  const char *aenc = encoder_description (config != NULL ? config->audio_encoder : NULL,
+                                          SK_CONFIG_DEFAULT_AUDIO_ENCODER);
   g_autoptr (GstElement) video_encoder = sk_pipeline_make_video_encoder (config, error);
   if (!video_encoder)
     return NULL;
