@@ -217,7 +217,7 @@ class Stream:
             if "rtp_frame" not in o or "mono_us" not in o:
                 continue
             ts = o["rtp_frame"]
-            if last is not None and ts < last and last - ts > 1 << 31:
+            if last is not None and last - ts > 1 << 31:
                 wraps += 1
             last = ts
             out.append((o["mono_us"], ts + (wraps << 32)))
