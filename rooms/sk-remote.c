@@ -20,6 +20,7 @@
 #include <libsoup/soup.h>
 
 #include "common/sk-common.h"
+#include "rooms/sk-rtp.h"
 #include "rooms/sk-webrtc.h"
 
 GST_DEBUG_CATEGORY_STATIC (sk_remote_debug);
@@ -48,6 +49,11 @@ typedef struct {
   GThread *replay_thread; /* set while sk_track_add_sink replays the GOP */
   GPtrArray *pending;     /* replayed buffers, pushed once the live edge is known */
   GstClockTime last_out;
+  /* The track carries forwarded RTP packets: the appsrc takes them, rewritten. A track that
+   * changes form cannot go through the m-line (the owner re-adds it); until then: dropped. */
+  gboolean rtp;
+  gboolean form_differs;
+  SkRtpRewriter rewriter;
 } RemoteMedia;
 
 struct _RemoteSession {
@@ -218,7 +224,7 @@ media_push_locked (RemoteMedia *m, GstBuffer *buffer, GstClockTime anchor)
   RemoteSession *s = m->session;
   GstClockTime pts = GST_BUFFER_PTS (buffer);
 
-  if (!GST_CLOCK_TIME_IS_VALID (pts))
+  if (!GST_CLOCK_TIME_IS_VALID (pts) || m->form_differs)
     return;
   if (!s->have_offset) {
     /* The publisher's live edge is "now" here: live media goes out at once, and a replayed
@@ -233,7 +239,10 @@ media_push_locked (RemoteMedia *m, GstBuffer *buffer, GstClockTime anchor)
     out_pts = m->last_out + 1;
   m->last_out = out_pts;
 
-  GstBuffer *copy = gst_buffer_copy (buffer); /* shares the memory */
+  GstBuffer *copy = m->rtp ? sk_rtp_rewriter_process (&m->rewriter, buffer)
+                           : gst_buffer_copy (buffer); /* shares the memory */
+  if (copy == NULL)
+    return;
   GST_BUFFER_PTS (copy) = out_pts;
   GST_BUFFER_DTS (copy) = GST_CLOCK_TIME_NONE;
   gst_app_src_push_buffer (GST_APP_SRC (m->appsrc), copy);
@@ -273,7 +282,8 @@ media_on_caps (SkTrack *track, GstCaps *caps, gpointer user_data)
   RemoteMedia *m = user_data;
 
   /* A new codec cannot go through the negotiated m-line: the owner re-adds the track. */
-  if (gst_caps_is_fixed (caps))
+  m->form_differs = sk_rtp_caps_is_rtp (caps) != m->rtp;
+  if (!m->rtp && !m->form_differs && gst_caps_is_fixed (caps))
     gst_app_src_set_caps (GST_APP_SRC (m->appsrc), caps);
 }
 
@@ -292,7 +302,7 @@ session_bind_tracks (RemoteSession *s)
     RemoteMedia *m = &s->media[i];
     g_autoptr (GstCaps) caps = sk_track_get_caps (m->track);
 
-    if (caps != NULL && gst_caps_is_fixed (caps))
+    if (caps != NULL && !m->rtp && gst_caps_is_fixed (caps))
       gst_app_src_set_caps (GST_APP_SRC (m->appsrc), caps);
     g_mutex_lock (&s->lock);
     m->replay_thread = g_thread_self ();
@@ -765,10 +775,17 @@ session_new (SkRemotePublication *pub, GError **error)
     RemoteMedia *m = &s->media[s->n_media];
     const char *codec = sk_track_get_codec (track);
     g_autoptr (GstCaps) caps = send_caps (kind, codec);
+    g_autoptr (GstCaps) track_caps = sk_track_get_caps (track);
+    guint pt = kind == SK_TRACK_KIND_VIDEO ? SK_REMOTE_VIDEO_PT : SK_REMOTE_AUDIO_PT;
+    guint32 ssrc = 0;
 
-    m->appsrc = sk_webrtc_add_send_track (
-        GST_BIN (s->pipeline), s->webrtcbin, kind, codec, s->n_media,
-        kind == SK_TRACK_KIND_VIDEO ? SK_REMOTE_VIDEO_PT : SK_REMOTE_AUDIO_PT, caps, FALSE, error);
+    m->rtp = sk_rtp_caps_is_rtp (track_caps);
+    if (m->rtp) {
+      ssrc = g_random_int () | 1; /* never 0: that means "payloaded" */
+      sk_rtp_rewriter_init (&m->rewriter, ssrc, pt, kind == SK_TRACK_KIND_VIDEO ? 90000 : 48000);
+    }
+    m->appsrc = sk_webrtc_add_send_track (GST_BIN (s->pipeline), s->webrtcbin, kind, codec,
+                                          s->n_media, pt, caps, FALSE, ssrc, error);
     if (m->appsrc == NULL) {
       session_drop (s);
       return NULL;

@@ -1,11 +1,15 @@
 /* streamkeeper: a published track — fan-out of encoded buffers with a GOP cache. */
 #include "rooms/sk-track.h"
 
+#include "rooms/sk-rtp.h"
+
 #include <string.h>
 
 /* A GOP longer than this is not worth replaying (and would pin memory): drop it and wait
- * for the next keyframe. 300 buffers is 10 s at 30 fps, far above any sane key-int. */
-#define SK_TRACK_GOP_MAX_BUFFERS 300
+ * for the next keyframe. 300 frames is 10 s at 30 fps, far above any sane key-int. A track of
+ * RTP packets counts the packets that end a frame (marker bit, GST_BUFFER_FLAG_MARKER). */
+#define SK_TRACK_GOP_MAX_FRAMES 300
+#define SK_TRACK_GOP_MAX_PACKETS 8192
 #define SK_TRACK_GOP_MAX_BYTES (8 * 1024 * 1024)
 
 typedef struct {
@@ -26,8 +30,10 @@ struct _SkTrack {
   const char *codec; /* interned: callers may keep the pointer across caps changes */
   GArray *sinks;     /* SkTrackSink */
   guint next_sink_id;
-  GQueue gop; /* GstBuffer*, from the newest keyframe on; empty while no valid GOP */
+  gboolean rtp; /* caps are application/x-rtp: buffers are packets */
+  GQueue gop;   /* GstBuffer*, from the newest keyframe on; empty while no valid GOP */
   gsize gop_bytes;
+  guint gop_frames;
   gboolean ended;
   guint64 buffers_pushed;
   guint64 bytes_pushed;
@@ -42,13 +48,24 @@ struct _SkTrack {
   guint64 keyframe_requests, keyframe_dropped;
 };
 
-static const char *
-codec_from_caps (GstCaps *caps)
+const char *
+sk_track_codec_from_caps (GstCaps *caps)
 {
   if (caps == NULL || gst_caps_is_empty (caps) || gst_caps_is_any (caps))
     return g_intern_static_string ("unknown");
 
-  const char *name = gst_structure_get_name (gst_caps_get_structure (caps, 0));
+  const GstStructure *st = gst_caps_get_structure (caps, 0);
+  const char *name = gst_structure_get_name (st);
+  if (g_str_equal (name, "application/x-rtp")) {
+    /* Forwarded packets: the codec is the encoding's. */
+    const char *encoding = gst_structure_get_string (st, "encoding-name");
+    if (encoding == NULL)
+      return g_intern_static_string ("unknown");
+    if (g_ascii_strcasecmp (encoding, "OPUS") == 0)
+      return g_intern_static_string ("opus");
+    g_autofree char *upper = g_ascii_strup (encoding, -1);
+    return g_intern_string (upper);
+  }
   if (g_str_equal (name, "video/x-h264"))
     return g_intern_static_string ("H264");
   if (g_str_equal (name, "video/x-vp8"))
@@ -70,6 +87,7 @@ gop_clear_locked (SkTrack *track)
   while ((buf = g_queue_pop_head (&track->gop)) != NULL)
     gst_buffer_unref (buf);
   track->gop_bytes = 0;
+  track->gop_frames = 0;
 }
 
 SkTrack *
@@ -84,7 +102,8 @@ sk_track_new (SkTrackKind kind, const char *sid, GstCaps *caps)
   g_mutex_init (&track->lock);
   g_mutex_init (&track->keyframe_lock);
   track->caps = caps != NULL ? gst_caps_ref (caps) : NULL;
-  track->codec = codec_from_caps (caps);
+  track->codec = sk_track_codec_from_caps (caps);
+  track->rtp = sk_rtp_caps_is_rtp (caps);
   track->sinks = g_array_new (FALSE, TRUE, sizeof (SkTrackSink));
   track->next_sink_id = 1;
   g_queue_init (&track->gop);
@@ -163,7 +182,8 @@ sk_track_set_caps (SkTrack *track, GstCaps *caps)
     return;
   }
   gst_caps_replace (&track->caps, caps);
-  track->codec = codec_from_caps (caps);
+  track->codec = sk_track_codec_from_caps (caps);
+  track->rtp = sk_rtp_caps_is_rtp (caps);
   /* The cached GOP belongs to the old stream: a new sink must wait for a keyframe of the
    * new one rather than get a mix. */
   gop_clear_locked (track);
@@ -186,15 +206,18 @@ gop_store_locked (SkTrack *track, GstBuffer *buffer)
     return; /* no keyframe seen since the cache was dropped: nothing decodable to keep */
   }
 
-  if (track->gop.length + 1 > SK_TRACK_GOP_MAX_BUFFERS
+  gboolean ends_frame = !track->rtp || GST_BUFFER_FLAG_IS_SET (buffer, GST_BUFFER_FLAG_MARKER);
+  if (track->gop_frames + ends_frame > SK_TRACK_GOP_MAX_FRAMES
+      || track->gop.length + 1 > SK_TRACK_GOP_MAX_PACKETS
       || track->gop_bytes + size > SK_TRACK_GOP_MAX_BYTES) {
-    g_debug ("track %s: GOP exceeds %u buffers / %u bytes, not caching it", track->sid,
-             SK_TRACK_GOP_MAX_BUFFERS, SK_TRACK_GOP_MAX_BYTES);
+    g_debug ("track %s: GOP exceeds %u frames / %u bytes, not caching it", track->sid,
+             SK_TRACK_GOP_MAX_FRAMES, SK_TRACK_GOP_MAX_BYTES);
     gop_clear_locked (track);
     return;
   }
   g_queue_push_tail (&track->gop, gst_buffer_ref (buffer));
   track->gop_bytes += size;
+  track->gop_frames += ends_frame;
 }
 
 void

@@ -40,12 +40,18 @@ typedef void (*SkTrackCapsFunc) (SkTrack *track, GstCaps *caps, gpointer user_da
  *   video/x-h264, stream-format=byte-stream, alignment=au (SPS/PPS before each IDR)
  *   video/x-vp8
  *   audio/x-opus
+ *   application/x-rtp (media, encoding-name, clock-rate): RTP packets forwarded as they came
+ *     (see sk-rtp.h); a video packet that starts a keyframe lacks GST_BUFFER_FLAG_DELTA_UNIT
+ *     and one that ends a frame (marker bit) has GST_BUFFER_FLAG_MARKER.
  * The codec name ("H264", "VP8", "opus") is derived from them.
  */
 SkTrack *sk_track_new (SkTrackKind kind, const char *sid, GstCaps *caps);
 SkTrack *sk_track_ref (SkTrack *track);
 void sk_track_unref (SkTrack *track);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkTrack, sk_track_unref)
+
+/* "H264", "VP8", "opus", … (interned) for caps a track may carry; "unknown" if they say nothing. */
+const char *sk_track_codec_from_caps (GstCaps *caps);
 
 SkTrackKind sk_track_get_kind (SkTrack *track);
 const char *sk_track_get_sid (SkTrack *track);

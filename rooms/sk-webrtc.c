@@ -196,6 +196,28 @@ sk_webrtc_warm_up (void)
            (g_get_monotonic_time () - start) / 1000);
 }
 
+/* Links @srcpad to webrtcbin's sink_<@mline>: the pad named after the m-line index binds to
+ * that m-line's transceiver, made sendonly with @rtp_caps as its codec preferences. */
+static gboolean
+link_send_mline (GstElement *webrtcbin, GstPad *srcpad, guint mline, GstCaps *rtp_caps,
+                 gboolean nack, GError **error)
+{
+  g_autofree char *pad_name = g_strdup_printf ("sink_%u", mline);
+  GstPadTemplate *templ
+      = gst_element_class_get_pad_template (GST_ELEMENT_GET_CLASS (webrtcbin), "sink_%u");
+  g_autoptr (GstPad) sinkpad = gst_element_request_pad (webrtcbin, templ, pad_name, rtp_caps);
+  if (sinkpad == NULL || gst_pad_link (srcpad, sinkpad) != GST_PAD_LINK_OK) {
+    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "could not link to webrtcbin %s", pad_name);
+    return FALSE;
+  }
+  g_autoptr (GstWebRTCRTPTransceiver) trans = NULL;
+  g_object_get (sinkpad, "transceiver", &trans, NULL);
+  if (trans != NULL)
+    g_object_set (trans, "direction", GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_SENDONLY,
+                  "codec-preferences", rtp_caps, "do-nack", nack, NULL);
+  return TRUE;
+}
+
 /* The payloader of a send m-line, linked to webrtcbin's sink_<@mline> (whose transceiver it
  * configures); NULL with @error set. The payloader is in @bin. */
 static GstElement *
@@ -221,22 +243,8 @@ add_payloader (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind, const char 
   }
   gst_bin_add (bin, pay);
 
-  /* The pad named after the m-line index binds to that m-line's transceiver. */
-  g_autofree char *pad_name = g_strdup_printf ("sink_%u", mline);
-  GstPadTemplate *templ
-      = gst_element_class_get_pad_template (GST_ELEMENT_GET_CLASS (webrtcbin), "sink_%u");
-  g_autoptr (GstPad) sinkpad = gst_element_request_pad (webrtcbin, templ, pad_name, rtp_caps);
   g_autoptr (GstPad) srcpad = gst_element_get_static_pad (pay, "src");
-  if (sinkpad == NULL || gst_pad_link (srcpad, sinkpad) != GST_PAD_LINK_OK) {
-    g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "could not link to webrtcbin %s", pad_name);
-    return NULL;
-  }
-  g_autoptr (GstWebRTCRTPTransceiver) trans = NULL;
-  g_object_get (sinkpad, "transceiver", &trans, NULL);
-  if (trans != NULL)
-    g_object_set (trans, "direction", GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_SENDONLY,
-                  "codec-preferences", rtp_caps, "do-nack", nack, NULL);
-  return pay;
+  return link_send_mline (webrtcbin, srcpad, mline, rtp_caps, nack, error) ? pay : NULL;
 }
 
 static GstCaps *
@@ -251,19 +259,30 @@ send_src_caps (SkTrackKind kind, const char *codec)
 
 GstElement *
 sk_webrtc_add_send_track (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind, const char *codec,
-                          guint mline, guint pt, GstCaps *rtp_caps, gboolean nack, GError **error)
+                          guint mline, guint pt, GstCaps *rtp_caps, gboolean nack, guint32 rtp_ssrc,
+                          GError **error)
 {
   gboolean video = kind == SK_TRACK_KIND_VIDEO;
 
-  GstElement *pay = add_payloader (bin, webrtcbin, kind, codec, mline, pt, rtp_caps, nack, error);
-  if (pay == NULL)
-    return NULL;
+  GstElement *pay = NULL;
+  if (rtp_ssrc == 0) {
+    pay = add_payloader (bin, webrtcbin, kind, codec, mline, pt, rtp_caps, nack, error);
+    if (pay == NULL)
+      return NULL;
+  }
   GstElement *appsrc = gst_element_factory_make ("appsrc", NULL);
   if (appsrc == NULL) {
     g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "appsrc is not installed");
     return NULL;
   }
-  g_autoptr (GstCaps) src_caps = send_src_caps (kind, codec);
+  g_autoptr (GstCaps) src_caps = NULL;
+  if (pay != NULL) {
+    src_caps = send_src_caps (kind, codec);
+  } else {
+    src_caps = gst_caps_copy (rtp_caps);
+    gst_caps_set_simple (src_caps, "payload", G_TYPE_INT, (int)pt, "ssrc", G_TYPE_UINT, rtp_ssrc,
+                         NULL);
+  }
   g_object_set (
       appsrc, "is-live", TRUE, "format", GST_FORMAT_TIME, "do-timestamp", FALSE, "caps", src_caps,
       "max-buffers", (guint64)(video ? SK_WEBRTC_VIDEO_MAX_BUFFERS : SK_WEBRTC_AUDIO_MAX_BUFFERS),
@@ -271,7 +290,11 @@ sk_webrtc_add_send_track (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind, 
       "max-time", (guint64)0, "block", FALSE, NULL);
   gst_util_set_object_arg (G_OBJECT (appsrc), "leaky-type", "downstream");
   gst_bin_add (bin, appsrc);
-  if (!gst_element_link (appsrc, pay)) {
+  if (pay == NULL) {
+    g_autoptr (GstPad) srcpad = gst_element_get_static_pad (appsrc, "src");
+    if (!link_send_mline (webrtcbin, srcpad, mline, rtp_caps, nack, error))
+      return NULL;
+  } else if (!gst_element_link (appsrc, pay)) {
     g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "could not link the %s payloader",
                  video ? "video" : "audio");
     return NULL;
@@ -314,6 +337,29 @@ send_pad_event (GstPad *pad, GstObject *parent, GstEvent *event)
   return TRUE;
 }
 
+/* The two ways a send pad can be linked (see sk_webrtc_send_pad_set_rtp). */
+typedef struct {
+  GstElement *pay;     /* the payloader, linked while frames are sent */
+  GstPad *webrtc_sink; /* webrtcbin's sink_<mline> */
+  GstCaps *rtp_caps;   /* what the pad announces while it sends RTP */
+  GstCaps *frame_caps; /* the payloader's input, until the track's own caps come */
+  guint32 ssrc;
+  gboolean rtp;
+} SendPadPath;
+
+#define SEND_PAD_PATH "sk-send-pad-path"
+
+static void
+send_pad_path_free (gpointer data)
+{
+  SendPadPath *path = data;
+  gst_clear_object (&path->pay);
+  gst_clear_object (&path->webrtc_sink);
+  gst_clear_caps (&path->rtp_caps);
+  gst_clear_caps (&path->frame_caps);
+  g_free (path);
+}
+
 GstPad *
 sk_webrtc_add_send_pad (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind, const char *codec,
                         guint mline, guint pt, GstCaps *rtp_caps, gboolean nack,
@@ -323,6 +369,18 @@ sk_webrtc_add_send_pad (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind, co
   if (pay == NULL)
     return NULL;
 
+  /* One SSRC for the m-line, whichever way its packets are made. */
+  SendPadPath *path = g_new0 (SendPadPath, 1);
+  path->ssrc = g_random_int ();
+  g_object_set (pay, "ssrc", path->ssrc, NULL);
+  path->pay = gst_object_ref (pay);
+  g_autoptr (GstPad) paysrc = gst_element_get_static_pad (pay, "src");
+  path->webrtc_sink = gst_pad_get_peer (paysrc);
+  path->rtp_caps = gst_caps_copy (rtp_caps);
+  gst_caps_set_simple (path->rtp_caps, "payload", G_TYPE_INT, (int)pt, "ssrc", G_TYPE_UINT,
+                       path->ssrc, NULL);
+  path->frame_caps = send_src_caps (kind, codec);
+
   g_autoptr (GstCaps) src_caps = send_src_caps (kind, codec);
   g_autoptr (GstPadTemplate) templ
       = gst_pad_template_new ("src", GST_PAD_SRC, GST_PAD_ALWAYS, src_caps);
@@ -331,6 +389,7 @@ sk_webrtc_add_send_pad (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind, co
   gst_pad_set_query_function (pad, send_pad_query);
   gst_pad_set_event_function (pad, send_pad_event);
   g_autoptr (GstPad) paysink = gst_element_get_static_pad (pay, "sink");
+  g_object_set_data_full (G_OBJECT (pad), SEND_PAD_PATH, path, send_pad_path_free);
   if (gst_pad_link (pad, paysink) != GST_PAD_LINK_OK) {
     gst_object_unref (pad);
     g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "could not link to the %s payloader",
@@ -346,6 +405,44 @@ sk_webrtc_add_send_pad (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind, co
   gst_segment_init (&segment, GST_FORMAT_TIME);
   gst_pad_push_event (pad, gst_event_new_segment (&segment));
   return pad;
+}
+
+guint32
+sk_webrtc_send_pad_get_ssrc (GstPad *pad)
+{
+  SendPadPath *path = g_object_get_data (G_OBJECT (pad), SEND_PAD_PATH);
+  return path != NULL ? path->ssrc : 0;
+}
+
+gboolean
+sk_webrtc_send_pad_set_rtp (GstPad *pad, gboolean rtp, guint16 *last_seq, guint32 *last_ts)
+{
+  SendPadPath *path = g_object_get_data (G_OBJECT (pad), SEND_PAD_PATH);
+  if (path == NULL || path->rtp == rtp)
+    return FALSE;
+
+  g_autoptr (GstPad) paysink = gst_element_get_static_pad (path->pay, "sink");
+  g_autoptr (GstPad) paysrc = gst_element_get_static_pad (path->pay, "src");
+  if (rtp) {
+    guint seq = 0, ts = 0;
+    g_object_get (path->pay, "seqnum", &seq, "timestamp", &ts, NULL);
+    *last_seq = (guint16)seq;
+    *last_ts = ts;
+    gst_pad_unlink (pad, paysink);
+    gst_pad_unlink (paysrc, path->webrtc_sink);
+    /* Sticky: it goes out, with the stream-start and segment, before the next packet. */
+    gst_pad_push_event (pad, gst_event_new_caps (path->rtp_caps));
+    gst_pad_link (pad, path->webrtc_sink);
+  } else {
+    /* The payloader numbers on from where it stopped: the peer's jitter buffer sees one jump.
+     * Caps the payloader takes first, or the link is refused. */
+    gst_pad_unlink (pad, path->webrtc_sink);
+    gst_pad_push_event (pad, gst_event_new_caps (path->frame_caps));
+    gst_pad_link (paysrc, path->webrtc_sink);
+    gst_pad_link (pad, paysink);
+  }
+  path->rtp = rtp;
+  return TRUE;
 }
 
 void

@@ -40,7 +40,9 @@ char *sk_webrtc_ice_get_local_candidates (GstElement *webrtcbin);
  * → webrtcbin's sink_<@mline>, whose transceiver gets @rtp_caps (application/x-rtp, no
  * profile-level-id: the payloader's own must pass) as codec preferences, and NACK
  * retransmission if @nack. The appsrc takes video/x-h264 byte-stream/au, video/x-vp8 or
- * audio/x-opus with PTS in @bin's running time. Returns the appsrc (a new reference).
+ * audio/x-opus with PTS in @bin's running time. With @rtp_ssrc != 0 there is no payloader:
+ * the appsrc takes RTP packets (forwarded, rewritten to @rtp_ssrc and @pt: sk-rtp.h) with
+ * @rtp_caps. Returns the appsrc (a new reference).
  */
 /* Loads the WebRTC plugins and makes GStreamer's process-wide DTLS certificate (an RSA key:
  * ~100 ms in all), which the first peer connection of the process would otherwise wait for. */
@@ -48,7 +50,7 @@ void sk_webrtc_warm_up (void);
 
 GstElement *sk_webrtc_add_send_track (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind,
                                       const char *codec, guint mline, guint pt, GstCaps *rtp_caps,
-                                      gboolean nack, GError **error);
+                                      gboolean nack, guint32 rtp_ssrc, GError **error);
 
 /*
  * The same m-line without appsrc and its streaming thread: returns a source pad of no element
@@ -67,6 +69,18 @@ GstPad *sk_webrtc_add_send_pad (GstBin *bin, GstElement *webrtcbin, SkTrackKind 
                                 const char *codec, guint mline, guint pt, GstCaps *rtp_caps,
                                 gboolean nack, const char *stream_id, GError **error);
 void sk_webrtc_send_pad_release (GstPad *pad);
+
+/*
+ * A send pad carries encoded frames through its payloader, or (@rtp) RTP packets straight into
+ * webrtcbin: forwarded packets (sk-rtp.h) rewritten to the pad's SSRC and payload type. The
+ * pad then announces the m-line's caps with them; send the track's caps again after switching
+ * back to frames. Only from the thread that pushes (or before any push). Switching to RTP sets
+ * @last_seq and @last_ts to the payloader's last packet, for the packets to carry on from.
+ * FALSE if the pad already had that form.
+ */
+gboolean sk_webrtc_send_pad_set_rtp (GstPad *pad, gboolean rtp, guint16 *last_seq,
+                                     guint32 *last_ts);
+guint32 sk_webrtc_send_pad_get_ssrc (GstPad *pad);
 
 /*
  * The send path of a live source, already paced by its publisher. webrtcbin (1.22) puts a

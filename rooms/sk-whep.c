@@ -22,6 +22,7 @@
 
 #include "common/sk-common.h"
 #include "common/sk-http.h"
+#include "rooms/sk-rtp.h"
 #include "rooms/sk-webrtc.h"
 
 GST_DEBUG_CATEGORY_STATIC (sk_whep_debug);
@@ -58,8 +59,11 @@ typedef struct {
   /* Main context: the track we are bound to, and its sink. */
   SkTrack *track;
   guint sink_id;
-  /* Last PTS pushed; touched only by the (single) live binding, under its lock. */
+  /* Touched only by the (single) live binding, under its lock: the last PTS pushed, and for a
+   * track of forwarded RTP packets (srcpad switched to RTP) their rewriting. */
   GstClockTime last_out;
+  gboolean rtp;
+  SkRtpRewriter rewriter;
   /* The track a keyframe request (PLI/FIR from the viewer) goes to; under sub->keyframe_lock,
    * as requests arrive on webrtcbin's RTCP thread. */
   SkTrack *keyframe_track;
@@ -280,7 +284,10 @@ binding_push_locked (SkWhepBinding *b, GstBuffer *buffer, GstClockTime anchor)
     out = media->last_out + 1;
   media->last_out = out;
 
-  GstBuffer *copy = gst_buffer_copy (buffer); /* shares the memory, not the metadata */
+  GstBuffer *copy = media->rtp ? sk_rtp_rewriter_process (&media->rewriter, buffer)
+                               : gst_buffer_copy (buffer); /* shares the memory */
+  if (copy == NULL)
+    return; /* not RTP: the producer checked, so never */
   GST_BUFFER_PTS (copy) = out;
   GST_BUFFER_DTS (copy) = GST_CLOCK_TIME_NONE;
   if (b->discont) {
@@ -332,25 +339,26 @@ media_carries (const SkWhepMedia *media, const char *codec)
   return g_strcmp0 (codec, media->codec) == 0;
 }
 
-static const char *
-codec_of_caps (GstCaps *caps)
-{
-  const char *name = gst_structure_get_name (gst_caps_get_structure (caps, 0));
-  if (g_str_equal (name, "video/x-h264"))
-    return "H264";
-  if (g_str_equal (name, "video/x-vp8"))
-    return "VP8";
-  if (g_str_equal (name, "audio/x-opus"))
-    return "opus";
-  return name;
-}
-
 /* Publishers may announce a track with bare caps ("audio/x-opus") and refine them with the
- * first buffer; only caps the payloader accepts replace the send pad's defaults. Caller: the
- * thread that pushes (or the main context before it may). */
+ * first buffer; only caps the payloader accepts replace the send pad's defaults. A track of
+ * RTP packets switches the pad to RTP, which has caps of its own. Caller: the thread that
+ * pushes (or the main context before it may). */
 static void
 media_set_caps (SkWhepMedia *media, GstCaps *caps)
 {
+  gboolean rtp = sk_rtp_caps_is_rtp (caps);
+  guint16 seq;
+  guint32 ts;
+
+  if (sk_webrtc_send_pad_set_rtp (media->srcpad, rtp, &seq, &ts)) {
+    GST_DEBUG ("subscriber %s: %s sends %s", media->sub->id, sk_track_kind_to_string (media->kind),
+               rtp ? "forwarded RTP" : "payloaded frames");
+    media->rtp = rtp;
+    if (rtp)
+      sk_rtp_rewriter_continue_after (&media->rewriter, seq, ts);
+  }
+  if (rtp)
+    return;
   g_autoptr (GstCaps) current = gst_pad_get_current_caps (media->srcpad);
   if (current != NULL && gst_caps_is_equal (current, caps))
     return;
@@ -365,7 +373,7 @@ binding_on_caps (SkTrack *track, GstCaps *caps, gpointer user_data)
   SkWhepBinding *b = user_data;
 
   g_mutex_lock (&b->lock);
-  if (!media_carries (b->media, codec_of_caps (caps))) {
+  if (!media_carries (b->media, sk_track_codec_from_caps (caps))) {
     /* The m-line was negotiated for another codec: stay silent until a rebind. */
     GST_WARNING ("subscriber %s: track %s changed to %" GST_PTR_FORMAT ", not forwarding",
                  b->sub->id, sk_track_get_sid (track), caps);
@@ -427,6 +435,7 @@ media_bind (SkWhepSubscriber *sub, SkWhepMedia *media, SkWhepKnownTrack *kt)
   b->replay_thread = g_thread_self ();
 
   media_set_caps (media, caps);
+  sk_rtp_rewriter_restart (&media->rewriter);
   media->track = sk_track_ref (kt->track);
   g_mutex_lock (&sub->keyframe_lock);
   media->keyframe_track = sk_track_ref (kt->track);
@@ -1007,6 +1016,8 @@ sub_add_media (SkWhepSubscriber *sub, SkTrackKind kind, const char *codec,
   media->sub = sub;
   media->srcpad = srcpad;
   media->last_out = GST_CLOCK_TIME_NONE;
+  sk_rtp_rewriter_init (&media->rewriter, sk_webrtc_send_pad_get_ssrc (srcpad), pt,
+                        video ? 90000 : 48000);
   if (video) {
     gst_pad_set_element_private (srcpad, media);
     gst_pad_set_event_function (srcpad, sub_on_upstream_event);

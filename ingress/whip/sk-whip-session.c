@@ -1,12 +1,22 @@
 /*
  * streamkeeper: one WHIP publisher's media pipeline.
  *
- *   webrtcbin (recvonly, max-bundle) → rtph264depay ! h264parse (byte-stream/au, SPS/PPS at
- *   each IDR) | rtpvp8depay | rtpopusdepay → appsink → SkTrack
- *
  * By default nothing is decoded: the publisher's encoding goes to the room as it is
- * (passthrough). With the ingress's transcode mode "always" the video is decoded and
- * re-encoded to H.264 by the RTMP path's transcoder (pipelines/sk-pipeline.h):
+ * (passthrough), and its RTP packets too. What comes out of webrtcbin's jitter buffer (in
+ * order, losses retransmitted where the publisher can) goes into the tracks as it is, and
+ * each subscriber rewrites the packets for its own stream (rooms/sk-rtp.h): an SFU's path,
+ * with no depayloader, parser or payloader per packet.
+ *
+ *   webrtcbin (recvonly, max-bundle) → [probe: keyframe starts, frame ends] → SkTrack
+ *
+ * That needs H.264's SPS/PPS in the packets in front of each IDR. A publisher that sends an
+ * IDR without them (it gave them in its offer's sprop-parameter-sets) is depayloaded from
+ * then on, and h264parse puts them in front of each IDR:
+ *
+ *   webrtcbin → rtph264depay ! h264parse (byte-stream/au, SPS/PPS at each IDR) → appsink
+ *
+ * With the ingress's transcode mode "always" the video is decoded and re-encoded to H.264 by
+ * the RTMP path's transcoder (pipelines/sk-pipeline.h):
  *
  *   rtph264depay ! h264parse | rtpvp8depay → queue ! decoder ! … ! x264enc ! h264parse → appsink
  *
@@ -28,14 +38,15 @@
 #include <gst/webrtc/webrtc.h>
 
 #include "common/sk-common.h"
+#include "rooms/sk-rtp.h"
 #include "rooms/sk-webrtc.h"
 
 GST_DEBUG_CATEGORY_STATIC (sk_whip_debug);
 #define GST_CAT_DEFAULT sk_whip_debug
 
 #define SK_WHIP_GATHER_TIMEOUT_MS 3000
-/* Buffers kept while a track is being published (a GOP at 30 fps, or 2 s of Opus). */
-#define SK_WHIP_MAX_PENDING 200
+/* Buffers kept while a track is being published: ~1 s of video packets, or 2 s of Opus. */
+#define SK_WHIP_MAX_PENDING 400
 /* How often media activity and figures are reported to the registry. */
 #define SK_WHIP_TICK_MS 250
 #define SK_WHIP_INFO_TICKS 8
@@ -51,7 +62,22 @@ typedef struct {
   SkWhipCodec codec;
   gboolean expected;  /* the offer has this kind */
   gboolean transcode; /* decode and re-encode to H.264 (video, transcode: always) */
-  GstElement *appsink;
+  GstElement *sink;   /* appsink, or a fakesink behind the forwarding probe */
+
+  /* Forwarding RTP (streaming thread only) */
+  gboolean forward;
+  SkRtpCodec rtp_codec;
+  GstSegment segment;
+  gboolean frame_started;
+  guint32 frame_ts;
+  gboolean frame_has_key;
+  guint16 next_seq;   /* video: the packet expected next */
+  gboolean seq_known;
+  gboolean broken;    /* video: a packet was lost for good, held until a keyframe */
+  GstStructure *rtp_fields; /* the track's caps but the size: media, encoding, clock-rate, … */
+  guint width, height;
+  const char *profile;
+  GstCaps *fwd_caps; /* forward_caps () of the newest packet */
 
   /* Streaming thread ↔ main, under session->lock. */
   SkTrack *track;
@@ -65,6 +91,7 @@ typedef struct {
   /* Counters for the bitrate and the start-up timeline. */
   guint64 bytes; /* g_atomic_pointer is awkward for 64 bits: guarded by lock too */
   guint buffers;
+  guint64 frames; /* forwarded video: frames seen, for the frame rate */
 } SkWhipMedia;
 
 struct _SkWhipSession {
@@ -93,6 +120,7 @@ struct _SkWhipSession {
   gint rtp_packets; /* atomic: RTP out of the jitter buffers, the session's sign of life */
   gint last_rtp_packets;
   guint64 last_bytes[2];
+  guint64 last_frames;
   gint64 last_info_us;
   SkInputInfo info;
 };
@@ -117,7 +145,9 @@ session_free_on_main (gpointer data)
     g_clear_pointer (&m->track, sk_track_unref);
     g_clear_pointer (&m->pending, g_ptr_array_unref);
     gst_clear_caps (&m->caps);
-    gst_clear_object (&m->appsink);
+    gst_clear_object (&m->sink);
+    g_clear_pointer (&m->rtp_fields, gst_structure_free);
+    gst_clear_caps (&m->fwd_caps);
   }
   if (ws->pipeline != NULL) {
     gst_element_set_state (ws->pipeline, GST_STATE_NULL);
@@ -229,21 +259,21 @@ session_fail (SkWhipSession *ws, const char *message)
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* Media: appsink (streaming thread) → track */
+/* Media: appsink or forwarding probe (streaming thread) → track */
 
 static void
 request_keyframe_locked (SkWhipMedia *m)
 {
   gint64 now = g_get_monotonic_time ();
 
-  if (m->appsink == NULL || now - m->last_keyframe_request_us < SK_WHIP_KEYFRAME_INTERVAL_US)
+  if (m->sink == NULL || now - m->last_keyframe_request_us < SK_WHIP_KEYFRAME_INTERVAL_US)
     return;
   m->last_keyframe_request_us = now;
   session_mark (m->session, "keyframe request");
   /* Upstream GstForceKeyUnit: the RTP session turns it into a PLI to the publisher. */
   GstStructure *s
       = gst_structure_new ("GstForceKeyUnit", "all-headers", G_TYPE_BOOLEAN, TRUE, NULL);
-  gst_element_send_event (m->appsink, gst_event_new_custom (GST_EVENT_CUSTOM_UPSTREAM, s));
+  gst_element_send_event (m->sink, gst_event_new_custom (GST_EVENT_CUSTOM_UPSTREAM, s));
 }
 
 /* A subscriber of the track asks for a keyframe (any thread; the track rate-limits). */
@@ -357,11 +387,12 @@ media_publish_main (SkWhipSession *ws, gpointer arg)
   session_maybe_publishing (ws);
 }
 
+static void media_output (SkWhipMedia *m, GstBuffer *buf, GstClockTime pts, GstCaps *caps);
+
 static GstFlowReturn
 on_new_sample (GstAppSink *appsink, gpointer user_data)
 {
   SkWhipMedia *m = user_data;
-  SkWhipSession *ws = m->session;
   g_autoptr (GstSample) sample = gst_app_sink_pull_sample (appsink);
 
   if (sample == NULL)
@@ -376,7 +407,16 @@ on_new_sample (GstAppSink *appsink, gpointer user_data)
   GstClockTime pts = GST_BUFFER_PTS (in);
   if (segment != NULL && segment->format == GST_FORMAT_TIME && GST_CLOCK_TIME_IS_VALID (pts))
     pts = gst_segment_to_running_time (segment, GST_FORMAT_TIME, pts);
-  GstBuffer *buf = gst_buffer_copy (in); /* shares the memory */
+  media_output (m, gst_buffer_copy (in) /* shares the memory */, pts, caps);
+  return GST_FLOW_OK;
+}
+
+/* Streaming thread: @buf (owned) for the track, with @pts in the pipeline's running time. */
+static void
+media_output (SkWhipMedia *m, GstBuffer *buf, GstClockTime pts, GstCaps *caps)
+{
+  SkWhipSession *ws = m->session;
+
   g_mutex_lock (&ws->lock);
   /* A picture the depayloader split in two (GStreamer's rtph264pay repeats SPS/PPS before
    * each slice of an IDR, which starts a new access unit) leaves h264parse with no time for
@@ -392,6 +432,8 @@ on_new_sample (GstAppSink *appsink, gpointer user_data)
 
   m->buffers++;
   m->bytes += size;
+  if (GST_BUFFER_FLAG_IS_SET (buf, GST_BUFFER_FLAG_MARKER))
+    m->frames++;
   if (m->caps == NULL || !gst_caps_is_equal (m->caps, caps)) {
     gst_caps_replace (&m->caps, caps);
     if (m->track != NULL)
@@ -406,7 +448,7 @@ on_new_sample (GstAppSink *appsink, gpointer user_data)
       request_keyframe_locked (m);
       gst_buffer_unref (buf);
       g_mutex_unlock (&ws->lock);
-      return GST_FLOW_OK;
+      return;
     }
     m->have_keyframe = TRUE;
     session_mark (ws, "first keyframe");
@@ -426,7 +468,6 @@ on_new_sample (GstAppSink *appsink, gpointer user_data)
     }
   }
   g_mutex_unlock (&ws->lock);
-  return GST_FLOW_OK;
 }
 
 /* Depayloader (@depay_desc) → transcoder → appsink, in one bin with a "sink" ghost pad. */
@@ -473,24 +514,10 @@ count_rtp (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
   return GST_PAD_PROBE_OK;
 }
 
-/* webrtcbin exposes a src pad per incoming stream: depayload it into an appsink. */
-static void
-on_pad_added (GstElement *webrtcbin, GstPad *pad, gpointer user_data)
+/* The depayloading bin for @m's stream of @encoding, or NULL if it is not the negotiated one. */
+static const char *
+depay_description (SkWhipMedia *m, const char *encoding)
 {
-  SkWhipSession *ws = user_data;
-
-  if (GST_PAD_DIRECTION (pad) != GST_PAD_SRC)
-    return;
-  g_autoptr (GstCaps) caps = gst_pad_get_current_caps (pad);
-  if (caps == NULL)
-    caps = gst_pad_query_caps (pad, NULL);
-  const GstStructure *s = gst_caps_get_structure (caps, 0);
-  const char *media = gst_structure_get_string (s, "media");
-  const char *encoding = gst_structure_get_string (s, "encoding-name");
-  SkTrackKind kind = g_strcmp0 (media, "video") == 0 ? SK_TRACK_KIND_VIDEO : SK_TRACK_KIND_AUDIO;
-  SkWhipMedia *m = &ws->media[kind];
-  const char *desc = NULL;
-
   /* Passthrough: H.264 as byte-stream access units with SPS/PPS at each IDR (what tracks
    * carry); transcoding: whatever the decoder takes, the transcoder does the rest.
    * The depayloader gives avc: its access units end at the RTP marker. In byte-stream it
@@ -499,38 +526,28 @@ on_pad_added (GstElement *webrtcbin, GstPad *pad, gpointer user_data)
    * pictures that each lack some slices, and every frame up to the next IDR decoded wrong. */
 #define SK_WHIP_H264_DEPAY "rtph264depay name=depay ! video/x-h264,stream-format=avc,alignment=au"
   if (m->codec == SK_WHIP_CODEC_H264 && g_ascii_strcasecmp (encoding, "H264") == 0)
-    desc = m->transcode ? SK_WHIP_H264_DEPAY " ! h264parse ! "
+    return m->transcode ? SK_WHIP_H264_DEPAY " ! h264parse ! "
                                              "video/x-h264,stream-format=byte-stream,alignment=au"
                         : SK_WHIP_H264_DEPAY
                " ! h264parse config-interval=-1 ! "
                "video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=sink";
-  else if (m->codec == SK_WHIP_CODEC_VP8 && g_ascii_strcasecmp (encoding, "VP8") == 0)
-    desc = m->transcode ? "rtpvp8depay name=depay" : "rtpvp8depay name=depay ! appsink name=sink";
-  else if (m->codec == SK_WHIP_CODEC_OPUS && g_ascii_strcasecmp (encoding, "OPUS") == 0)
-    desc = "rtpopusdepay name=depay ! appsink name=sink";
+  if (m->codec == SK_WHIP_CODEC_VP8 && g_ascii_strcasecmp (encoding, "VP8") == 0)
+    return m->transcode ? "rtpvp8depay name=depay" : "rtpvp8depay name=depay ! appsink name=sink";
+  if (m->codec == SK_WHIP_CODEC_OPUS && g_ascii_strcasecmp (encoding, "OPUS") == 0)
+    return "rtpopusdepay name=depay ! appsink name=sink";
+  return NULL;
+}
 
-  g_mutex_lock (&ws->lock);
-  gboolean taken = m->appsink != NULL;
-  g_mutex_unlock (&ws->lock);
-  if (desc == NULL || taken) {
-    /* Not negotiated (or a second stream of a kind): let it go nowhere. */
-    GST_WARNING ("%s: ignoring an incoming %s stream %" GST_PTR_FORMAT, ws->name,
-                 media ? media : "?", caps);
-    GstElement *sink = gst_element_factory_make ("fakesink", NULL);
-    g_object_set (sink, "sync", FALSE, "async", FALSE, NULL);
-    gst_bin_add (GST_BIN (ws->pipeline), sink);
-    gst_element_sync_state_with_parent (sink);
-    g_autoptr (GstPad) sinkpad = gst_element_get_static_pad (sink, "sink");
-    gst_pad_link (pad, sinkpad);
-    return;
-  }
-
+/* Links webrtcbin's @pad to a new bin of @desc that ends in an appsink (any thread). */
+static void
+depay_start (SkWhipSession *ws, SkWhipMedia *m, GstPad *pad, const char *desc)
+{
   g_autoptr (GError) error = NULL;
   GstElement *bin = m->transcode ? build_transcode_bin (ws, desc, m->codec, &error)
                                  : gst_parse_bin_from_description (desc, TRUE, &error);
   if (bin == NULL) {
     g_autofree char *message = g_strdup_printf ("cannot build the %s depayloader: %s",
-                                                sk_track_kind_to_string (kind), error->message);
+                                                sk_track_kind_to_string (m->kind), error->message);
     session_fail (ws, message);
     return;
   }
@@ -547,7 +564,8 @@ on_pad_added (GstElement *webrtcbin, GstPad *pad, gpointer user_data)
   gst_app_sink_set_callbacks (GST_APP_SINK (appsink), &cbs, m, NULL);
 
   g_mutex_lock (&ws->lock);
-  m->appsink = appsink; /* owns the ref from get_by_name */
+  gst_clear_object (&m->sink);
+  m->sink = appsink; /* owns the ref from get_by_name */
   g_mutex_unlock (&ws->lock);
 
   gst_bin_add (GST_BIN (ws->pipeline), bin);
@@ -558,6 +576,236 @@ on_pad_added (GstElement *webrtcbin, GstPad *pad, gpointer user_data)
   /* Like the appsink callbacks, it runs only while the pipeline does, which ends before ws. */
   gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST, count_rtp, ws,
                      NULL);
+}
+
+/* Streaming thread, in forward_probe: an H.264 publisher sent an IDR without an SPS in front
+ * of it, which a viewer that starts there could not decode. From now on the stream is
+ * depayloaded, and h264parse puts the SPS/PPS it has seen (or those of the offer's
+ * sprop-parameter-sets) in front of each IDR. The track's caps change to frames with the
+ * next buffer, and its subscribers follow. */
+static void
+forward_stop_for_depay (SkWhipSession *ws, SkWhipMedia *m, GstPad *pad)
+{
+  GST_WARNING ("%s: the publisher sends IDR frames without SPS/PPS in front: depayloading its "
+               "video from now on (more CPU)",
+               ws->name);
+  session_mark (ws, "video: forwarding → depayloading");
+  g_autoptr (GstPad) peer = gst_pad_get_peer (pad);
+  g_autoptr (GstElement) fakesink = peer != NULL ? gst_pad_get_parent_element (peer) : NULL;
+  if (peer != NULL)
+    gst_pad_unlink (pad, peer);
+  if (fakesink != NULL) {
+    gst_element_set_state (fakesink, GST_STATE_NULL);
+    gst_bin_remove (GST_BIN (ws->pipeline), fakesink);
+  }
+  m->forward = FALSE;
+  depay_start (ws, m, pad, depay_description (m, "H264"));
+}
+
+/* Streaming thread: the caps of a forwarded track, with the size once the stream told it. */
+static GstCaps *
+forward_caps (SkWhipMedia *m)
+{
+  GstStructure *s = gst_structure_copy (m->rtp_fields);
+  if (m->width > 0 && m->height > 0)
+    gst_structure_set (s, "width", G_TYPE_INT, (int)m->width, "height", G_TYPE_INT, (int)m->height,
+                       NULL);
+  if (m->profile != NULL)
+    gst_structure_set (s, "profile", G_TYPE_STRING, m->profile, NULL);
+  return gst_caps_new_full (s, NULL);
+}
+
+/* Streaming thread: one packet out of the jitter buffer (transfer none). A video packet starts
+ * a keyframe if it is the first of its frame (RTP timestamp) to carry an SPS or IDR slice (or
+ * a VP8 key frame's start); the SPS or key frame header gives the size. */
+static gboolean
+forward_packet (SkWhipMedia *m, GstBuffer *in, GstCaps **caps)
+{
+  GstMapInfo map;
+  SkRtpHeader h;
+  SkRtpPayloadInfo info;
+
+  g_atomic_int_inc (&m->session->rtp_packets);
+  if (!gst_buffer_map (in, &map, GST_MAP_READ))
+    return TRUE;
+  if (!sk_rtp_parse_header (map.data, map.size, &h)) {
+    gst_buffer_unmap (in, &map);
+    return TRUE; /* rtpbin let it through, so never */
+  }
+  /* A malformed payload is forwarded all the same: the subscribers' decoders judge it. */
+  sk_rtp_inspect_payload (m->rtp_codec, h.payload, h.payload_len, &info);
+  if (!m->frame_started || h.timestamp != m->frame_ts) {
+    m->frame_started = TRUE;
+    m->frame_ts = h.timestamp;
+    m->frame_has_key = FALSE;
+  }
+  gboolean key_start = m->kind == SK_TRACK_KIND_VIDEO && info.keyframe && !m->frame_has_key;
+  m->frame_has_key = m->frame_has_key || info.keyframe;
+  /* What the jitter buffer lets through with a gap was not repaired in time: the pictures up
+   * to the next keyframe would be broken, for viewers now and for the GOP cache. Hold them and
+   * ask for that keyframe, as a depayloader with request-keyframe would. */
+  gboolean gap = m->seq_known && h.seq != m->next_seq;
+  m->seq_known = TRUE;
+  m->next_seq = h.seq + 1;
+  if (m->kind == SK_TRACK_KIND_VIDEO && (gap || m->broken) && !key_start) {
+    gst_buffer_unmap (in, &map);
+    g_mutex_lock (&m->session->lock);
+    if (!m->broken)
+      session_mark (m->session, "video: packet lost, held until a keyframe");
+    m->broken = TRUE;
+    request_keyframe_locked (m);
+    g_mutex_unlock (&m->session->lock);
+    return TRUE;
+  }
+  m->broken = FALSE;
+
+  guint width = info.width, height = info.height;
+  const char *profile = m->profile;
+  if (info.sps != NULL)
+    sk_rtp_h264_sps_info (info.sps, info.sps_len, &width, &height, &profile);
+  gboolean marker = h.marker;
+  gst_buffer_unmap (in, &map);
+  /* Forwarding needs the SPS in the packets of every keyframe (see forward_stop_for_depay). */
+  if (key_start && m->rtp_codec == SK_RTP_CODEC_H264 && info.sps == NULL)
+    return FALSE;
+
+  if (*caps == NULL || (width > 0 && height > 0 && (width != m->width || height != m->height))
+      || profile != m->profile) {
+    if (width > 0 && height > 0) {
+      m->width = width;
+      m->height = height;
+    }
+    m->profile = profile;
+    gst_clear_caps (caps);
+    *caps = forward_caps (m);
+  }
+
+  GstBuffer *buf = gst_buffer_copy (in); /* shares the memory */
+  if (key_start)
+    GST_BUFFER_FLAG_UNSET (buf, GST_BUFFER_FLAG_DELTA_UNIT);
+  else
+    GST_BUFFER_FLAG_SET (buf, GST_BUFFER_FLAG_DELTA_UNIT);
+  if (marker)
+    GST_BUFFER_FLAG_SET (buf, GST_BUFFER_FLAG_MARKER);
+  else
+    GST_BUFFER_FLAG_UNSET (buf, GST_BUFFER_FLAG_MARKER);
+  GstClockTime pts = GST_BUFFER_PTS (in);
+  if (GST_CLOCK_TIME_IS_VALID (pts))
+    pts = gst_segment_to_running_time (&m->segment, GST_FORMAT_TIME, pts);
+  media_output (m, buf, pts, *caps);
+  return TRUE;
+}
+
+/* On webrtcbin's source pad of a forwarded stream: packets go to the track, not downstream
+ * (a fakesink there takes the events). Runs only while the pipeline does, which ends before
+ * the session. */
+static GstPadProbeReturn
+forward_probe (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
+{
+  SkWhipMedia *m = user_data;
+
+  if (info->type & GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM) {
+    GstEvent *event = GST_PAD_PROBE_INFO_EVENT (info);
+    if (GST_EVENT_TYPE (event) == GST_EVENT_SEGMENT)
+      gst_event_copy_segment (event, &m->segment);
+    return GST_PAD_PROBE_OK;
+  }
+  if (info->type & GST_PAD_PROBE_TYPE_BUFFER_LIST) {
+    /* rtpjitterbuffer pushes packets one by one; a list is forwarded as it is. */
+    GstBufferList *list = GST_PAD_PROBE_INFO_BUFFER_LIST (info);
+    for (guint i = 0; i < gst_buffer_list_length (list); i++)
+      forward_packet (m, gst_buffer_list_get (list, i), &m->fwd_caps);
+  } else if (!forward_packet (m, GST_PAD_PROBE_INFO_BUFFER (info), &m->fwd_caps)) {
+    /* Relinked here, on the streaming thread, before this packet goes on to the new bin. */
+    forward_stop_for_depay (m->session, m, pad);
+    return GST_PAD_PROBE_REMOVE;
+  }
+  return GST_PAD_PROBE_DROP;
+}
+
+/* The stream @caps (webrtcbin's source pad) goes to its track as RTP packets. */
+static void
+forward_start (SkWhipSession *ws, SkWhipMedia *m, GstPad *pad, const GstStructure *s)
+{
+  const char *encoding = gst_structure_get_string (s, "encoding-name");
+  int clock_rate = 0;
+
+  if (!gst_structure_get_int (s, "clock-rate", &clock_rate) || clock_rate <= 0)
+    clock_rate = m->kind == SK_TRACK_KIND_VIDEO ? 90000 : 48000;
+  g_autofree char *upper = g_ascii_strup (encoding, -1);
+  m->rtp_fields = gst_structure_new (
+      "application/x-rtp", "media", G_TYPE_STRING, sk_track_kind_to_string (m->kind),
+      "encoding-name", G_TYPE_STRING, upper, "clock-rate", G_TYPE_INT, clock_rate, NULL);
+  if (m->kind == SK_TRACK_KIND_AUDIO) {
+    /* Opus is always signalled as 48000/2 (RFC 7587); the figures of the input say so too. */
+    const char *params = gst_structure_get_string (s, "encoding-params");
+    int channels = params != NULL ? atoi (params) : 0;
+    gst_structure_set (m->rtp_fields, "rate", G_TYPE_INT, clock_rate, "channels", G_TYPE_INT,
+                       channels > 0 && channels <= 8 ? channels : 2, NULL);
+  }
+  m->rtp_codec = sk_rtp_codec_from_name (encoding);
+  gst_segment_init (&m->segment, GST_FORMAT_TIME);
+  m->forward = TRUE;
+
+  GstElement *sink = gst_element_factory_make ("fakesink", NULL);
+  g_object_set (sink, "sync", FALSE, "async", FALSE, "enable-last-sample", FALSE, NULL);
+  g_mutex_lock (&ws->lock);
+  m->sink = gst_object_ref (sink);
+  g_mutex_unlock (&ws->lock);
+  gst_pad_add_probe (pad,
+                     GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST
+                         | GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM,
+                     forward_probe, m, NULL);
+  gst_bin_add (GST_BIN (ws->pipeline), sink);
+  gst_element_sync_state_with_parent (sink);
+  g_autoptr (GstPad) sinkpad = gst_element_get_static_pad (sink, "sink");
+  if (gst_pad_link (pad, sinkpad) != GST_PAD_LINK_OK)
+    session_fail (ws, "cannot link an incoming stream");
+}
+
+/* webrtcbin exposes a src pad per incoming stream: its packets go to the track as they are,
+ * or it is depayloaded into an appsink. */
+static void
+on_pad_added (GstElement *webrtcbin, GstPad *pad, gpointer user_data)
+{
+  SkWhipSession *ws = user_data;
+
+  if (GST_PAD_DIRECTION (pad) != GST_PAD_SRC)
+    return;
+  g_autoptr (GstCaps) caps = gst_pad_get_current_caps (pad);
+  if (caps == NULL)
+    caps = gst_pad_query_caps (pad, NULL);
+  const GstStructure *s = gst_caps_get_structure (caps, 0);
+  const char *media = gst_structure_get_string (s, "media");
+  const char *encoding = gst_structure_get_string (s, "encoding-name");
+  SkTrackKind kind = g_strcmp0 (media, "video") == 0 ? SK_TRACK_KIND_VIDEO : SK_TRACK_KIND_AUDIO;
+  SkWhipMedia *m = &ws->media[kind];
+  const char *desc = encoding != NULL ? depay_description (m, encoding) : NULL;
+
+  g_mutex_lock (&ws->lock);
+  gboolean taken = m->sink != NULL;
+  g_mutex_unlock (&ws->lock);
+  if (desc == NULL || taken) {
+    /* Not negotiated (or a second stream of a kind): let it go nowhere. */
+    GST_WARNING ("%s: ignoring an incoming %s stream %" GST_PTR_FORMAT, ws->name,
+                 media ? media : "?", caps);
+    GstElement *sink = gst_element_factory_make ("fakesink", NULL);
+    g_object_set (sink, "sync", FALSE, "async", FALSE, NULL);
+    gst_bin_add (GST_BIN (ws->pipeline), sink);
+    gst_element_sync_state_with_parent (sink);
+    g_autoptr (GstPad) sinkpad = gst_element_get_static_pad (sink, "sink");
+    gst_pad_link (pad, sinkpad);
+    return;
+  }
+
+  if (!m->transcode) {
+    forward_start (ws, m, pad, s);
+    session_mark (ws, "pad-added %s (forwarding)", sk_track_kind_to_string (kind));
+    GST_INFO ("%s: receiving %s (%s), forwarding its packets", ws->name,
+              sk_track_kind_to_string (kind), encoding);
+    return;
+  }
+  depay_start (ws, m, pad, desc);
   session_mark (ws, "pad-added %s", sk_track_kind_to_string (kind));
   GST_INFO ("%s: receiving %s (%s)", ws->name, sk_track_kind_to_string (kind), encoding);
 }
@@ -568,11 +816,13 @@ static gboolean
 on_tick (gpointer data)
 {
   SkWhipSession *ws = data;
+  SkWhipMedia *video = &ws->media[SK_TRACK_KIND_VIDEO];
   guint64 bytes[2];
 
   g_mutex_lock (&ws->lock);
   for (guint i = 0; i < G_N_ELEMENTS (ws->media); i++)
     bytes[i] = ws->media[i].bytes;
+  guint64 frames = video->frames;
   g_mutex_unlock (&ws->lock);
 
   gint packets = g_atomic_int_get (&ws->rtp_packets);
@@ -590,8 +840,12 @@ on_tick (gpointer data)
       ws->info.audio_bitrate_bps
           = (guint64)((bytes[SK_TRACK_KIND_AUDIO] - ws->last_bytes[SK_TRACK_KIND_AUDIO]) * 8
                       / secs);
+      /* Forwarded video has no parser to read a frame rate from the stream: count frames. */
+      if (video->forward)
+        ws->info.fps = (double)(frames - ws->last_frames) / secs;
       session_set_input_info (ws);
     }
+    ws->last_frames = frames;
     ws->last_info_us = now;
     ws->last_bytes[0] = bytes[0];
     ws->last_bytes[1] = bytes[1];

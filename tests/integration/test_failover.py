@@ -464,3 +464,32 @@ def test_whip_key_created_on_another_node_publishes_at_once(make_cluster):
     assert gone[-1]["reason"] == "client_initiated", gone
     events.wait_event("RoomFinished", timeout=20)
     c.assert_invariants(events)
+
+
+def test_whip_publisher_into_a_room_hosted_elsewhere_plays(make_cluster):
+    """A WHIP publisher on node 2 joins a room that node 1 hosts (its RTMP publisher came
+    first): node 2 sends the publisher's RTP packets on to node 1 as they came (rewritten for
+    that peer connection, no payloader), and a viewer of node 1 decodes them."""
+    c = make_cluster(nodes=2)
+    n1, n2 = c.nodes
+    room = harness.unique_room("whip-relay")
+    events = c.follow(room)
+    rtmp_ing = n1.api.create_ingress(room, identity="cam-rtmp")
+    rtmp = c.publish("ffmpeg", n1.rtmp_url(rtmp_ing["stream_key"]))
+    events.wait_event("TrackPublished", count=2, timeout=30)
+    host = events.of("RoomStarted")[0]["node"]
+    assert host == n1.node_id, events.of("RoomStarted")
+    ing = create_whip_ingress(n1, room, identity="cam-whip")
+    pub = WhipPublisher(c.procs, c.workdir, f"{n2.base}/whip", ing["stream_key"],
+                        args=["--width", "320", "--height", "180"])
+    c.on_log("whip publisher", pub.log_path)
+    events.wait_event("TrackPublished", count=4, timeout=30)
+    joined = {e["participant"]["identity"]: e["participant"]
+              for e in events.of("ParticipantConnected")}
+    assert joined["cam-whip"]["ingress_node"] == n2.node_id, joined
+    res = harness.assert_plays(n1, room, frames=30, expect_audio=True, participant="cam-whip")
+    assert (res.last("width"), res.last("height")) == (320, 180), res
+    assert pub.stop() == 0, harness.tail(pub.log_path)
+    rtmp.stop()
+    events.wait_event("RoomFinished", timeout=20)
+    c.assert_invariants(events)

@@ -151,8 +151,8 @@ def test_lost_video_packets_are_asked_for_again(node, whip, follow, invariants):
 
 def test_lost_video_packets_without_nack_ask_for_a_keyframe(node, whip, follow, invariants):
     """The control: a publisher that offers no NACK. Each loss spoils the picture until the next
-    keyframe, which the node asks for (PLI from its depayloader) instead of passing on a
-    broken one. With 1 packet in 10 lost most keyframes are hit too, so the video is held for
+    keyframe, which the node asks for (a PLI when its forwarding path sees a packet lost for
+    good) instead of passing on a broken one. With 1 packet in 10 lost most keyframes are hit too, so the video is held for
     seconds at a time: RTP still arrives, and the publisher is not taken for lost (the tests'
     publisher timeout is 2 s)."""
     res, loss, keyframes = lossy_publisher_run(node, whip, follow, invariants,
@@ -232,3 +232,85 @@ def test_waiting_viewer_plays_a_publisher_of_another_h264_profile(node, procs, t
     sse.wait_event("ParticipantDisconnected")
     invariants(sse.events)
 
+
+
+def test_h264_packets_forwarded_or_depayloaded(start_node, whip, follow, invariants,
+                                               monkeypatch):
+    """Passthrough forwards the publisher's RTP packets as they came (no depayloader or
+    payloader per packet), which needs the SPS in front of each IDR. A publisher that gives
+    its SPS/PPS only in the offer (sprop-parameter-sets) is depayloaded from its first IDR on,
+    so that h264parse puts them in front of each IDR: its first viewer and a late one (after
+    a later keyframe) both decode it."""
+    monkeypatch.setenv("SK_NODE_GST_DEBUG", "*:2,sk-whip:4")
+    node = start_node()
+    room = harness.unique_room("whip-fwd")
+    ing, sse, pub, _ = start_publishing(node, whip, follow, room)
+    res = harness.assert_plays(node, room, frames=30, expect_audio=True)
+    assert (res.last("width"), res.last("height")) == (640, 360)
+    log = node.log()
+    assert "receiving video (H264), forwarding its packets" in log, harness.tail(node.log_path)
+    assert "receiving audio (OPUS), forwarding its packets" in log
+    finish(node, sse, pub, ing, invariants)
+
+    room = harness.unique_room("whip-sprop")
+    ing, sse, pub, _ = start_publishing(node, whip, follow, room,
+                                        args=["--sps-in-offer-only", "--keyframe-interval", "1"])
+    res = harness.assert_plays(node, room, frames=30, expect_audio=True)
+    assert (res.last("width"), res.last("height")) == (640, 360)
+    assert "depayloading its video from now on" in node.log(), harness.tail(node.log_path)
+    time.sleep(2.5)  # past the cached GOP's keyframe: a late viewer starts on a later one
+    res = harness.assert_plays(node, room, frames=30, expect_audio=True)
+    assert (res.last("width"), res.last("height")) == (640, 360)
+    finish(node, sse, pub, ing, invariants)
+
+
+def viewer_stats(log):
+    text = harness.Path(log).read_text(errors="replace")
+    return [o for o in harness.parse_json_lines(text) if "video_frames" in o]
+
+
+def wait_viewer_decodes(log, width, height, more_frames=30, timeout=30):
+    """Waits until the viewer of @log has decoded @more_frames frames of @width x @height."""
+    def frames_at_size():
+        stats = [s for s in viewer_stats(log) if (s["width"], s["height"]) == (width, height)]
+        return stats and stats[-1]["video_frames"] - stats[0]["video_frames"] >= more_frames
+    harness.wait_until(frames_at_size, timeout,
+                       what=f"{more_frames} frames of {width}x{height}: {harness.tail(log, 20)}")
+
+
+def test_viewer_follows_rtmp_whip_rtmp_on_one_mline(node, procs, tmp_path, publish, whip, follow,
+                                                    invariants):
+    """One viewer, one H.264 m-line: an RTMP publisher's frames go out through the node's
+    payloader, a WHIP publisher's packets as the publisher sent them. The viewer follows the
+    room's newest publisher from RTMP to WHIP and back (its send pad switched between the two
+    ways each time) and decodes each one's pictures."""
+    room = harness.unique_room("whip-switch")
+    sse = follow(node, room)
+    rtmp_ing = node.api.create_ingress(room, identity="cam-rtmp", transcode="never")
+    rtmp = publish("ffmpeg", node.rtmp_url(rtmp_ing["stream_key"]))
+    sse.wait_event("TrackPublished", count=2)
+    log = tmp_path / "switching-viewer.log"
+    viewer = procs.start([harness.WHEP_CLIENT, "--url", node.whep_url(room), "--ice-address",
+                          "127.0.0.1", "--frames", "100000", "--timeout", "120"], log)
+    wait_viewer_decodes(log, harness.WIDTH, harness.HEIGHT)
+
+    whip_ing = create_whip_ingress(node, room, identity="cam-whip")
+    pub = whip(node, whip_ing["stream_key"], args=["--width", "320", "--height", "180"])
+    sse.wait_event("TrackPublished", count=4)
+    wait_viewer_decodes(log, 320, 180)
+
+    assert pub.stop() == 0, harness.tail(pub.log_path)
+    sse.wait_event("ParticipantDisconnected")
+    # Back on the RTMP track: frames counted from the first stats line at that size again.
+    before = len(viewer_stats(log))
+    harness.wait_until(lambda: any((s["width"], s["height"]) == (harness.WIDTH, harness.HEIGHT)
+                                   for s in viewer_stats(log)[before:]), 30,
+                       what=f"the RTMP publisher again: {harness.tail(log, 20)}")
+    start = next(s["video_frames"] for s in viewer_stats(log)[before:]
+                 if (s["width"], s["height"]) == (harness.WIDTH, harness.HEIGHT))
+    harness.wait_until(lambda: viewer_stats(log)[-1]["video_frames"] - start >= 30, 30,
+                       what=f"30 more RTMP frames: {harness.tail(log, 20)}")
+    assert viewer.poll() is None, harness.tail(log)
+    rtmp.stop()
+    sse.wait_event("ParticipantDisconnected", count=2)
+    invariants(sse.events)

@@ -246,7 +246,8 @@ on_video_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
   Client *c = data;
   GstBuffer *buf = GST_PAD_PROBE_INFO_BUFFER (info);
 
-  if (g_atomic_int_get (&c->width) == 0) {
+  /* The size of the newest frame: a room's publisher may change, and the picture with it. */
+  {
     g_autoptr (GstCaps) caps = gst_pad_get_current_caps (pad);
     if (caps != NULL) {
       GstStructure *s = gst_caps_get_structure (caps, 0);

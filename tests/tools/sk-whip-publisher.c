@@ -61,6 +61,7 @@ static char *opt_token;
 static char **opt_ice;
 static char *opt_video = NULL;
 static char *opt_audio = NULL;
+static gboolean opt_sps_in_offer_only;
 static gboolean opt_no_candidates;
 static gboolean opt_no_delete;
 static int opt_duration;
@@ -79,6 +80,8 @@ static GOptionEntry entries[] = {
   { "ice-address", 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt_ice,
     "local ICE address (repeatable; default 127.0.0.1)", "ADDR" },
   { "video", 0, 0, G_OPTION_ARG_STRING, &opt_video, "h264 (default), vp8 or none", "CODEC" },
+  { "sps-in-offer-only", 0, 0, G_OPTION_ARG_NONE, &opt_sps_in_offer_only,
+    "H.264: SPS/PPS only in the offer (sprop-parameter-sets), never in the packets", NULL },
   { "audio", 0, 0, G_OPTION_ARG_STRING, &opt_audio, "opus (default) or none", "CODEC" },
   { "no-candidates", 0, 0, G_OPTION_ARG_NONE, &opt_no_candidates,
     "offer without any candidate (OBS 30.2+)", NULL },
@@ -627,10 +630,13 @@ pipeline_description (void)
       g_string_append_printf (
           d,
           "x264enc name=venc tune=zerolatency speed-preset=ultrafast bframes=0 "
-          "key-int-max=%d bitrate=%d ! video/x-h264,profile=constrained-baseline ! "
-          "rtph264pay config-interval=-1 aggregate-mode=zero-latency pt=96 ! "
+          "key-int-max=%d bitrate=%d %s ! video/x-h264,profile=constrained-baseline%s ! "
+          "rtph264pay config-interval=%d aggregate-mode=zero-latency pt=96 ! "
           "application/x-rtp,media=video,encoding-name=H264,payload=96 ! ",
-          opt_keyframe_s * opt_fps, opt_kbps);
+          opt_keyframe_s * opt_fps, opt_kbps,
+          /* avc: x264 puts SPS/PPS in codec_data only, and the payloader in its caps only */
+          opt_sps_in_offer_only ? "option-string=repeat-headers=0" : "",
+          opt_sps_in_offer_only ? ",stream-format=avc" : "", opt_sps_in_offer_only ? 0 : -1);
     g_string_append (d, "webrtc. ");
   }
   if (g_strcmp0 (audio, "none") != 0)
