@@ -71,9 +71,9 @@ typedef struct {
   gboolean frame_started;
   guint32 frame_ts;
   gboolean frame_has_key;
-  guint16 next_seq;   /* video: the packet expected next */
+  guint16 next_seq; /* video: the packet expected next */
   gboolean seq_known;
-  gboolean broken;    /* video: a packet was lost for good, held until a keyframe */
+  gboolean broken;          /* video: a packet was lost for good, held until a keyframe */
   GstStructure *rtp_fields; /* the track's caps but the size: media, encoding, clock-rate, … */
   guint width, height;
   const char *profile;
