@@ -677,6 +677,85 @@ sk_webrtc_filter_bundle_events (GstElement *webrtcbin)
   return TRUE;
 }
 
+/* See sk_webrtc_bypass_receive_queues. */
+typedef struct {
+  GstElement *queue;
+  GstPad *queue_src;
+  GstPad *next; /* what the queue feeds: dtlssrtpdec's sink */
+  gboolean on;
+} QueueBypass;
+
+static void
+queue_bypass_free (gpointer data)
+{
+  QueueBypass *b = data;
+  gst_object_unref (b->queue);
+  gst_object_unref (b->queue_src);
+  gst_object_unref (b->next);
+  g_free (b);
+}
+
+/* nicesrc's thread, on the queue's sink pad: once the queue has run empty, each packet goes
+ * on from here. What the queue would still carry are events, which the packets may overtake:
+ * after the DTLS handshake nothing comes from nicesrc that they depend on. While webrtcbin
+ * blocks the queue's output (ICE not connected: after a restart, before consent is renewed)
+ * packets take the queue's way and are held as before; the queue then has to run empty again,
+ * so that no packet overtakes another. */
+static GstPadProbeReturn
+queue_bypass_probe (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
+{
+  QueueBypass *b = user_data;
+
+  if (GST_PAD_IS_BLOCKED (b->queue_src)) {
+    b->on = FALSE;
+    return GST_PAD_PROBE_OK;
+  }
+  if (!b->on) {
+    guint level = 0;
+    g_object_get (b->queue, "current-level-buffers", &level, NULL);
+    if (level > 0)
+      return GST_PAD_PROBE_OK;
+    b->on = TRUE;
+  }
+  GstBuffer *buffer = GST_PAD_PROBE_INFO_BUFFER (info);
+  GST_PAD_PROBE_INFO_DATA (info) = NULL;
+  /* Whatever it returns, nicesrc goes on reading (as it did behind the queue). */
+  gst_pad_chain (b->next, buffer);
+  return GST_PAD_PROBE_HANDLED;
+}
+
+guint
+sk_webrtc_bypass_receive_queues (GstElement *webrtcbin)
+{
+  g_autoptr (GstIterator) it = gst_bin_iterate_recurse (GST_BIN (webrtcbin));
+  GValue item = G_VALUE_INIT;
+  guint n = 0;
+
+  while (gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
+    GstElement *e = g_value_get_object (&item);
+    GstElementFactory *factory = gst_element_get_factory (e);
+    GstObject *parent = GST_OBJECT_PARENT (e);
+    if (factory != NULL && g_str_equal (GST_OBJECT_NAME (factory), "queue") && parent != NULL
+        && g_str_equal (G_OBJECT_TYPE_NAME (parent), "TransportReceiveBin")) {
+      g_autoptr (GstPad) sink = gst_element_get_static_pad (e, "sink");
+      g_autoptr (GstPad) src = gst_element_get_static_pad (e, "src");
+      GstPad *next = gst_pad_get_peer (src);
+      if (next != NULL) {
+        QueueBypass *b = g_new0 (QueueBypass, 1);
+        b->queue = gst_object_ref (e);
+        b->queue_src = gst_object_ref (src);
+        b->next = next;
+        gst_pad_add_probe (sink, GST_PAD_PROBE_TYPE_BUFFER, queue_bypass_probe, b,
+                           queue_bypass_free);
+        n++;
+      }
+    }
+    g_value_reset (&item);
+  }
+  g_value_unset (&item);
+  return n;
+}
+
 gboolean
 sk_webrtc_media_has_nack (const GstSDPMedia *media, guint pt)
 {

@@ -112,6 +112,17 @@ void sk_webrtc_use_own_srtp (GstElement *webrtcbin);
  */
 gboolean sk_webrtc_filter_bundle_events (GstElement *webrtcbin);
 
+/*
+ * Receive path: webrtcbin (1.22) reads each transport with nicesrc ! queue ! dtlssrtpdec, and
+ * the queue's thread runs SRTP, the RTP session and the jitter buffer's input: a thread hop
+ * and a wakeup per packet received. The queue is there for the start (it holds and leaks what
+ * comes before the DTLS and SRTP elements are ready), and while ICE is not connected. This
+ * sends each packet from nicesrc's thread straight to dtlssrtpdec while the queue is empty and
+ * webrtcbin does not hold its output. Call once DTLS is connected (connection-state
+ * "connected"). Returns the number of transports changed (one with max-bundle).
+ */
+guint sk_webrtc_bypass_receive_queues (GstElement *webrtcbin);
+
 /* Parses an SDP text; FALSE with SK_ERROR_INVALID and a message that says what is wrong. */
 gboolean sk_webrtc_parse_sdp (const char *text, gsize len, GstSDPMessage **out, GError **error);
 

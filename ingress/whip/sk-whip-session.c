@@ -115,6 +115,7 @@ struct _SkWhipSession {
   gint nack_pt;
 
   gboolean local_set, gathered, answered, publishing;
+  gboolean receive_queue_bypassed; /* webrtcbin's notify thread */
   guint gather_timeout;
   guint tick_id, ticks;
   gint rtp_packets; /* atomic: RTP out of the jitter buffers, the session's sign of life */
@@ -944,6 +945,8 @@ on_connection_state (GstElement *webrtcbin, GParamSpec *pspec, gpointer user_dat
 
   g_object_get (webrtcbin, "connection-state", &state, NULL);
   session_mark (ws, "connection-state %d", state);
+  if (state == GST_WEBRTC_PEER_CONNECTION_STATE_CONNECTED && !ws->receive_queue_bypassed)
+    ws->receive_queue_bypassed = sk_webrtc_bypass_receive_queues (webrtcbin) > 0;
   if (state == GST_WEBRTC_PEER_CONNECTION_STATE_FAILED)
     session_call_on_main (ws, connection_failed_main, (gpointer) "the peer connection failed",
                           NULL);
