@@ -5,7 +5,13 @@
  * is protected by sk-srtp.c, not by srtpenc (whose libsrtp still protects RTCP; the receiver's
  * libsrtp takes both); untuned (the control), rtpulpfecenc takes every packet, nicesink gets
  * them one by one and srtpenc protects them.
+ * And sk_webrtc_bypass_receive_queues on the receiver: tuned, the packets reach its jitter
+ * buffer on nicesrc's thread; untuned, on the receive queue's.
  */
+#define _GNU_SOURCE /* pthread_getname_np */
+#include <pthread.h>
+#include <string.h>
+
 #include <gst/app/gstappsink.h>
 #include <gst/gst.h>
 #include <gst/webrtc/webrtc.h>
@@ -27,6 +33,7 @@ typedef struct {
   gint fec[2];  /* buffers, lists into the sender's rtpulpfecenc */
   gint srtp[2]; /* buffers, lists that srtpenc's own RTP chain protected */
   gint n_nicesinks, n_fec_encoders;
+  gint jb_from_nicesrc, jb_from_queue; /* packets into the receiver's jitter buffers, by thread */
 } Pair;
 
 static void
@@ -137,6 +144,30 @@ on_deep_element_added (GstBin *bin, GstBin *sub_bin, GstElement *element, Pair *
   g_atomic_int_inc (sink ? &p->n_nicesinks : &p->n_fec_encoders);
 }
 
+/* The receiver's jitter buffer input: which thread brings each packet. */
+static GstPadProbeReturn
+count_jitterbuffer_thread (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
+{
+  Pair *p = user_data;
+  char name[16] = "";
+  pthread_getname_np (pthread_self (), name, sizeof name);
+  if (g_str_has_prefix (name, "nicesrc"))
+    g_atomic_int_inc (&p->jb_from_nicesrc);
+  else if (g_str_has_prefix (name, "queue"))
+    g_atomic_int_inc (&p->jb_from_queue);
+  return GST_PAD_PROBE_OK;
+}
+
+static void
+on_receiver_element_added (GstBin *bin, GstBin *sub_bin, GstElement *element, Pair *p)
+{
+  GstElementFactory *factory = gst_element_get_factory (element);
+  if (factory == NULL || !g_str_equal (GST_OBJECT_NAME (factory), "rtpjitterbuffer"))
+    return;
+  g_autoptr (GstPad) pad = gst_element_get_static_pad (element, "sink");
+  gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER, count_jitterbuffer_thread, p, NULL);
+}
+
 /* Polls *@value up to @timeout_ms; errors on either pipeline's bus fail the test at once. */
 static gboolean
 wait_for (Pair *p, const gint *value, gint min, guint timeout_ms)
@@ -214,6 +245,7 @@ test_send_path (gconstpointer data)
   g_signal_connect (p.receiver, "on-ice-candidate", G_CALLBACK (on_ice_candidate), p.sender);
   g_signal_connect (p.receiver, "pad-added", G_CALLBACK (on_pad_added), &p);
   g_signal_connect (p.sender, "deep-element-added", G_CALLBACK (on_deep_element_added), &p);
+  g_signal_connect (p.receiver, "deep-element-added", G_CALLBACK (on_receiver_element_added), &p);
 
   /* As sk-whep.c: no profile-level-id, the payloader's own must pass. */
   g_autoptr (GstCaps) rtp_caps
@@ -242,6 +274,10 @@ test_send_path (gconstpointer data)
   negotiate_step (p.sender, "set-remote-description", answer, NULL);
   if (!wait_for (&p, &p.connected, 1, 10000))
     g_error ("the sender did not connect");
+  /* As sk-whip-session.c does when its publisher's DTLS is up (the sender's is: the receiver's
+   * comes with the same handshake). */
+  if (tuned)
+    g_assert_cmpuint (sk_webrtc_bypass_receive_queues (p.receiver), ==, 1);
 
   /* Connected: DTLS is up, pushing no longer blocks. As sk-whep.c does once connected: the
    * new RTP session needs its latency. */
@@ -272,11 +308,14 @@ test_send_path (gconstpointer data)
   gint fec_buffers = g_atomic_int_get (&p.fec[0]);
   gint fec_lists = g_atomic_int_get (&p.fec[1]);
   gint srtp_items = g_atomic_int_get (&p.srtp[0]) + g_atomic_int_get (&p.srtp[1]);
+  gint jb_nicesrc = g_atomic_int_get (&p.jb_from_nicesrc);
+  gint jb_queue = g_atomic_int_get (&p.jb_from_queue);
   g_autofree char *counts = g_strdup_printf (
       "%s: %d frames; nicesink %d buffers, %d lists; rtpulpfecenc %d buffers, %d lists; "
-      "srtpenc protected %d buffers and lists of RTP",
+      "srtpenc protected %d buffers and lists of RTP; receiver's jitter buffer got %d packets "
+      "on nicesrc's thread, %d on the queue's",
       tuned ? "tuned" : "untuned", frames, sink_buffers, sink_lists, fec_buffers, fec_lists,
-      srtp_items);
+      srtp_items, jb_nicesrc, jb_queue);
   if (!got)
     g_error ("timed out waiting for %d frames: %s", MIN_FRAMES, counts);
   g_test_message ("%s", counts);
@@ -290,11 +329,15 @@ test_send_path (gconstpointer data)
     g_assert_cmpint (fec_lists, ==, 0);
     g_assert_cmpint (sink_lists, >, 0);
     g_assert_cmpint (srtp_items, ==, 0);
+    /* Before the bypass (the first packets may come before DTLS is seen up) the queue's. */
+    g_assert_cmpint (jb_nicesrc, >, 10 * jb_queue);
   } else {
     /* The control: the lists reach rtpulpfecenc, whose default chain_list splits them. */
     g_assert_cmpint (fec_buffers + fec_lists, >, 0);
     g_assert_cmpint (sink_lists, ==, 0);
     g_assert_cmpint (srtp_items, >, 0);
+    g_assert_cmpint (jb_nicesrc, ==, 0);
+    g_assert_cmpint (jb_queue, >, 0);
   }
 
   gst_element_set_state (p.pipeline, GST_STATE_NULL);
