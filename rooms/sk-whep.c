@@ -64,6 +64,8 @@ typedef struct {
   GstClockTime last_out;
   gboolean rtp;
   SkRtpRewriter rewriter;
+  GstBufferList *frame; /* forwarded video: the packets of the frame being received */
+  guint32 frame_ts;
   /* The track a keyframe request (PLI/FIR from the viewer) goes to; under sub->keyframe_lock,
    * as requests arrive on webrtcbin's RTCP thread. */
   SkTrack *keyframe_track;
@@ -151,8 +153,10 @@ sub_free_on_main (gpointer data)
   GST_DEBUG ("freeing subscriber %s", sub->id);
   if (sub->pipeline != NULL)
     gst_element_set_state (sub->pipeline, GST_STATE_NULL);
-  for (guint i = 0; i < G_N_ELEMENTS (sub->media); i++)
+  for (guint i = 0; i < G_N_ELEMENTS (sub->media); i++) {
     g_clear_pointer (&sub->media[i].srcpad, sk_webrtc_send_pad_release);
+    g_clear_pointer (&sub->media[i].frame, gst_buffer_list_unref);
+  }
   gst_clear_object (&sub->pipeline);
   g_clear_object (&sub->webrtcbin);
   g_clear_object (&sub->clock);
@@ -269,6 +273,21 @@ sub_restamp (SkWhepSubscriber *sub, const char *owner, GstClockTime pts, GstCloc
   return out > 0 ? (GstClockTime)out : 0;
 }
 
+/* Pushes @buffer or @list (transfer full). Runs the payloader (if any), RTP session, SRTP and
+ * the UDP send on this thread: cheaper than a queue and a wakeup per buffer. FLUSHING while
+ * the subscriber closes, nothing to do. */
+static void
+binding_send_locked (SkWhepBinding *b, GstBuffer *buffer, GstBufferList *list)
+{
+  SkWhepMedia *media = b->media;
+  GstFlowReturn ret = buffer != NULL ? gst_pad_push (media->srcpad, buffer)
+                                     : gst_pad_push_list (media->srcpad, list);
+  if (ret != GST_FLOW_OK && ret != GST_FLOW_FLUSHING && ret != b->last_flow)
+    GST_WARNING ("subscriber %s: %s push: %s", b->sub->id, sk_track_kind_to_string (media->kind),
+                 gst_flow_get_name (ret));
+  b->last_flow = ret;
+}
+
 static void
 binding_push_locked (SkWhepBinding *b, GstBuffer *buffer, GstClockTime anchor)
 {
@@ -294,13 +313,24 @@ binding_push_locked (SkWhepBinding *b, GstBuffer *buffer, GstClockTime anchor)
     GST_BUFFER_FLAG_SET (copy, GST_BUFFER_FLAG_DISCONT);
     b->discont = FALSE;
   }
-  /* Runs the payloader, RTP session, SRTP and the UDP send on this thread: cheaper than a
-   * queue and a wakeup per buffer. FLUSHING while the subscriber closes, nothing to do. */
-  GstFlowReturn ret = gst_pad_push (media->srcpad, copy);
-  if (ret != GST_FLOW_OK && ret != GST_FLOW_FLUSHING && ret != b->last_flow)
-    GST_WARNING ("subscriber %s: %s push: %s", b->sub->id, sk_track_kind_to_string (media->kind),
-                 gst_flow_get_name (ret));
-  b->last_flow = ret;
+  if (!media->rtp || media->kind != SK_TRACK_KIND_VIDEO) {
+    binding_send_locked (b, copy, NULL);
+    return;
+  }
+  /* Forwarded video goes out a frame at a time, as one buffer list (as the payloader's): the
+   * RTP session, SRTP and the UDP send (one sendmmsg) then run once per frame, not once per
+   * packet. A frame's packets come within a few milliseconds, and its picture cannot be
+   * decoded before the last one. A frame whose last packet was lost ends at the next one. */
+  guint32 ts = media->rewriter.last_ts;
+  if (media->frame != NULL && ts != media->frame_ts)
+    binding_send_locked (b, NULL, g_steal_pointer (&media->frame));
+  if (media->frame == NULL) {
+    media->frame = gst_buffer_list_new ();
+    media->frame_ts = ts;
+  }
+  gst_buffer_list_add (media->frame, copy);
+  if (GST_BUFFER_FLAG_IS_SET (buffer, GST_BUFFER_FLAG_MARKER))
+    binding_send_locked (b, NULL, g_steal_pointer (&media->frame));
 }
 
 static void
@@ -350,6 +380,8 @@ media_set_caps (SkWhepMedia *media, GstCaps *caps)
   guint16 seq;
   guint32 ts;
 
+  /* A frame begun by another track or form is of no use to the peer. */
+  g_clear_pointer (&media->frame, gst_buffer_list_unref);
   if (sk_webrtc_send_pad_set_rtp (media->srcpad, rtp, &seq, &ts)) {
     GST_DEBUG ("subscriber %s: %s sends %s", media->sub->id, sk_track_kind_to_string (media->kind),
                rtp ? "forwarded RTP" : "payloaded frames");
