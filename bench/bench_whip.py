@@ -39,7 +39,11 @@ Method:
     lines on CLOCK_MONOTONIC; sk-whep:5 lines placed on that clock through them).
   * CPU: utime + stime of the daemon's PID (/proc/PID/stat) sampled every second over
     --window s after --warmup s, with one publisher and one decoding subscriber (their CPU is
-    not counted). One core = 100 %.
+    not counted). One core = 100 %. One stream's figure moves by a percent of a core from one
+    minute to the next on this machine; --streams N (default 4) also measures N streams at once,
+    each with a subscriber that counts frames without decoding, and prints the daemon's CPU
+    divided by N: the drift is spread over N streams. Each publisher is an x264 encoder (about
+    a fifth of a core), so the machine is busy, as it is in bench.py's 20-stream figure.
 """
 
 import argparse
@@ -366,12 +370,39 @@ def measure_cpu(procs, workdir, node, warmup, window):
     return samples, len(frames), g2g
 
 
+def measure_streams(procs, workdir, node, n, warmup, window):
+    """Daemon CPU % (of one core) with @n publishers and @n counting subscribers, and the
+    publishers' own CPU %."""
+    pubs = []
+    for i in range(n):
+        room = f"bench-whip-n{i}"
+        ing = create_ingress(node, room)
+        pub, _ = start_publisher(procs, workdir, node, ing["stream_key"], f"n{i}")
+        pubs.append(pub)
+        node.api.wait_status(ing["ingress_id"], "ENDPOINT_PUBLISHING", timeout=20)
+        procs.start([harness.WHEP_CLIENT, "--url", node.whep_url(room), "--ice-address",
+                     "127.0.0.1", "--frames", "100000000", "--timeout",
+                     str(warmup + window + 60), "--no-decode"], workdir / f"viewer-n{i}.log")
+    time.sleep(warmup)
+    daemon0, pubs0, t0 = cpu_seconds(node.proc.pid), [cpu_seconds(p.pid) for p in pubs], time.time()
+    time.sleep(window)
+    daemon1, pubs1, t1 = cpu_seconds(node.proc.pid), [cpu_seconds(p.pid) for p in pubs], time.time()
+    for p in pubs:
+        p.send_signal(2)
+    for p in pubs:
+        p.wait(timeout=15)
+    return (100 * (daemon1 - daemon0) / (t1 - t0),
+            100 * sum(b - a for a, b in zip(pubs0, pubs1)) / (t1 - t0))
+
+
 def main():
     global JITTERBUFFER_MS, FASTSTART
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--window", type=int, default=20)
+    ap.add_argument("--streams", type=int, default=4,
+                    help="also measure this many streams at once (0: skip)")
     ap.add_argument("--jitterbuffer-ms", type=int, default=JITTERBUFFER_MS,
                     help="the viewers' jitter buffer (webrtcbin latency; 200 is its default)")
     ap.add_argument("--publisher", choices=("gst", "chromium"), default="gst",
@@ -426,6 +457,12 @@ def main():
         summary("daemon CPU, 1 stream + 1 viewer", samples, "% ")
         print(f"{'  mean over the window':<48} {statistics.mean(samples):7.1f} %  "
               f"(viewer decoded {frames} frames)")
+        if args.streams > 0:
+            daemon, pubs = measure_streams(procs, workdir, node, args.streams, args.warmup,
+                                           args.window)
+            print(f"{f'daemon CPU, {args.streams} streams + {args.streams} viewers':<48} "
+                  f"{daemon:7.1f} %  = {daemon / args.streams:.2f} % per stream "
+                  f"(publishers {pubs:.0f} %, load average {os.getloadavg()[0]:.1f})")
         node.stop()
     finally:
         procs.kill_all()
