@@ -80,6 +80,7 @@ struct _SkWhepBinding {
   GMutex lock;
   GThread *replay_thread; /* set while sk_track_add_sink replays the GOP to us */
   GPtrArray *pending;     /* replayed buffers, pushed once the live edge is known */
+  guint replayed;         /* how many */
   gboolean discont;
   gboolean incompatible;   /* caps changed to a codec this m-line did not negotiate */
   GstFlowReturn last_flow; /* of the last push: an error is logged when it starts */
@@ -355,6 +356,7 @@ binding_on_buffer (SkTrack *track, GstBuffer *buffer, gpointer user_data)
     /* drop */
   } else if (b->replay_thread == g_thread_self ()) {
     g_ptr_array_add (b->pending, gst_buffer_ref (buffer));
+    b->replayed++;
   } else {
     binding_flush_pending_locked (b);
     binding_push_locked (b, buffer, GST_BUFFER_PTS (buffer));
@@ -479,7 +481,15 @@ media_bind (SkWhepSubscriber *sub, SkWhepMedia *media, SkWhepKnownTrack *kt)
   g_mutex_lock (&b->lock);
   b->replay_thread = NULL;
   binding_flush_pending_locked (b);
+  gboolean replayed = b->replayed > 0;
   g_mutex_unlock (&b->lock);
+  /* No GOP to start from (a long one, or none yet): ask the producer for a keyframe now, rather
+   * than wait for the viewer's PLI on the first frames it cannot decode. */
+  if (media->kind == SK_TRACK_KIND_VIDEO && !replayed) {
+    gboolean sent = sk_track_request_keyframe (kt->track);
+    GST_DEBUG ("subscriber %s: no GOP cached for %s, keyframe request %s", sub->id,
+               sk_track_get_sid (kt->track), sent ? "sent" : "dropped (rate limit or no producer)");
+  }
 
   GST_INFO ("subscriber %s: %s bound to %s of %s", sub->id, sk_track_kind_to_string (media->kind),
             sk_track_get_sid (kt->track), kt->identity);

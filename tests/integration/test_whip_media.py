@@ -13,22 +13,42 @@ def keyframe_requests(pub):
                default=0)
 
 
-def test_late_viewer_gets_a_keyframe_by_pli(node, whip, follow, invariants):
+def test_late_viewer_gets_a_keyframe(node, whip, follow, invariants):
     """A publisher whose next scheduled keyframe is a minute away: a viewer that joins once the
-    room's GOP cache has given up (more than 300 frames) asks for a keyframe (RTCP PLI); the
-    node forwards it as a PLI to the publisher, whose encoder makes one, and the viewer decodes
-    long before the scheduled keyframe."""
-    room = harness.unique_room("whip-pli")
+    room's GOP cache has given up (more than 300 frames) has nothing to decode. The node asks
+    the publisher for a keyframe (PLI) when it binds the viewer to a track without a cached
+    GOP, and the viewer decodes long before the scheduled keyframe; this viewer never asks
+    itself (--no-pli), so only the node's request can bring it."""
+    room = harness.unique_room("whip-late")
     args = ["--audio", "none", "--fps", "60", "--width", "320", "--height", "180",
             "--keyframe-interval", "60"]
     ing, sse, pub, _ = start_publishing(node, whip, follow, room, args=args, n_tracks=1)
-    # 60 fps: the track's GOP cache (300 buffers) is dropped after 5 s of this GOP, so a new
+    # 60 fps: the track's GOP cache (300 frames) is dropped after 5 s of this GOP, so a new
     # viewer starts on delta frames and has nothing to decode without a fresh keyframe.
     time.sleep(7)
     before = keyframe_requests(pub)
-    res = harness.assert_plays(node, room, frames=10, expect_audio=False, timeout=25)
+    res = harness.assert_plays(node, room, frames=10, expect_audio=False, timeout=25,
+                               extra=["--no-pli"])
     assert (res.last("width"), res.last("height")) == (320, 180)
     assert keyframe_requests(pub) > before, pub.lines()[-5:]
+    finish(node, sse, pub, ing, invariants)
+
+
+def test_viewer_pli_reaches_the_publisher(node, whip, follow, invariants):
+    """A viewer's PLI (sent here after 60 decoded frames, as a browser does after a decoding
+    error) becomes a PLI to the WHIP publisher, whose encoder makes a keyframe long before the
+    scheduled one. The viewer joined while the GOP was cached, so the node had no reason to ask
+    on its own; 2 s in, the request is past the track's rate limit (500 ms) of any the viewer's
+    depayloader made while starting."""
+    room = harness.unique_room("whip-pli")
+    args = ["--audio", "none", "--width", "320", "--height", "180", "--keyframe-interval", "60"]
+    ing, sse, pub, _ = start_publishing(node, whip, follow, room, args=args, n_tracks=1)
+    res = harness.assert_plays(node, room, frames=90, expect_audio=False, timeout=25,
+                               extra=["--pli-after-frames", "60"])
+    pli_us = next(o["mono_us"] for o in res.lines if "pli" in o)
+    harness.wait_until(lambda: any(o["mono_us"] > pli_us for o in pub.lines()
+                                   if "keyframe_request" in o), 10,
+                       what=f"the publisher's keyframe request after the PLI at {pli_us}: {pub.lines()[-5:]}")
     finish(node, sse, pub, ing, invariants)
 
 

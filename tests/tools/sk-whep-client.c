@@ -105,6 +105,8 @@ static int opt_jitterbuffer_ms = 200;
 static int opt_resubscribe_ms;
 
 static int opt_faststart;
+static gboolean opt_no_pli;
+static int opt_pli_after_frames;
 static char *opt_h264_profiles;
 
 /* A new session's first frame may take ICE, DTLS and a keyframe: give it at least this. */
@@ -136,6 +138,11 @@ static GOptionEntry entries[] = {
     "H.264 profile-level-ids to offer, in this order (default 42e01f,64001f; Chromium offers "
     "42001f first)",
     "P,P..." },
+  { "no-pli", 0, 0, G_OPTION_ARG_NONE, &opt_no_pli,
+    "never ask for a keyframe (no PLI): wait for one to come", NULL },
+  { "pli-after-frames", 0, 0, G_OPTION_ARG_INT, &opt_pli_after_frames,
+    "ask for a keyframe (PLI) once, after N decoded frames, as a browser after a decoding error",
+    "N" },
   { "faststart", 0, 0, G_OPTION_ARG_INT, &opt_faststart,
     "start a stream after N packets in sequence, not after the latency (default 0: wait)", "N" },
   { NULL },
@@ -176,6 +183,15 @@ print_jitterbuffer_stats (Peer *peer)
              i, pushed, lost, late, duplicates, rtx, rtx_success);
   }
   g_mutex_unlock (&peer->lock);
+}
+
+/* --no-pli: whoever asks for a keyframe (depayloader, parser, decoder), it does not reach the
+ * RTP session, which would send the PLI. */
+static GstPadProbeReturn
+drop_keyframe_requests (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
+{
+  GstEvent *event = GST_PAD_PROBE_INFO_EVENT (info);
+  return gst_event_has_name (event, "GstForceKeyUnit") ? GST_PAD_PROBE_DROP : GST_PAD_PROBE_OK;
 }
 
 static void
@@ -261,6 +277,13 @@ on_video_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
   int n = g_atomic_int_add (&c->video_frames, 1) + 1;
   gint64 now = g_get_monotonic_time ();
   __atomic_store_n (&c->last_frame_us, now, __ATOMIC_RELAXED);
+  if (n == opt_pli_after_frames) {
+    /* Upstream through the depayloader to the RTP session, which sends the PLI. */
+    GstStructure *s
+        = gst_structure_new ("GstForceKeyUnit", "all-headers", G_TYPE_BOOLEAN, TRUE, NULL);
+    gst_pad_send_event (pad, gst_event_new_custom (GST_EVENT_CUSTOM_UPSTREAM, s));
+    g_print ("{\"pli\":%d,\"mono_us\":%" G_GINT64_FORMAT "}\n", n, g_get_monotonic_time ());
+  }
   if (opt_latency) {
     gint64 stamp = -1;
     g_autoptr (GstCaps) caps = opt_no_decode ? NULL : gst_pad_get_current_caps (pad);
@@ -336,6 +359,8 @@ on_pad_added (GstElement *webrtc, GstPad *pad, gpointer data)
   gst_pad_add_probe (decsrc, GST_PAD_PROBE_TYPE_BUFFER, video ? on_video_frame : on_audio_buffer, c,
                      NULL);
   g_autoptr (GstElement) depay = gst_bin_get_by_name (GST_BIN (bin), "depay");
+  if (video && opt_no_pli)
+    gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_EVENT_UPSTREAM, drop_keyframe_requests, NULL, NULL);
   if (depay != NULL && opt_latency) {
     g_autoptr (GstPad) depay_src = gst_element_get_static_pad (depay, "src");
     gst_pad_add_probe (depay_src, GST_PAD_PROBE_TYPE_BUFFER, on_first_depayloaded,
