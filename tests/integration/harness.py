@@ -46,10 +46,20 @@ WIDTH, HEIGHT, FPS = 640, 360, 30
 SAMPLE_RATE, CHANNELS = 48000, 2
 
 
+_ports_given = set()
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port free on 127.0.0.1 now, and not handed out before in this process: the kernel
+    may give a port it just released again at once, and a node once got the same port for RTMP
+    and HTTP (it refuses to start)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 def wait_until(predicate, timeout, interval=0.05, what="condition"):
