@@ -247,6 +247,15 @@ add_payloader (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind, const char 
   return link_send_mline (webrtcbin, srcpad, mline, rtp_caps, nack, error) ? pay : NULL;
 }
 
+/* What a send m-line announces while it carries forwarded packets: its caps, @pt and @ssrc. */
+static GstCaps *
+forwarded_rtp_caps (GstCaps *rtp_caps, guint pt, guint32 ssrc)
+{
+  GstCaps *caps = gst_caps_copy (rtp_caps);
+  gst_caps_set_simple (caps, "payload", G_TYPE_INT, (int)pt, "ssrc", G_TYPE_UINT, ssrc, NULL);
+  return caps;
+}
+
 static GstCaps *
 send_src_caps (SkTrackKind kind, const char *codec)
 {
@@ -275,14 +284,8 @@ sk_webrtc_add_send_track (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind, 
     g_set_error (error, SK_ERROR, SK_ERROR_INTERNAL, "appsrc is not installed");
     return NULL;
   }
-  g_autoptr (GstCaps) src_caps = NULL;
-  if (pay != NULL) {
-    src_caps = send_src_caps (kind, codec);
-  } else {
-    src_caps = gst_caps_copy (rtp_caps);
-    gst_caps_set_simple (src_caps, "payload", G_TYPE_INT, (int)pt, "ssrc", G_TYPE_UINT, rtp_ssrc,
-                         NULL);
-  }
+  g_autoptr (GstCaps) src_caps
+      = pay != NULL ? send_src_caps (kind, codec) : forwarded_rtp_caps (rtp_caps, pt, rtp_ssrc);
   g_object_set (
       appsrc, "is-live", TRUE, "format", GST_FORMAT_TIME, "do-timestamp", FALSE, "caps", src_caps,
       "max-buffers", (guint64)(video ? SK_WEBRTC_VIDEO_MAX_BUFFERS : SK_WEBRTC_AUDIO_MAX_BUFFERS),
@@ -376,9 +379,7 @@ sk_webrtc_add_send_pad (GstBin *bin, GstElement *webrtcbin, SkTrackKind kind, co
   path->pay = gst_object_ref (pay);
   g_autoptr (GstPad) paysrc = gst_element_get_static_pad (pay, "src");
   path->webrtc_sink = gst_pad_get_peer (paysrc);
-  path->rtp_caps = gst_caps_copy (rtp_caps);
-  gst_caps_set_simple (path->rtp_caps, "payload", G_TYPE_INT, (int)pt, "ssrc", G_TYPE_UINT,
-                       path->ssrc, NULL);
+  path->rtp_caps = forwarded_rtp_caps (rtp_caps, pt, path->ssrc);
   path->frame_caps = send_src_caps (kind, codec);
 
   g_autoptr (GstCaps) src_caps = send_src_caps (kind, codec);
@@ -727,16 +728,15 @@ queue_bypass_probe (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
 guint
 sk_webrtc_bypass_receive_queues (GstElement *webrtcbin)
 {
-  g_autoptr (GstIterator) it = gst_bin_iterate_recurse (GST_BIN (webrtcbin));
+  g_autoptr (GstIterator) it
+      = gst_bin_iterate_all_by_element_factory_name (GST_BIN (webrtcbin), "queue");
   GValue item = G_VALUE_INIT;
   guint n = 0;
 
   while (gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
     GstElement *e = g_value_get_object (&item);
-    GstElementFactory *factory = gst_element_get_factory (e);
     GstObject *parent = GST_OBJECT_PARENT (e);
-    if (factory != NULL && g_str_equal (GST_OBJECT_NAME (factory), "queue") && parent != NULL
-        && g_str_equal (G_OBJECT_TYPE_NAME (parent), "TransportReceiveBin")) {
+    if (parent != NULL && g_str_equal (G_OBJECT_TYPE_NAME (parent), "TransportReceiveBin")) {
       g_autoptr (GstPad) sink = gst_element_get_static_pad (e, "sink");
       g_autoptr (GstPad) src = gst_element_get_static_pad (e, "src");
       GstPad *next = gst_pad_get_peer (src);
