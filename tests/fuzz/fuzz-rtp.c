@@ -1,35 +1,15 @@
 /* libFuzzer target: an RTP packet from a WHIP publisher, as the forwarding path reads it.
  * The first byte picks the codec; the rest is the packet. */
-#include <gst/gst.h>
-#include <sanitizer/lsan_interface.h>
-
+#include "fuzz-gst.h"
 #include "rooms/sk-rtp.h"
 
 int LLVMFuzzerInitialize (int *argc, char ***argv);
 int LLVMFuzzerTestOneInput (const guint8 *data, size_t size);
-const char *__lsan_default_suppressions (void);
-const char *__asan_default_options (void);
-
-/* GLib's quark table, replaced without being freed when gst_init outgrows it (see
- * fuzz-whip-offer.c): not ours. Full stacks at malloc let the suppression see it. */
-const char *
-__lsan_default_suppressions (void)
-{
-  return "leak:_dl_init\nleak:ld-linux-x86-64.so\n";
-}
-
-const char *
-__asan_default_options (void)
-{
-  return "fast_unwind_on_malloc=0";
-}
 
 int
 LLVMFuzzerInitialize (int *argc, char ***argv)
 {
-  __lsan_disable ();
-  gst_init (NULL, NULL);
-  __lsan_enable ();
+  fuzz_gst_init ();
   return 0;
 }
 

@@ -6,30 +6,11 @@
 #include <stdint.h>
 #include <string.h>
 
-#include <gst/gst.h>
-#include <sanitizer/lsan_interface.h>
-
 #include "common/sk-common.h"
+#include "fuzz-gst.h"
 #include "ingress/whip/sk-whip-offer.h"
 
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
-const char *__lsan_default_suppressions (void);
-const char *__asan_default_options (void);
-
-/* GLib's quark table is allocated in a library constructor (before main) and, when gst_init
- * outgrows it, replaced without being freed (lock-free readers may still use it): not ours.
- * Full stacks at malloc let the suppression see the constructor frames. */
-const char *
-__lsan_default_suppressions (void)
-{
-  return "leak:_dl_init\nleak:ld-linux-x86-64.so\n";
-}
-
-const char *
-__asan_default_options (void)
-{
-  return "fast_unwind_on_malloc=0";
-}
 
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
@@ -38,10 +19,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   GError *error = NULL;
 
   if (!initialized) {
-    /* GstCaps need the type system; what gst_init keeps for the process is not a finding. */
-    __lsan_disable ();
-    gst_init (NULL, NULL);
-    __lsan_enable ();
+    fuzz_gst_init (); /* GstCaps need the type system */
     initialized = TRUE;
   }
   SkWhipOffer *offer = sk_whip_offer_parse ((const char *)data, size, &error);
