@@ -678,82 +678,253 @@ sk_webrtc_filter_bundle_events (GstElement *webrtcbin)
   return TRUE;
 }
 
-/* See sk_webrtc_bypass_receive_queues. */
+/* One transport under sk_webrtc_bypass_receive_queues. */
 typedef struct {
+  NiceAgent *agent;
+  guint stream_id, component_id;
   GstElement *queue;
-  GstPad *queue_src;
+  GstPad *queue_sink, *queue_src;
   GstPad *next; /* what the queue feeds: dtlssrtpdec's sink */
-  gboolean on;
-} QueueBypass;
+  /* The reader thread's own: */
+  gboolean direct;
+  GPtrArray *pending; /* of GstBuffer: read in this wakeup, not sent on yet */
+  SkWebrtcReceiveBypass *bypass;
+} ReceiveTransport;
+
+struct _SkWebrtcReceiveBypass {
+  GSource *flush;  /* FlushSource */
+  GstClock *clock; /* the pipeline's, and its base time: packets carry their arrival */
+  GstClockTime base_time;
+  GMainContext *context;
+  GThread *thread;
+  gint stop; /* atomic */
+  GPtrArray *transports;
+};
 
 static void
-queue_bypass_free (gpointer data)
+receive_transport_free (gpointer data)
 {
-  QueueBypass *b = data;
-  gst_object_unref (b->queue);
-  gst_object_unref (b->queue_src);
-  gst_object_unref (b->next);
-  g_free (b);
+  ReceiveTransport *t = data;
+  g_object_unref (t->agent);
+  gst_object_unref (t->queue);
+  gst_object_unref (t->queue_sink);
+  gst_object_unref (t->queue_src);
+  gst_object_unref (t->next);
+  for (guint i = 0; i < t->pending->len; i++)
+    gst_buffer_unref (t->pending->pdata[i]);
+  g_ptr_array_unref (t->pending);
+  g_free (t);
 }
 
-/* nicesrc's thread, on the queue's sink pad: once the queue has run empty, each packet goes
- * on from here. What the queue would still carry are events, which the packets may overtake:
- * after the DTLS handshake nothing comes from nicesrc that they depend on. While webrtcbin
- * blocks the queue's output (ICE not connected: after a restart, before consent is renewed)
- * packets take the queue's way and are held as before; the queue then has to run empty again,
- * so that no packet overtakes another. */
-static GstPadProbeReturn
-queue_bypass_probe (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
+/* Once the queue has run empty, each packet goes straight on. What the queue would still carry
+ * are events, which the packets may overtake: after the DTLS handshake nothing comes that they
+ * depend on. While webrtcbin blocks the queue's output (ICE not connected: after a restart,
+ * before consent is renewed) packets go into the queue and are held as before; it then has to
+ * run empty again, so that no packet overtakes another. */
+static GstPad *
+receive_transport_target (ReceiveTransport *t)
 {
-  QueueBypass *b = user_data;
-
-  if (GST_PAD_IS_BLOCKED (b->queue_src)) {
-    b->on = FALSE;
-    return GST_PAD_PROBE_OK;
+  if (GST_PAD_IS_BLOCKED (t->queue_src)) {
+    t->direct = FALSE;
+    return t->queue_sink;
   }
-  if (!b->on) {
+  if (!t->direct) {
     guint level = 0;
-    g_object_get (b->queue, "current-level-buffers", &level, NULL);
+    g_object_get (t->queue, "current-level-buffers", &level, NULL);
     if (level > 0)
-      return GST_PAD_PROBE_OK;
-    b->on = TRUE;
+      return t->queue_sink;
+    t->direct = TRUE;
   }
-  GstBuffer *buffer = GST_PAD_PROBE_INFO_BUFFER (info);
-  GST_PAD_PROBE_INFO_DATA (info) = NULL;
-  /* Whatever it returns, nicesrc goes on reading (as it did behind the queue). */
-  gst_pad_chain (b->next, buffer);
-  return GST_PAD_PROBE_HANDLED;
+  return t->next;
 }
 
-guint
+/* The reader thread, inside the dispatch of libnice's socket source. */
+static void
+on_received (NiceAgent *agent, guint stream_id, guint component_id, guint len, gchar *data,
+             gpointer user_data)
+{
+  ReceiveTransport *t = user_data;
+  SkWebrtcReceiveBypass *b = t->bypass;
+  (void)agent, (void)stream_id, (void)component_id;
+
+  /* GLib takes a non-recursive source's fd out of the poll set around each dispatch and puts it
+   * back, and each change signals the context's wakeup fd: two eventfd writes and one more
+   * loop iteration per wakeup. Nothing here iterates this context, so there is nothing to
+   * guard. (libnice may add sources for new sockets: each is set at its first packet.) */
+  GSource *source = g_main_current_source ();
+  if (source != NULL && !g_source_get_can_recurse (source))
+    g_source_set_can_recurse (source, TRUE);
+
+  GstBuffer *buffer = gst_buffer_new_allocate (NULL, len, NULL); /* one block, as nicesrc's */
+  gst_buffer_fill (buffer, 0, data, len);
+  /* As nicesrc (do-timestamp): the jitter buffer takes it as the arrival time, and rtpstorage
+   * (FEC) keeps a packet for a time after it; untimed, it kept every one. */
+  GST_BUFFER_DTS (buffer) = GST_BUFFER_PTS (buffer) = gst_clock_get_time (b->clock) - b->base_time;
+  g_ptr_array_add (t->pending, buffer);
+}
+
+/* libnice reads a socket until it would block, a callback per packet. Sent on one by one, each
+ * packet woke the jitter buffer's thread on the other core, which then fought us for its lock:
+ * several futex calls per packet, more than the wakeups saved. So a wakeup's packets go on
+ * together, before the next poll (GSource prepare). */
+typedef struct {
+  GSource source;
+  SkWebrtcReceiveBypass *bypass;
+} FlushSource;
+
+static gboolean
+flush_prepare (GSource *source, gint *timeout)
+{
+  SkWebrtcReceiveBypass *b = ((FlushSource *)source)->bypass;
+  for (guint i = 0; i < b->transports->len; i++) {
+    ReceiveTransport *t = b->transports->pdata[i];
+    /* One by one: as a list they would reach elements that take a list for packets of one
+     * kind (RTP and RTCP share the transport), and each buffer has to stay writable for SRTP.
+     * Whatever it returns, reading goes on (as nicesrc's did). */
+    for (guint j = 0; j < t->pending->len; j++)
+      gst_pad_chain (receive_transport_target (t), t->pending->pdata[j]);
+    g_ptr_array_set_size (t->pending, 0);
+  }
+  *timeout = -1;
+  return FALSE;
+}
+
+static gboolean
+flush_dispatch (GSource *source, GSourceFunc callback, gpointer user_data)
+{
+  (void)source, (void)callback, (void)user_data;
+  return G_SOURCE_CONTINUE;
+}
+
+static GSourceFuncs flush_funcs = { .prepare = flush_prepare, .dispatch = flush_dispatch };
+
+static gpointer
+receive_thread (gpointer data)
+{
+  SkWebrtcReceiveBypass *b = data;
+  g_main_context_push_thread_default (b->context);
+  /* Not a GMainLoop: a quit that comes before g_main_loop_run starts is lost. */
+  while (!g_atomic_int_get (&b->stop))
+    g_main_context_iteration (b->context, TRUE);
+  g_main_context_pop_thread_default (b->context);
+  return NULL;
+}
+
+/* The nicesrc upstream of @pad (through webrtcbin's capsfilter); NULL if there is none. */
+static GstElement *
+upstream_nicesrc (GstPad *pad)
+{
+  g_autoptr (GstPad) sink = gst_object_ref (pad);
+  for (guint hops = 0; hops < 4; hops++) {
+    g_autoptr (GstPad) peer = gst_pad_get_peer (sink);
+    g_autoptr (GstElement) e = peer != NULL ? gst_pad_get_parent_element (peer) : NULL;
+    if (e == NULL)
+      return NULL;
+    GstElementFactory *factory = gst_element_get_factory (e);
+    if (factory != NULL && g_str_equal (GST_OBJECT_NAME (factory), "nicesrc"))
+      return g_steal_pointer (&e);
+    gst_object_unref (sink);
+    sink = gst_element_get_static_pad (e, "sink");
+    if (sink == NULL)
+      return NULL;
+  }
+  return NULL;
+}
+
+/* The transport that @queue (a TransportReceiveBin's) belongs to; NULL if it is not linked as
+ * nicesrc ! … ! queue ! next. */
+static ReceiveTransport *
+receive_transport_new (GstElement *queue)
+{
+  g_autoptr (GstPad) sink = gst_element_get_static_pad (queue, "sink");
+  g_autoptr (GstPad) src = gst_element_get_static_pad (queue, "src");
+  g_autoptr (GstPad) next = src != NULL ? gst_pad_get_peer (src) : NULL;
+  g_autoptr (GstElement) nicesrc = sink != NULL ? upstream_nicesrc (sink) : NULL;
+  if (next == NULL || nicesrc == NULL)
+    return NULL;
+  ReceiveTransport *t = g_new0 (ReceiveTransport, 1);
+  g_object_get (nicesrc, "agent", &t->agent, "stream", &t->stream_id, "component", &t->component_id,
+                NULL);
+  if (t->agent == NULL) {
+    g_free (t);
+    return NULL;
+  }
+  t->queue = gst_object_ref (queue);
+  t->queue_sink = g_steal_pointer (&sink);
+  t->queue_src = g_steal_pointer (&src);
+  t->next = g_steal_pointer (&next);
+  t->pending = g_ptr_array_new ();
+  return t;
+}
+
+SkWebrtcReceiveBypass *
 sk_webrtc_bypass_receive_queues (GstElement *webrtcbin)
 {
   g_autoptr (GstIterator) it
       = gst_bin_iterate_all_by_element_factory_name (GST_BIN (webrtcbin), "queue");
   GValue item = G_VALUE_INIT;
-  guint n = 0;
+  g_autoptr (GPtrArray) transports = g_ptr_array_new_with_free_func (receive_transport_free);
 
   while (gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
     GstElement *e = g_value_get_object (&item);
     GstObject *parent = GST_OBJECT_PARENT (e);
-    if (parent != NULL && g_str_equal (G_OBJECT_TYPE_NAME (parent), "TransportReceiveBin")) {
-      g_autoptr (GstPad) sink = gst_element_get_static_pad (e, "sink");
-      g_autoptr (GstPad) src = gst_element_get_static_pad (e, "src");
-      GstPad *next = gst_pad_get_peer (src);
-      if (next != NULL) {
-        QueueBypass *b = g_new0 (QueueBypass, 1);
-        b->queue = gst_object_ref (e);
-        b->queue_src = gst_object_ref (src);
-        b->next = next;
-        gst_pad_add_probe (sink, GST_PAD_PROBE_TYPE_BUFFER, queue_bypass_probe, b,
-                           queue_bypass_free);
-        n++;
-      }
-    }
+    ReceiveTransport *t = NULL;
+    if (parent != NULL && g_str_equal (G_OBJECT_TYPE_NAME (parent), "TransportReceiveBin"))
+      t = receive_transport_new (e);
+    if (t != NULL)
+      g_ptr_array_add (transports, t);
     g_value_reset (&item);
   }
   g_value_unset (&item);
-  return n;
+  g_autoptr (GstClock) clock = gst_element_get_clock (webrtcbin);
+  if (transports->len == 0 || clock == NULL)
+    return NULL;
+
+  SkWebrtcReceiveBypass *b = g_new0 (SkWebrtcReceiveBypass, 1);
+  b->clock = g_steal_pointer (&clock);
+  b->base_time = gst_element_get_base_time (webrtcbin);
+  b->context = g_main_context_new ();
+  b->transports = g_steal_pointer (&transports);
+  for (guint i = 0; i < b->transports->len; i++)
+    ((ReceiveTransport *)b->transports->pdata[i])->bypass = b;
+  b->flush = g_source_new (&flush_funcs, sizeof (FlushSource));
+  ((FlushSource *)b->flush)->bypass = b;
+  g_source_attach (b->flush, b->context);
+  b->thread = g_thread_new ("sk-rtc-rx", receive_thread, b);
+  /* From here libnice reads these sockets in our thread; nicesrc's sits idle in its loop. */
+  for (guint i = 0; i < b->transports->len; i++) {
+    ReceiveTransport *t = b->transports->pdata[i];
+    nice_agent_attach_recv (t->agent, t->stream_id, t->component_id, b->context, on_received, t);
+  }
+  return b;
+}
+
+guint
+sk_webrtc_receive_bypass_get_n_transports (SkWebrtcReceiveBypass *b)
+{
+  return b->transports->len;
+}
+
+void
+sk_webrtc_receive_bypass_free (SkWebrtcReceiveBypass *b)
+{
+  if (b == NULL)
+    return;
+  /* Detached, the sockets stay in our context unread until nicesrc takes them back when it
+   * stops (READY to NULL): free this only as the pipeline stops. */
+  for (guint i = 0; i < b->transports->len; i++) {
+    ReceiveTransport *t = b->transports->pdata[i];
+    nice_agent_attach_recv (t->agent, t->stream_id, t->component_id, b->context, NULL, NULL);
+  }
+  g_atomic_int_set (&b->stop, 1);
+  g_main_context_wakeup (b->context);
+  g_thread_join (b->thread);
+  g_source_destroy (b->flush);
+  g_source_unref (b->flush);
+  g_ptr_array_unref (b->transports);
+  g_main_context_unref (b->context);
+  gst_object_unref (b->clock);
+  g_free (b);
 }
 
 gboolean

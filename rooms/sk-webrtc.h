@@ -113,15 +113,24 @@ void sk_webrtc_use_own_srtp (GstElement *webrtcbin);
 gboolean sk_webrtc_filter_bundle_events (GstElement *webrtcbin);
 
 /*
- * Receive path: webrtcbin (1.22) reads each transport with nicesrc ! queue ! dtlssrtpdec, and
- * the queue's thread runs SRTP, the RTP session and the jitter buffer's input: a thread hop
- * and a wakeup per packet received. The queue is there for the start (it holds and leaks what
- * comes before the DTLS and SRTP elements are ready), and while ICE is not connected. This
- * sends each packet from nicesrc's thread straight to dtlssrtpdec while the queue is empty and
- * webrtcbin does not hold its output. Call once DTLS is connected (connection-state
- * "connected"). Returns the number of transports changed (one with max-bundle).
+ * Receive path: webrtcbin (1.22) reads each transport with nicesrc ! queue ! dtlssrtpdec. Per
+ * wakeup nicesrc runs its own main loop and quits it for every packet (an eventfd write and a
+ * futex broadcast each, and GLib's source blocking adds two writes and a loop iteration), then
+ * the queue's thread runs SRTP, the RTP session and the jitter buffer's input: on a VM, where
+ * each syscall costs, that was most of a WHIP publisher's CPU. This hands the transport's
+ * sockets to a thread of our own (libnice reads them there, STUN included) that sends each
+ * packet straight to dtlssrtpdec while the queue is empty and webrtcbin does not hold its
+ * output, and into the queue otherwise. The queue is there for the start (it holds and leaks
+ * what comes before the DTLS and SRTP elements are ready), and while ICE is not connected.
+ * Call once DTLS is connected (connection-state "connected"); NULL if @webrtcbin has no
+ * libnice transport. Free it before the pipeline stops (it joins the thread).
  */
-guint sk_webrtc_bypass_receive_queues (GstElement *webrtcbin);
+typedef struct _SkWebrtcReceiveBypass SkWebrtcReceiveBypass;
+SkWebrtcReceiveBypass *sk_webrtc_bypass_receive_queues (GstElement *webrtcbin);
+/* The transports it reads (one with max-bundle). */
+guint sk_webrtc_receive_bypass_get_n_transports (SkWebrtcReceiveBypass *bypass);
+void sk_webrtc_receive_bypass_free (SkWebrtcReceiveBypass *bypass);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkWebrtcReceiveBypass, sk_webrtc_receive_bypass_free)
 
 /* Parses an SDP text; FALSE with SK_ERROR_INVALID and a message that says what is wrong. */
 gboolean sk_webrtc_parse_sdp (const char *text, gsize len, GstSDPMessage **out, GError **error);

@@ -269,6 +269,11 @@ socket_source (Conn *c, GIOCondition condition, GSocketSourceFunc func)
 {
   GSource *source = g_socket_create_source (c->socket, condition, NULL);
   g_source_set_callback (source, G_SOURCE_FUNC (func), c, NULL);
+  /* GLib blocks a non-recursive source around each dispatch by taking its fd out of the
+   * poll set and putting it back, and each of those signals the context's wakeup fd: two
+   * eventfd writes and one extra loop iteration per read. Our callbacks never iterate the
+   * context, so there is nothing to guard against. */
+  g_source_set_can_recurse (source, TRUE);
   g_source_attach (source, NULL);
   return source;
 }

@@ -96,7 +96,7 @@ typedef struct {
 
 struct _SkWhipSession {
   gint refcount;
-  gboolean closed; /* main context: no callback runs any more */
+  gboolean closed; /* set on the main context, under lock: no callback runs any more */
   char *name;
   GMainContext *context;
   SkWhipSessionTarget target;
@@ -115,7 +115,7 @@ struct _SkWhipSession {
   gint nack_pt;
 
   gboolean local_set, gathered, answered, publishing;
-  gboolean receive_queue_bypassed; /* webrtcbin's notify thread */
+  SkWebrtcReceiveBypass *receive_bypass; /* under lock */
   guint gather_timeout;
   guint tick_id, ticks;
   gint rtp_packets; /* atomic: RTP out of the jitter buffers, the session's sign of life */
@@ -945,8 +945,12 @@ on_connection_state (GstElement *webrtcbin, GParamSpec *pspec, gpointer user_dat
 
   g_object_get (webrtcbin, "connection-state", &state, NULL);
   session_mark (ws, "connection-state %d", state);
-  if (state == GST_WEBRTC_PEER_CONNECTION_STATE_CONNECTED && !ws->receive_queue_bypassed)
-    ws->receive_queue_bypassed = sk_webrtc_bypass_receive_queues (webrtcbin) > 0;
+  if (state == GST_WEBRTC_PEER_CONNECTION_STATE_CONNECTED) {
+    g_mutex_lock (&ws->lock);
+    if (!ws->closed && ws->receive_bypass == NULL)
+      ws->receive_bypass = sk_webrtc_bypass_receive_queues (webrtcbin);
+    g_mutex_unlock (&ws->lock);
+  }
   if (state == GST_WEBRTC_PEER_CONNECTION_STATE_FAILED)
     session_call_on_main (ws, connection_failed_main, (gpointer) "the peer connection failed",
                           NULL);
@@ -1316,7 +1320,12 @@ sk_whip_session_free (SkWhipSession *ws)
 {
   if (ws == NULL)
     return;
+  g_mutex_lock (&ws->lock);
   ws->closed = TRUE;
+  SkWebrtcReceiveBypass *receive_bypass = g_steal_pointer (&ws->receive_bypass);
+  g_mutex_unlock (&ws->lock);
+  /* Its thread pushes into the pipeline like a streaming thread; it ends while all is running. */
+  sk_webrtc_receive_bypass_free (receive_bypass);
   /* The room keeps the track after us: no keyframe request may reach this session now. */
   for (guint i = 0; i < G_N_ELEMENTS (ws->media); i++)
     if (ws->media[i].track != NULL)

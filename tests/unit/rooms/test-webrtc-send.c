@@ -6,7 +6,7 @@
  * libsrtp takes both); untuned (the control), rtpulpfecenc takes every packet, nicesink gets
  * them one by one and srtpenc protects them.
  * And sk_webrtc_bypass_receive_queues on the receiver: tuned, the packets reach its jitter
- * buffer on nicesrc's thread; untuned, on the receive queue's.
+ * buffer on the bypass's reader thread (never on nicesrc's); untuned, on the receive queue's.
  */
 #define _GNU_SOURCE /* pthread_getname_np */
 #include <pthread.h>
@@ -33,7 +33,12 @@ typedef struct {
   gint fec[2];  /* buffers, lists into the sender's rtpulpfecenc */
   gint srtp[2]; /* buffers, lists that srtpenc's own RTP chain protected */
   gint n_nicesinks, n_fec_encoders;
-  gint jb_from_nicesrc, jb_from_queue; /* packets into the receiver's jitter buffers, by thread */
+  gint jb_from_reader, jb_from_nicesrc, jb_from_queue;
+  gint jb_untimed;
+      /* packets into the jitter buffers without a DTS (their arrival time) */ /* packets into the
+                                                                                  receiver's jitter
+                                                                                  buffers, by thread
+                                                                                */
 } Pair;
 
 static void
@@ -151,7 +156,12 @@ count_jitterbuffer_thread (GstPad *pad, GstPadProbeInfo *info, gpointer user_dat
   Pair *p = user_data;
   char name[16] = "";
   pthread_getname_np (pthread_self (), name, sizeof name);
-  if (g_str_has_prefix (name, "nicesrc"))
+  GstBuffer *buffer = GST_PAD_PROBE_INFO_BUFFER (info);
+  if (!GST_BUFFER_DTS_IS_VALID (buffer))
+    g_atomic_int_inc (&p->jb_untimed);
+  if (g_str_equal (name, "sk-rtc-rx"))
+    g_atomic_int_inc (&p->jb_from_reader);
+  else if (g_str_has_prefix (name, "nicesrc"))
     g_atomic_int_inc (&p->jb_from_nicesrc);
   else if (g_str_has_prefix (name, "queue"))
     g_atomic_int_inc (&p->jb_from_queue);
@@ -276,8 +286,12 @@ test_send_path (gconstpointer data)
     g_error ("the sender did not connect");
   /* As sk-whip-session.c does when its publisher's DTLS is up (the sender's is: the receiver's
    * comes with the same handshake). */
-  if (tuned)
-    g_assert_cmpuint (sk_webrtc_bypass_receive_queues (p.receiver), ==, 1);
+  g_autoptr (SkWebrtcReceiveBypass) bypass = NULL;
+  if (tuned) {
+    bypass = sk_webrtc_bypass_receive_queues (p.receiver);
+    g_assert_nonnull (bypass);
+    g_assert_cmpuint (sk_webrtc_receive_bypass_get_n_transports (bypass), ==, 1);
+  }
 
   /* Connected: DTLS is up, pushing no longer blocks. As sk-whep.c does once connected: the
    * new RTP session needs its latency. */
@@ -308,14 +322,15 @@ test_send_path (gconstpointer data)
   gint fec_buffers = g_atomic_int_get (&p.fec[0]);
   gint fec_lists = g_atomic_int_get (&p.fec[1]);
   gint srtp_items = g_atomic_int_get (&p.srtp[0]) + g_atomic_int_get (&p.srtp[1]);
+  gint jb_reader = g_atomic_int_get (&p.jb_from_reader);
   gint jb_nicesrc = g_atomic_int_get (&p.jb_from_nicesrc);
   gint jb_queue = g_atomic_int_get (&p.jb_from_queue);
   g_autofree char *counts = g_strdup_printf (
       "%s: %d frames; nicesink %d buffers, %d lists; rtpulpfecenc %d buffers, %d lists; "
       "srtpenc protected %d buffers and lists of RTP; receiver's jitter buffer got %d packets "
-      "on nicesrc's thread, %d on the queue's",
+      "on the reader thread, %d on nicesrc's, %d on the queue's",
       tuned ? "tuned" : "untuned", frames, sink_buffers, sink_lists, fec_buffers, fec_lists,
-      srtp_items, jb_nicesrc, jb_queue);
+      srtp_items, jb_reader, jb_nicesrc, jb_queue);
   if (!got)
     g_error ("timed out waiting for %d frames: %s", MIN_FRAMES, counts);
   g_test_message ("%s", counts);
@@ -330,16 +345,20 @@ test_send_path (gconstpointer data)
     g_assert_cmpint (sink_lists, >, 0);
     g_assert_cmpint (srtp_items, ==, 0);
     /* Before the bypass (the first packets may come before DTLS is seen up) the queue's. */
-    g_assert_cmpint (jb_nicesrc, >, 10 * jb_queue);
+    g_assert_cmpint (jb_reader, >, 10 * jb_queue);
+    g_assert_cmpint (jb_nicesrc, ==, 0);
+    /* nicesrc stamps what it reads; so must the reader (rtpstorage kept untimed packets). */
+    g_assert_cmpint (g_atomic_int_get (&p.jb_untimed), ==, 0);
   } else {
     /* The control: the lists reach rtpulpfecenc, whose default chain_list splits them. */
     g_assert_cmpint (fec_buffers + fec_lists, >, 0);
     g_assert_cmpint (sink_lists, ==, 0);
     g_assert_cmpint (srtp_items, >, 0);
-    g_assert_cmpint (jb_nicesrc, ==, 0);
+    g_assert_cmpint (jb_reader + jb_nicesrc, ==, 0);
     g_assert_cmpint (jb_queue, >, 0);
   }
 
+  g_clear_pointer (&bypass, sk_webrtc_receive_bypass_free);
   gst_element_set_state (p.pipeline, GST_STATE_NULL);
   /* @p goes out of scope: no late notify may reach it */
   g_signal_handlers_disconnect_by_data (p.sender, &p);
