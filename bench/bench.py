@@ -52,6 +52,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
 import harness  # noqa: E402
+import machine  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 FPS = 30
@@ -405,6 +406,7 @@ def main():
     print(f"== streamkeeper benchmark ({os.cpu_count()} cores; 720p30 ~2.5 Mbit/s H.264 "
           f"+ AAC 48 kHz; daemon CPU in % of one core, one-second samples over "
           f"{args.window} s) ==", flush=True)
+    reference = [machine.reference_seconds()]
     try:
         if "one" not in skip:
             for mode in ("never", "always"):
@@ -472,6 +474,10 @@ def main():
                       "", "", str(max(x["dropped"] for x in r["subs"])), "0")
     finally:
         procs.kill_all()
+        reference.append(machine.reference_seconds())
+        results["reference_s"] = reference
+        table.add(f"{machine.REFERENCE_LABEL}, start / end",
+                  f"{reference[0]:.2f} / {reference[1]:.2f}")
         table.print()
         (workdir / "results.json").write_text(json.dumps(results, indent=2))
         print(f"(raw figures and logs in {workdir}; per-subscriber frames in results.json)")

@@ -64,6 +64,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
 import harness  # noqa: E402
+import machine  # noqa: E402
 
 PUBLISHER = harness.BUILD / "tests" / "tools" / "sk-whip-publisher"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -427,6 +428,7 @@ def main():
     if args.timeline:
         os.environ["SK_NODE_GST_DEBUG"] = "*:2,sk-whip:5,sk-whep:5"
         os.environ["GST_DEBUG_NO_COLOR"] = "1"
+    reference = machine.reference_seconds()
     try:
         node = harness.Node(procs, workdir).start()
         publisher = ChromiumPublisher() if args.publisher == "chromium" else GstPublisher()
@@ -464,6 +466,8 @@ def main():
                   f"{daemon:7.1f} %  = {daemon / args.streams:.2f} % per stream "
                   f"(publishers {pubs:.0f} %, load average {os.getloadavg()[0]:.1f})")
         node.stop()
+        print(f"{machine.REFERENCE_LABEL}, start / end: "
+              f"{reference:.2f} / {machine.reference_seconds():.2f}")
     finally:
         procs.kill_all()
 
