@@ -41,6 +41,12 @@ if "fast_unwind_on_malloc" not in os.environ.get("ASAN_OPTIONS", ""):
 SANITIZER_RE = re.compile(r"^.*(ERROR: (Address|Leak)Sanitizer|SUMMARY: \w+Sanitizer"
                           r"|runtime error: ).*$", re.M)
 
+
+def daemon_is_sanitized():
+    """Whether DAEMON is an ASan build (its RSS then holds ASan's quarantine of freed memory)."""
+    return b"__asan_init" in DAEMON.read_bytes()
+
+
 # Default publishing format; tests assert the node reports these figures.
 WIDTH, HEIGHT, FPS = 640, 360, 30
 SAMPLE_RATE, CHANNELS = 48000, 2
