@@ -52,24 +52,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
 import harness  # noqa: E402
+from harness import cpu_seconds, rss_kib  # noqa: E402
 import machine  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 FPS = 30
 FRAME_NS = 1_000_000_000 / FPS
 RTP_FRAME_TICKS = 90_000 / FPS  # H.264's RTP clock is 90 kHz
-
-
-def cpu_seconds(pid):
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def rss_kib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def udp_counters():

@@ -64,15 +64,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
 import harness  # noqa: E402
+from harness import cpu_seconds  # noqa: E402
 import machine  # noqa: E402
 
 PUBLISHER = harness.BUILD / "tests" / "tools" / "sk-whip-publisher"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def pct(values, q):

@@ -42,6 +42,20 @@ SANITIZER_RE = re.compile(r"^.*(ERROR: (Address|Leak)Sanitizer|SUMMARY: \w+Sanit
                           r"|runtime error: ).*$", re.M)
 
 
+def cpu_seconds(pid):
+    """CPU seconds (user + system) that process @pid has used (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid):
+    """Resident memory of process @pid in KiB (VmRSS of /proc/PID/status; 0 if absent)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 def daemon_is_sanitized():
     """Whether DAEMON is an ASan build (its RSS then holds ASan's quarantine of freed memory)."""
     return b"__asan_init" in DAEMON.read_bytes()

@@ -146,11 +146,6 @@ def test_every_decoded_picture_is_whole(node, whip, follow, invariants):
     finish(node, sse, pub, ing, invariants)
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-
-
 def test_memory_stays_flat_while_a_publisher_streams(node, procs, tmp_path, whip, follow,
                                                     invariants):
     """The node keeps nothing of the media it passes on beyond its GOP cache: with a 720p
@@ -171,9 +166,9 @@ def test_memory_stays_flat_while_a_publisher_streams(node, procs, tmp_path, whip
     harness.wait_until(lambda: "frame" in harness.tail(log), 20,
                        what=f"the viewer's first frame: {harness.tail(log)}")
     time.sleep(5)  # the GOP cache, pools and arenas at their size
-    before = rss_kib(node.proc.pid)
+    before = harness.rss_kib(node.proc.pid)
     time.sleep(15)
-    grown = rss_kib(node.proc.pid) - before
+    grown = harness.rss_kib(node.proc.pid) - before
     assert viewer.poll() is None, harness.tail(log)
     assert grown < 3 * 1024, f"RSS grew by {grown} KiB in 15 s"
     harness.ProcessGroup.signal(viewer, 2)
