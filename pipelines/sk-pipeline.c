@@ -34,6 +34,7 @@ GST_DEBUG_CATEGORY_STATIC (sk_pipeline_debug);
 #define FPS_RING 32
 #define RATE_BUCKETS 8
 #define RATE_WINDOW_S 5
+#define H264_NAL_AUD 9
 
 GQuark
 sk_pipelines_error_quark (void)
@@ -279,6 +280,29 @@ to_running_time (SkIngressPipeline *self, const GstSegment *segment, GstClockTim
   return sign < 0 ? 0 : GST_CLOCK_TIME_NONE;
 }
 
+/* h264parse puts an access unit delimiter in front of every byte-stream access unit it
+ * outputs (GStreamer 1.22 has no property against it). In RTP that delimiter is a packet of
+ * its own per frame, which the receiver discards: a tenth of a stream's packets, each costing
+ * a trip through the subscriber's RTP session, SRTP and a sendmsg. Trims it off (no copy). */
+static void
+strip_leading_aud (GstBuffer *buf)
+{
+  guint8 head[16];
+  gsize n = gst_buffer_extract (buf, 0, head, sizeof head);
+  gsize nal = n >= 5 && head[0] == 0 && head[1] == 0 && head[2] == 0 && head[3] == 1 ? 4
+              : n >= 4 && head[0] == 0 && head[1] == 0 && head[2] == 1               ? 3
+                                                                                     : 0;
+  if (nal == 0 || (head[nal] & 0x1f) != H264_NAL_AUD)
+    return;
+  for (gsize i = nal + 1; i + 2 < n; i++) {
+    if (head[i] == 0 && head[i + 1] == 0 && head[i + 2] == 1) {
+      gsize next = head[i - 1] == 0 ? i - 1 : i;
+      gst_buffer_resize (buf, (gssize)next, -1);
+      return;
+    }
+  }
+}
+
 /* Streaming thread. */
 static GstFlowReturn
 on_new_sample (GstAppSink *sink, gpointer user_data)
@@ -298,6 +322,8 @@ on_new_sample (GstAppSink *sink, gpointer user_data)
   const GstSegment *segment = gst_sample_get_segment (sample);
   GST_BUFFER_PTS (buf) = to_running_time (self, segment, GST_BUFFER_PTS (in));
   GST_BUFFER_DTS (buf) = to_running_time (self, segment, GST_BUFFER_DTS (in));
+  if (out->kind == SK_TRACK_KIND_VIDEO)
+    strip_leading_aud (buf);
 
   g_mutex_lock (&out->lock);
   gboolean new_caps = !out->caps || !gst_caps_is_equal (out->caps, caps);

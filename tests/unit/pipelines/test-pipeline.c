@@ -20,6 +20,7 @@ typedef struct {
   guint track_ready_calls[2];
   guint buffers[2];
   guint keyframes, keyframes_with_params;
+  guint access_unit_delimiters; /* video buffers holding one: none should reach a track */
   gboolean first_video_seen, first_video_is_key;
   GstClockTime last_video_pts;
   gboolean video_pts_monotonic;
@@ -83,8 +84,10 @@ on_sink_buffer (SkTrack *track, GstBuffer *buf, gpointer user_data)
       ctx->first_video_seen = TRUE;
       ctx->first_video_is_key = key;
     }
+    guint32 t = nal_types (buf);
+    if (t & (1 << 9))
+      ctx->access_unit_delimiters++;
     if (key) {
-      guint32 t = nal_types (buf);
       ctx->keyframes++;
       if ((t & (1 << 7)) && (t & (1 << 8)) && (t & (1 << 5)))
         ctx->keyframes_with_params++;
@@ -307,6 +310,7 @@ run_passthrough (gboolean enhanced)
   g_assert_true (ctx.first_video_is_key);
   g_assert_cmpuint (ctx.keyframes, ==, 3);
   g_assert_cmpuint (ctx.keyframes_with_params, ==, 3);
+  g_assert_cmpuint (ctx.access_unit_delimiters, ==, 0);
   g_assert_true (ctx.video_pts_monotonic);
   /* 3 s of Opus in 40 ms frames: ~75 (the encoder may hold the last few). */
   g_assert_cmpuint (ctx.buffers[SK_TRACK_KIND_AUDIO], >=, 70);
@@ -351,6 +355,7 @@ test_transcode_bframes (void)
   g_assert_true (ctx.first_video_is_key);
   g_assert_cmpuint (ctx.keyframes, >=, 1);
   g_assert_cmpuint (ctx.keyframes_with_params, ==, ctx.keyframes);
+  g_assert_cmpuint (ctx.access_unit_delimiters, ==, 0);
   /* Re-encoded without B-frames: decode order is presentation order. */
   g_assert_true (ctx.video_pts_monotonic);
   g_assert_cmpuint (ctx.publishing, ==, 1);
