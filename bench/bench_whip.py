@@ -42,8 +42,12 @@ Method:
     not counted). One core = 100 %. One stream's figure moves by a percent of a core from one
     minute to the next on this machine; --streams N (default 4) also measures N streams at once,
     each with a subscriber that counts frames without decoding, and prints the daemon's CPU
-    divided by N: the drift is spread over N streams. Each publisher is an x264 encoder (about
-    a fifth of a core), so the machine is busy, as it is in bench.py's 20-stream figure.
+    divided by N: the drift is spread over N streams. Those publishers send a file
+    (sk-whip-publisher --file: 720p30 2.5 Mbit/s constrained-baseline H.264 + Opus, paced in
+    real time, a few % of a core each), so that N of them leave the node the machine's CPU;
+    --encoding-publishers makes each an x264 encoder instead (about a fifth of a core each:
+    four of them keep this machine busy). The viewers' video frames over the window, against
+    30 per second per stream, show whether the node kept up.
 """
 
 import argparse
@@ -366,29 +370,68 @@ def measure_cpu(procs, workdir, node, warmup, window):
     return samples, len(frames), g2g
 
 
-def measure_streams(procs, workdir, node, n, warmup, window):
-    """Daemon CPU % (of one core) with @n publishers and @n counting subscribers, and the
-    publishers' own CPU %."""
-    pubs = []
+def make_stream_source(workdir, seconds):
+    """720p30 ~2.5 Mbit/s H.264 (constrained baseline, GOP 1 s) + Opus in 20 ms frames, as a
+    browser or OBS sends them, for sk-whip-publisher --file."""
+    path = workdir / f"whip-720p30-{seconds}s.mkv"
+    if not path.exists():
+        subprocess.run(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+             "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
+             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
+             "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "baseline", "-level", "3.1",
+             "-bf", "0", "-g", "30", "-pix_fmt", "yuv420p", "-b:v", "2500k", "-maxrate", "2500k",
+             "-bufsize", "5000k", "-c:a", "libopus", "-ac", "2", "-b:a", "96k", str(path)],
+            check=True, timeout=300)
+    return path
+
+
+def video_frames(log):
+    """The video frame counter of sk-whep-client's latest periodic stats line."""
+    counts = [o["video_frames"] for o in lines(log) if "video_frames" in o]
+    return counts[-1] if counts else 0
+
+
+def measure_streams(procs, workdir, node, n, warmup, window, encode):
+    """Daemon CPU % (of one core) with @n publishers and @n counting subscribers, the
+    publishers' own CPU %, and the video frames the subscribers got in the window against
+    those the publishers sent. The publishers send a file (sk-whip-publisher --file, a few %
+    of a core each) unless @encode, when each runs its own x264 (a fifth of a core: four of
+    them already keep this machine busy)."""
+    # Long enough for the last publisher's window: starting each stream takes a second or two.
+    source = None if encode else make_stream_source(workdir, warmup + window + 40 + 3 * n)
+    pubs, viewer_logs = [], []
     for i in range(n):
         room = f"bench-whip-n{i}"
         ing = create_ingress(node, room)
-        pub, _ = start_publisher(procs, workdir, node, ing["stream_key"], f"n{i}")
+        if encode:
+            pub, _ = start_publisher(procs, workdir, node, ing["stream_key"], f"n{i}")
+        else:
+            pub = procs.start([PUBLISHER, "--url", f"{node.base}/whip", "--token",
+                               ing["stream_key"], "--ice-address", "127.0.0.1", "--file",
+                               source], workdir / f"pub-n{i}.log", stderr=subprocess.STDOUT)
         pubs.append(pub)
         node.api.wait_status(ing["ingress_id"], "ENDPOINT_PUBLISHING", timeout=20)
+        log = workdir / f"viewer-n{i}.log"
         procs.start([harness.WHEP_CLIENT, "--url", node.whep_url(room), "--ice-address",
                      "127.0.0.1", "--frames", "100000000", "--timeout",
-                     str(warmup + window + 60), "--no-decode"], workdir / f"viewer-n{i}.log")
+                     str(warmup + window + 60), "--no-decode"], log)
+        viewer_logs.append(log)
     time.sleep(warmup)
+    frames0 = [video_frames(log) for log in viewer_logs]
     daemon0, pubs0, t0 = cpu_seconds(node.proc.pid), [cpu_seconds(p.pid) for p in pubs], time.time()
     time.sleep(window)
     daemon1, pubs1, t1 = cpu_seconds(node.proc.pid), [cpu_seconds(p.pid) for p in pubs], time.time()
+    frames1 = [video_frames(log) for log in viewer_logs]
     for p in pubs:
         p.send_signal(2)
     for p in pubs:
         p.wait(timeout=15)
-    return (100 * (daemon1 - daemon0) / (t1 - t0),
-            100 * sum(b - a for a, b in zip(pubs0, pubs1)) / (t1 - t0))
+    received = [b - a for a, b in zip(frames0, frames1)]
+    return dict(daemon=100 * (daemon1 - daemon0) / (t1 - t0),
+                publishers=100 * sum(b - a for a, b in zip(pubs0, pubs1)) / (t1 - t0),
+                frames=sum(received), min_frames=min(received),
+                expected=round(n * (t1 - t0) * 30))
 
 
 def main():
@@ -399,6 +442,8 @@ def main():
     ap.add_argument("--window", type=int, default=20)
     ap.add_argument("--streams", type=int, default=4,
                     help="also measure this many streams at once (0: skip)")
+    ap.add_argument("--encoding-publishers", action="store_true",
+                    help="the --streams publishers encode (x264) instead of sending a file")
     ap.add_argument("--jitterbuffer-ms", type=int, default=JITTERBUFFER_MS,
                     help="the viewers' jitter buffer (webrtcbin latency; 200 is its default)")
     ap.add_argument("--publisher", choices=("gst", "chromium"), default="gst",
@@ -455,11 +500,14 @@ def main():
         print(f"{'  mean over the window':<48} {statistics.mean(samples):7.1f} %  "
               f"(viewer decoded {frames} frames)")
         if args.streams > 0:
-            daemon, pubs = measure_streams(procs, workdir, node, args.streams, args.warmup,
-                                           args.window)
+            m = measure_streams(procs, workdir, node, args.streams, args.warmup, args.window,
+                                args.encoding_publishers)
             print(f"{f'daemon CPU, {args.streams} streams + {args.streams} viewers':<48} "
-                  f"{daemon:7.1f} %  = {daemon / args.streams:.2f} % per stream "
-                  f"(publishers {pubs:.0f} %, load average {os.getloadavg()[0]:.1f})")
+                  f"{m['daemon']:7.1f} %  = {m['daemon'] / args.streams:.2f} % per stream "
+                  f"(publishers {m['publishers']:.0f} %, load average {os.getloadavg()[0]:.1f})")
+            print(f"{'  video frames at the viewers in the window':<48} "
+                  f"{m['frames']:7d} of ~{m['expected']} (fewest at one viewer: "
+                  f"{m['min_frames']})")
         node.stop()
         print(f"{machine.REFERENCE_LABEL}, start / end: "
               f"{reference:.2f} / {machine.reference_seconds():.2f}")

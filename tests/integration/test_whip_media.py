@@ -1,6 +1,7 @@
 """WHIP media beyond plain passthrough: keyframe requests from WHEP viewers forwarded to the
 publisher (PLI), VP8 playback, `transcode: always`, and the ICE restart of a live session."""
 
+import subprocess
 import time
 
 import pytest
@@ -172,6 +173,24 @@ def test_memory_stays_flat_while_a_publisher_streams(node, procs, tmp_path, whip
     assert viewer.poll() is None, harness.tail(log)
     assert grown < 3 * 1024, f"RSS grew by {grown} KiB in 15 s"
     harness.ProcessGroup.signal(viewer, 2)
+    finish(node, sse, pub, ing, invariants)
+
+
+def test_publisher_sending_an_encoded_file(node, tmp_path, whip, follow, invariants):
+    """sk-whip-publisher --file, the publisher bench_whip.py runs many of at once: a Matroska
+    file's constrained-baseline H.264 and Opus go out as they are, paced in real time, and a
+    viewer decodes the file's pictures and audio."""
+    source = tmp_path / "src.mkv"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=320x180:rate=30", "-f", "lavfi", "-i",
+                    "sine=frequency=440:sample_rate=48000", "-t", "20", "-c:v", "libx264",
+                    "-preset", "veryfast", "-profile:v", "baseline", "-bf", "0", "-g", "30",
+                    "-pix_fmt", "yuv420p", "-c:a", "libopus", "-ac", "2", str(source)],
+                   check=True, timeout=120)
+    room = harness.unique_room("whip-file")
+    ing, sse, pub, _ = start_publishing(node, whip, follow, room, args=["--file", str(source)])
+    res = harness.assert_plays(node, room, frames=60, expect_audio=True, timeout=25)
+    assert (res.last("width"), res.last("height")) == (320, 180)
     finish(node, sse, pub, ing, invariants)
 
 

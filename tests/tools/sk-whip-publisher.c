@@ -6,8 +6,11 @@
  *                     [--video h264|vp8|none] [--audio opus|none] [--no-candidates]
  *                     [--duration S] [--width W --height H --fps F] [--bitrate KBPS]
  *                     [--no-delete] [--keyframe-interval S] [--ice-restart-after S] [--stamp]
+ *                     [--file MEDIA.mkv]
  *
- * Publishes a live test pattern (videotestsrc) and tone (audiotestsrc). The offer carries every
+ * Publishes a live test pattern (videotestsrc) and tone (audiotestsrc), or with --file a
+ * Matroska file's H.264 (constrained baseline, no B-frames) and Opus, paced in real time and
+ * not re-encoded (keyframes come when the file has them). The offer carries every
  * local candidate (non-trickle), or none with --no-candidates (as OBS 30.2+ does: the server
  * then learns ours as peer-reflexive). Prints JSON lines: {"location":…,"etag":…} after the
  * POST, {"state":"connected"}, {"keyframe_request":N} each time the server asks the encoder for
@@ -71,6 +74,7 @@ static int opt_ice_restart_s;
 static gboolean opt_stamp;
 static gboolean opt_no_nack;
 static int opt_drop_every;
+static char *opt_file;
 static gint keyframe_requests;
 static gint video_packets, video_dropped; /* --drop-every, on the sending thread */
 
@@ -101,6 +105,9 @@ static GOptionEntry entries[] = {
     "draw the capture time into each frame (glass-to-glass marks)", NULL },
   { "no-nack", 0, 0, G_OPTION_ARG_NONE, &opt_no_nack,
     "offer video without NACK retransmission (a browser and OBS offer it)", NULL },
+  { "file", 0, 0, G_OPTION_ARG_FILENAME, &opt_file,
+    "publish this Matroska file's H.264 and Opus, paced in real time, instead of encoding",
+    "PATH" },
   { "drop-every", 0, 0, G_OPTION_ARG_INT, &opt_drop_every,
     "lose every Nth video RTP packet on its way out (retransmissions are never lost)", "N" },
   { NULL },
@@ -606,9 +613,28 @@ on_deep_element_added (GstBin *bin, GstBin *sub_bin, GstElement *element, gpoint
                      on_packet_out, NULL, NULL);
 }
 
+/* --file: already-encoded media costs the publisher a fraction of an encoder, so a benchmark
+ * can run many publishers beside the node without starving it. clocksync paces the file in
+ * real time; what goes out before ICE is up is lost, as with a live source. */
+static char *
+file_pipeline_description (void)
+{
+  g_autofree char *location = g_strescape (opt_file, NULL);
+  return g_strdup_printf ("webrtcbin name=webrtc bundle-policy=max-bundle "
+                          "filesrc location=\"%s\" ! matroskademux name=demux "
+                          "demux.video_0 ! queue ! h264parse ! clocksync ! "
+                          "rtph264pay config-interval=-1 aggregate-mode=zero-latency pt=96 ! "
+                          "application/x-rtp,media=video,encoding-name=H264,payload=96 ! webrtc. "
+                          "demux.audio_0 ! queue ! opusparse ! clocksync ! rtpopuspay pt=111 ! "
+                          "application/x-rtp,media=audio,encoding-name=OPUS,payload=111 ! webrtc. ",
+                          location);
+}
+
 static char *
 pipeline_description (void)
 {
+  if (opt_file != NULL)
+    return file_pipeline_description ();
   GString *d = g_string_new ("webrtcbin name=webrtc bundle-policy=max-bundle ");
   const char *video = opt_video ? opt_video : "h264";
   const char *audio = opt_audio ? opt_audio : "opus";
@@ -668,6 +694,11 @@ main (int argc, char **argv)
       || (opt_audio && !g_strv_contains ((const char *const[]){ "opus", "none", NULL }, opt_audio))
       || (g_strcmp0 (opt_video, "none") == 0 && g_strcmp0 (opt_audio, "none") == 0)) {
     g_printerr ("--video h264|vp8|none, --audio opus|none, not both none\n");
+    return 2;
+  }
+  if (opt_file != NULL && (opt_video || opt_audio || opt_stamp || opt_sps_in_offer_only)) {
+    g_printerr ("--file publishes the file's own H.264 and Opus: no --video, --audio, --stamp "
+                "or --sps-in-offer-only with it\n");
     return 2;
   }
   p.url = g_uri_parse (opt_url, SOUP_HTTP_URI_FLAGS, &error);
