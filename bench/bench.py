@@ -8,7 +8,12 @@ Method:
     /proc/PID/stat, sampled every second over a steady window (--window s) that starts after
     the subscriber decodes and a warm-up (--warmup s). Publishers (sk-obs-publisher) and
     subscribers (sk-whep-client) are separate processes; their CPU is not counted. Printed:
-    the window's mean and the p50/p95/max of the one-second samples.
+    the window's mean and the p50/p95/max of the one-second samples. One passthrough stream is
+    measured twice: with a subscriber that decodes (a fifth of a core of this 2-core machine,
+    beside the daemon) and with one that only counts frames (the daemon sends both the same
+    packets). The cost per stream of a node that carries streams is the N-stream run's daemon
+    CPU / N: a lone stream on this otherwise idle VM also pays for waking idle vCPUs for each
+    packet (two nice-19 busy loops beside it took its figure from 3.4 to 2.9 % on 2026-12-03).
   * Memory: VmRSS of the daemon (/proc/PID/status). Per stream = (RSS with N streams and N
     subscribers - RSS of the idle daemon) / N, from the N-stream run, so one-time costs
     (plugin loading, DTLS certificate) are spread as in production.
