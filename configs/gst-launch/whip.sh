@@ -10,7 +10,8 @@
 # --no-candidates (an offer without candidates, like OBS 30.2+), --duration 60,
 # --ice-address ADDR (local address for ICE; default 127.0.0.1 — set yours to publish to
 # another machine), --keyframe-interval S (default 2), --ice-restart-after S (an ICE restart
-# by PATCH, RFC 9725 4.4.2).
+# by PATCH, RFC 9725 4.4.2), --file MEDIA.mkv (send a Matroska file's H.264 + Opus as they are,
+# in real time, instead of the test pattern).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 url=${1:-${SK_WHIP_URL:-http://127.0.0.1:8080/whip}}
