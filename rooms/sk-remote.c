@@ -723,16 +723,17 @@ send_caps (SkTrackKind kind, const char *codec)
   if (kind == SK_TRACK_KIND_VIDEO && g_ascii_strcasecmp (codec, "VP8") == 0)
     return gst_caps_new_simple ("application/x-rtp", "media", G_TYPE_STRING, "video",
                                 "encoding-name", G_TYPE_STRING, "VP8", "clock-rate", G_TYPE_INT,
-                                90000, "payload", G_TYPE_INT, SK_REMOTE_VIDEO_PT, NULL);
+                                SK_RTP_VIDEO_CLOCK_RATE, "payload", G_TYPE_INT, SK_REMOTE_VIDEO_PT,
+                                NULL);
   if (kind == SK_TRACK_KIND_VIDEO)
     return gst_caps_new_simple ("application/x-rtp", "media", G_TYPE_STRING, "video",
                                 "encoding-name", G_TYPE_STRING, "H264", "clock-rate", G_TYPE_INT,
-                                90000, "payload", G_TYPE_INT, SK_REMOTE_VIDEO_PT,
+                                SK_RTP_VIDEO_CLOCK_RATE, "payload", G_TYPE_INT, SK_REMOTE_VIDEO_PT,
                                 "packetization-mode", G_TYPE_STRING, "1", NULL);
   return gst_caps_new_simple ("application/x-rtp", "media", G_TYPE_STRING, "audio", "encoding-name",
-                              G_TYPE_STRING, "OPUS", "clock-rate", G_TYPE_INT, 48000, "payload",
-                              G_TYPE_INT, SK_REMOTE_AUDIO_PT, "encoding-params", G_TYPE_STRING, "2",
-                              NULL);
+                              G_TYPE_STRING, "OPUS", "clock-rate", G_TYPE_INT,
+                              SK_RTP_AUDIO_CLOCK_RATE, "payload", G_TYPE_INT, SK_REMOTE_AUDIO_PT,
+                              "encoding-params", G_TYPE_STRING, "2", NULL);
 }
 
 static RemoteSession *
@@ -782,7 +783,9 @@ session_new (SkRemotePublication *pub, GError **error)
     m->rtp = sk_rtp_caps_is_rtp (track_caps);
     if (m->rtp) {
       ssrc = g_random_int () | 1; /* never 0: that means "payloaded" */
-      sk_rtp_rewriter_init (&m->rewriter, ssrc, pt, kind == SK_TRACK_KIND_VIDEO ? 90000 : 48000);
+      sk_rtp_rewriter_init (&m->rewriter, ssrc, pt,
+                            kind == SK_TRACK_KIND_VIDEO ? SK_RTP_VIDEO_CLOCK_RATE
+                                                        : SK_RTP_AUDIO_CLOCK_RATE);
     }
     m->appsrc = sk_webrtc_add_send_track (GST_BIN (s->pipeline), s->webrtcbin, kind, codec,
                                           s->n_media, pt, caps, FALSE, ssrc, error);

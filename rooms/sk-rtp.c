@@ -242,7 +242,7 @@ sk_rtp_rewriter_init (SkRtpRewriter *rw, guint32 ssrc, guint8 pt, guint32 clock_
   memset (rw, 0, sizeof *rw);
   rw->ssrc = ssrc;
   rw->pt = pt & 0x7f;
-  rw->clock_rate = clock_rate > 0 ? clock_rate : 90000;
+  rw->clock_rate = clock_rate > 0 ? clock_rate : SK_RTP_VIDEO_CLOCK_RATE;
   /* Random starting points (RFC 3550 §5.1), as a payloader picks them. */
   rw->seq_delta = (guint16)g_random_int ();
   rw->ts_delta = g_random_int ();

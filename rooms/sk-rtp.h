@@ -20,6 +20,10 @@ typedef enum {
   SK_RTP_CODEC_OPUS,
 } SkRtpCodec;
 
+/* The RTP clocks WebRTC uses: 90 kHz for video (H.264, VP8), 48 kHz for Opus (RFC 7587). */
+#define SK_RTP_VIDEO_CLOCK_RATE 90000
+#define SK_RTP_AUDIO_CLOCK_RATE 48000
+
 /* From an RTP encoding name ("H264", "VP8", "OPUS", any case) or a track codec ("opus"). */
 SkRtpCodec sk_rtp_codec_from_name (const char *name);
 
