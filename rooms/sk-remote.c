@@ -783,9 +783,7 @@ session_new (SkRemotePublication *pub, GError **error)
     m->rtp = sk_rtp_caps_is_rtp (track_caps);
     if (m->rtp) {
       ssrc = g_random_int () | 1; /* never 0: that means "payloaded" */
-      sk_rtp_rewriter_init (&m->rewriter, ssrc, pt,
-                            kind == SK_TRACK_KIND_VIDEO ? SK_RTP_VIDEO_CLOCK_RATE
-                                                        : SK_RTP_AUDIO_CLOCK_RATE);
+      sk_rtp_rewriter_init (&m->rewriter, ssrc, pt, sk_rtp_clock_rate_of (kind));
     }
     m->appsrc = sk_webrtc_add_send_track (GST_BIN (s->pipeline), s->webrtcbin, kind, codec,
                                           s->n_media, pt, caps, FALSE, ssrc, error);

@@ -11,6 +11,8 @@
 
 #include <gst/gst.h>
 
+#include "rooms/sk-track.h"
+
 G_BEGIN_DECLS
 
 typedef enum {
@@ -23,6 +25,12 @@ typedef enum {
 /* The RTP clocks WebRTC uses: 90 kHz for video (H.264, VP8), 48 kHz for Opus (RFC 7587). */
 #define SK_RTP_VIDEO_CLOCK_RATE 90000
 #define SK_RTP_AUDIO_CLOCK_RATE 48000
+
+static inline guint32
+sk_rtp_clock_rate_of (SkTrackKind kind)
+{
+  return kind == SK_TRACK_KIND_VIDEO ? SK_RTP_VIDEO_CLOCK_RATE : SK_RTP_AUDIO_CLOCK_RATE;
+}
 
 /* From an RTP encoding name ("H264", "VP8", "OPUS", any case) or a track codec ("opus"). */
 SkRtpCodec sk_rtp_codec_from_name (const char *name);

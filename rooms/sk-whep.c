@@ -1059,7 +1059,7 @@ sub_add_media (SkWhepSubscriber *sub, SkTrackKind kind, const char *codec,
   media->srcpad = srcpad;
   media->last_out = GST_CLOCK_TIME_NONE;
   sk_rtp_rewriter_init (&media->rewriter, sk_webrtc_send_pad_get_ssrc (srcpad), pt,
-                        video ? SK_RTP_VIDEO_CLOCK_RATE : SK_RTP_AUDIO_CLOCK_RATE);
+                        sk_rtp_clock_rate_of (kind));
   if (video) {
     gst_pad_set_element_private (srcpad, media);
     gst_pad_set_event_function (srcpad, sub_on_upstream_event);

@@ -732,7 +732,7 @@ forward_start (SkWhipSession *ws, SkWhipMedia *m, GstPad *pad, const GstStructur
   int clock_rate = 0;
 
   if (!gst_structure_get_int (s, "clock-rate", &clock_rate) || clock_rate <= 0)
-    clock_rate = m->kind == SK_TRACK_KIND_VIDEO ? SK_RTP_VIDEO_CLOCK_RATE : SK_RTP_AUDIO_CLOCK_RATE;
+    clock_rate = (int)sk_rtp_clock_rate_of (m->kind);
   g_autofree char *upper = g_ascii_strup (encoding, -1);
   m->rtp_fields = gst_structure_new (
       "application/x-rtp", "media", G_TYPE_STRING, sk_track_kind_to_string (m->kind),
