@@ -94,12 +94,14 @@ def create_ingress(node, room):
     return r.json
 
 
-def start_publisher(procs, workdir, node, key, tag):
+ENCODE_720P30 = ("--width", "1280", "--height", "720", "--fps", "30", "--bitrate", "2500",
+                 "--stamp")
+
+
+def start_publisher(procs, workdir, node, key, tag, media=ENCODE_720P30):
     log = workdir / f"pub-{tag}.log"
     proc = procs.start([PUBLISHER, "--url", f"{node.base}/whip", "--token", key,
-                        "--ice-address", "127.0.0.1", "--width", "1280", "--height", "720",
-                        "--fps", "30", "--bitrate", "2500", "--stamp"], log,
-                       stderr=subprocess.STDOUT)
+                        "--ice-address", "127.0.0.1", *media], log, stderr=subprocess.STDOUT)
     return proc, log
 
 
@@ -370,22 +372,6 @@ def measure_cpu(procs, workdir, node, warmup, window):
     return samples, len(frames), g2g
 
 
-def make_stream_source(workdir, seconds):
-    """720p30 ~2.5 Mbit/s H.264 (constrained baseline, GOP 1 s) + Opus in 20 ms frames, as a
-    browser or OBS sends them, for sk-whip-publisher --file."""
-    path = workdir / f"whip-720p30-{seconds}s.mkv"
-    if not path.exists():
-        subprocess.run(
-            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-             "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
-             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
-             "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "baseline", "-level", "3.1",
-             "-bf", "0", "-g", "30", "-pix_fmt", "yuv420p", "-b:v", "2500k", "-maxrate", "2500k",
-             "-bufsize", "5000k", "-c:a", "libopus", "-ac", "2", "-b:a", "96k", str(path)],
-            check=True, timeout=300)
-    return path
-
-
 def video_frames(log):
     """The video frame counter of sk-whep-client's latest periodic stats line."""
     counts = [o["video_frames"] for o in lines(log) if "video_frames" in o]
@@ -398,18 +384,17 @@ def measure_streams(procs, workdir, node, n, warmup, window, encode):
     those the publishers sent. The publishers send a file (sk-whip-publisher --file, a few %
     of a core each) unless @encode, when each runs its own x264 (a fifth of a core: four of
     them already keep this machine busy)."""
-    # Long enough for the last publisher's window: starting each stream takes a second or two.
-    source = None if encode else make_stream_source(workdir, warmup + window + 40 + 3 * n)
+    media = ENCODE_720P30
+    if not encode:
+        # Long enough for the last publisher's window: each stream takes a second or two to start.
+        seconds = warmup + window + 40 + 3 * n
+        media = ("--file", str(harness.make_whip_mkv(workdir / f"whip-720p30-{seconds}s.mkv",
+                                                     seconds, 1280, 720, kbps=2500)))
     pubs, viewer_logs = [], []
     for i in range(n):
         room = f"bench-whip-n{i}"
         ing = create_ingress(node, room)
-        if encode:
-            pub, _ = start_publisher(procs, workdir, node, ing["stream_key"], f"n{i}")
-        else:
-            pub = procs.start([PUBLISHER, "--url", f"{node.base}/whip", "--token",
-                               ing["stream_key"], "--ice-address", "127.0.0.1", "--file",
-                               source], workdir / f"pub-n{i}.log", stderr=subprocess.STDOUT)
+        pub, _ = start_publisher(procs, workdir, node, ing["stream_key"], f"n{i}", media)
         pubs.append(pub)
         node.api.wait_status(ing["ingress_id"], "ENDPOINT_PUBLISHING", timeout=20)
         log = workdir / f"viewer-n{i}.log"

@@ -488,6 +488,23 @@ def make_flv(path, seconds=4, bframes=0, width=WIDTH, height=HEIGHT, fps=FPS):
     return path
 
 
+def make_whip_mkv(path, seconds, width, height, kbps=None):
+    """Constrained-baseline H.264 (1 s GOP, no B-frames) + Opus in Matroska, as a browser or OBS
+    sends them over WHIP, for sk-whip-publisher --file."""
+    if Path(path).exists():
+        return path
+    rate = ["-b:v", f"{kbps}k", "-maxrate", f"{kbps}k", "-bufsize", f"{2 * kbps}k"] if kbps else []
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate=30",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
+         "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "baseline", "-level", "3.1",
+         "-bf", "0", "-g", "30", "-pix_fmt", "yuv420p", *rate,
+         "-c:a", "libopus", "-ac", "2", "-b:a", "96k", str(path)],
+        check=True, timeout=300)
+    return path
+
+
 class Publisher:
     """One publishing process. stop() is a clean stop (the encoder says goodbye),
     kill() a SIGKILL (the TCP connection just drops)."""

@@ -1,7 +1,6 @@
 """WHIP media beyond plain passthrough: keyframe requests from WHEP viewers forwarded to the
 publisher (PLI), VP8 playback, `transcode: always`, and the ICE restart of a live session."""
 
-import subprocess
 import time
 
 import pytest
@@ -180,13 +179,7 @@ def test_publisher_sending_an_encoded_file(node, tmp_path, whip, follow, invaria
     """sk-whip-publisher --file, the publisher bench_whip.py runs many of at once: a Matroska
     file's constrained-baseline H.264 and Opus go out as they are, paced in real time, and a
     viewer decodes the file's pictures and audio."""
-    source = tmp_path / "src.mkv"
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    "testsrc2=size=320x180:rate=30", "-f", "lavfi", "-i",
-                    "sine=frequency=440:sample_rate=48000", "-t", "20", "-c:v", "libx264",
-                    "-preset", "veryfast", "-profile:v", "baseline", "-bf", "0", "-g", "30",
-                    "-pix_fmt", "yuv420p", "-c:a", "libopus", "-ac", "2", str(source)],
-                   check=True, timeout=120)
+    source = harness.make_whip_mkv(tmp_path / "src.mkv", 20, 320, 180)
     room = harness.unique_room("whip-file")
     ing, sse, pub, _ = start_publishing(node, whip, follow, room, args=["--file", str(source)])
     res = harness.assert_plays(node, room, frames=60, expect_audio=True, timeout=25)
