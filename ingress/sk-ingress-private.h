@@ -41,6 +41,10 @@ typedef struct {
   char *participant_sid;
 
   SkIngressSession *session; /* the live session, if any */
+  /* A store read that began before our last write may carry the state it replaced: such a
+   * read is not news. Writes still under way, and the first read that began after them. */
+  guint writes_in_flight;
+  guint fresh_reads_from; /* lists_started numbering */
 } SkIngressRecord;
 
 struct _SkIngressRegistry {
@@ -62,6 +66,9 @@ struct _SkIngressRegistry {
   GList *refresh_waiters; /* RefreshWaiter*: front ends waiting for a fresh read */
   guint next_waiter_id;
   GHashTable *unsaved; /* ingress ids whose last store write failed: written again */
+  /* ingress id → the first store read that cannot hold the deleted record any more
+   * (lists_started numbering; G_MAXUINT while the removal is under way) */
+  GHashTable *deleted;
 };
 
 const char *sk_input_type_to_string (SkInputType type);
@@ -70,6 +77,7 @@ gboolean sk_input_type_from_string (const char *s, SkInputType *out);
 /* A new record with a fresh id, stream key and URL, ENDPOINT_INACTIVE; not yet registered. */
 SkIngressRecord *sk_ingress_record_new (SkIngressRegistry *self, SkInputType type);
 void sk_ingress_record_free (SkIngressRecord *rec);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (SkIngressRecord, sk_ingress_record_free)
 
 /* @with_key: include stream_key (API answers yes, webhooks no). */
 JsonNode *sk_ingress_record_to_json (const SkIngressRecord *rec, gboolean with_key);

@@ -19,6 +19,9 @@
 /* Stream keys are base62 secrets; anything longer is not one of ours, so it is not hashed. */
 #define SK_STREAM_KEY_MAX 256
 #define REGISTRY_REFRESH_MS 1000
+/* self->deleted values that no store read can pass: the removal is under way, or failed. */
+#define DELETED_REMOVING G_MAXUINT
+#define DELETED_RETRY (G_MAXUINT - 1)
 
 struct _SkIngressSession {
   SkIngressRegistry *registry;
@@ -292,24 +295,52 @@ status_intern (const char *status)
   return SK_INGRESS_INACTIVE;
 }
 
+/* A store write or removal of one record, answered after the registry may be gone. */
 typedef struct {
   SkIngressRegistry *registry;
   char *ingress_id;
-} PersistCall;
+} StoreCall;
+
+static StoreCall *
+store_call_new (SkIngressRegistry *self, const char *ingress_id)
+{
+  StoreCall *call = g_new0 (StoreCall, 1);
+
+  call->registry = self;
+  call->ingress_id = g_strdup (ingress_id);
+  return call;
+}
+
+static void
+store_call_free (StoreCall *call)
+{
+  g_free (call->ingress_id);
+  g_free (call);
+}
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (StoreCall, store_call_free)
+
+/* The registry cancels before it frees itself. */
+static gboolean
+store_call_registry_gone (GAsyncResult *res)
+{
+  GCancellable *cancellable = g_task_get_cancellable (G_TASK (res));
+  return cancellable != NULL && g_cancellable_is_cancelled (cancellable);
+}
 
 static void
 persist_done (GObject *source, GAsyncResult *res, gpointer user_data)
 {
-  PersistCall *call = user_data;
+  g_autoptr (StoreCall) call = user_data;
   g_autoptr (GError) error = NULL;
   SkIngressRegistry *self = call->registry;
-  GCancellable *cancellable = g_task_get_cancellable (G_TASK (res));
 
-  /* The registry is gone (it cancels before it frees itself). */
-  if (cancellable != NULL && g_cancellable_is_cancelled (cancellable)) {
-    g_free (call->ingress_id);
-    g_free (call);
+  if (store_call_registry_gone (res))
     return;
+  SkIngressRecord *rec = g_hash_table_lookup (self->records, call->ingress_id);
+  if (rec != NULL) {
+    rec->writes_in_flight--;
+    rec->fresh_reads_from = self->lists_started + 1;
   }
   if (!sk_store_put_finish (self->store, res, &error)) {
     /* Written again by the next refresh: the store must not keep a stale state. */
@@ -318,8 +349,6 @@ persist_done (GObject *source, GAsyncResult *res, gpointer user_data)
                  call->ingress_id, error->message);
     g_hash_table_add (self->unsaved, g_steal_pointer (&call->ingress_id));
   }
-  g_free (call->ingress_id);
-  g_free (call);
 }
 
 void
@@ -327,13 +356,11 @@ sk_ingress_registry_persist (SkIngressRegistry *self, SkIngressRecord *rec)
 {
   g_autoptr (JsonNode) node = sk_ingress_record_to_json (rec, TRUE);
   g_autofree char *json = json_to_string (node, FALSE);
-  PersistCall *call = g_new0 (PersistCall, 1);
 
-  call->registry = self;
-  call->ingress_id = g_strdup (rec->ingress_id);
+  rec->writes_in_flight++;
   g_hash_table_remove (self->unsaved, rec->ingress_id);
   sk_store_put_async (self->store, SK_INGRESS_NS, rec->ingress_id, json, self->cancellable,
-                      persist_done, call);
+                      persist_done, store_call_new (self, rec->ingress_id));
 }
 
 /* Records whose last write failed (store unreachable) are written again. */
@@ -360,12 +387,48 @@ registry_persist_unsaved (SkIngressRegistry *self)
 static void
 remove_done (GObject *source, GAsyncResult *res, gpointer user_data)
 {
+  g_autoptr (StoreCall) call = user_data;
   g_autoptr (GError) error = NULL;
 
-  if (!sk_store_remove_finish (user_data, res, &error)
-      && !g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED)
-      && !g_error_matches (error, SK_ERROR, SK_ERROR_NOT_FOUND))
-    g_warning ("cannot remove an ingress record from the store: %s", error->message);
+  SkIngressRegistry *self = call->registry;
+
+  if (store_call_registry_gone (res))
+    return;
+  if (!sk_store_remove_finish (self->store, res, &error)
+      && !g_error_matches (error, SK_ERROR, SK_ERROR_NOT_FOUND)) {
+    g_warning ("ingress %s: cannot remove its record from the store (%s); retrying",
+               call->ingress_id, error->message);
+    g_hash_table_insert (self->deleted, g_steal_pointer (&call->ingress_id),
+                         GUINT_TO_POINTER (DELETED_RETRY));
+    return;
+  }
+  /* Reads that begin from now on cannot bring it back. */
+  g_hash_table_insert (self->deleted, g_steal_pointer (&call->ingress_id),
+                       GUINT_TO_POINTER (self->lists_started + 1));
+}
+
+static void
+registry_remove_from_store (SkIngressRegistry *self, const char *ingress_id)
+{
+  g_hash_table_insert (self->deleted, g_strdup (ingress_id), GUINT_TO_POINTER (DELETED_REMOVING));
+  sk_store_remove_async (self->store, SK_INGRESS_NS, ingress_id, self->cancellable, remove_done,
+                         store_call_new (self, ingress_id));
+}
+
+/* Removals that failed (store unreachable) are tried again. */
+static void
+registry_remove_deleted (SkIngressRegistry *self)
+{
+  g_autoptr (GPtrArray) ids = g_ptr_array_new_with_free_func (g_free);
+  GHashTableIter iter;
+  gpointer id, value;
+
+  g_hash_table_iter_init (&iter, self->deleted);
+  while (g_hash_table_iter_next (&iter, &id, &value))
+    if (GPOINTER_TO_UINT (value) == DELETED_RETRY)
+      g_ptr_array_add (ids, g_strdup (id));
+  for (guint i = 0; i < ids->len; i++)
+    registry_remove_from_store (self, g_ptr_array_index (ids, i));
 }
 
 static void
@@ -423,8 +486,7 @@ sk_ingress_registry_delete (SkIngressRegistry *self, SkIngressRecord *rec)
     session_close (rec->session, SK_REASON_INGRESS_DELETED, SK_INGRESS_INACTIVE, NULL,
                    SK_REASON_INGRESS_DELETED);
   g_hash_table_remove (self->by_key, rec->key_hash);
-  sk_store_remove_async (self->store, SK_INGRESS_NS, rec->ingress_id, self->cancellable,
-                         remove_done, self->store);
+  registry_remove_from_store (self, rec->ingress_id);
   g_hash_table_remove (self->records, rec->ingress_id); /* frees rec */
 }
 
@@ -602,7 +664,17 @@ sk_ingress_registry_cancel_refresh (SkIngressRegistry *self, guint id)
   }
 }
 
-/* Records another process (or an earlier run) wrote to the store. */
+/* Whether the store read that just ended knows @rec better than we do: no session runs it
+ * here, and the read began after our last write of it went through. */
+static gboolean
+registry_read_is_news (SkIngressRegistry *self, SkIngressRecord *rec)
+{
+  return rec->session == NULL && rec->writes_in_flight == 0
+         && !g_hash_table_contains (self->unsaved, rec->ingress_id)
+         && self->lists_started >= rec->fresh_reads_from;
+}
+
+/* Records another process (or an earlier run) wrote to the store, changed or deleted. */
 static void
 load_done (GObject *source, GAsyncResult *res, gpointer user_data)
 {
@@ -619,10 +691,11 @@ load_done (GObject *source, GAsyncResult *res, gpointer user_data)
     return;
   }
   guint added = 0;
+  g_autoptr (GHashTable) listed = g_hash_table_new (g_str_hash, g_str_equal);
 
   self->refresh_in_flight = FALSE;
   for (guint i = 0; i < values->len; i++) {
-    SkIngressRecord *rec = record_from_json (values->pdata[i]);
+    g_autoptr (SkIngressRecord) rec = record_from_json (values->pdata[i]);
 
     if (rec == NULL) {
       g_warning ("ignoring an unreadable ingress record in the store");
@@ -630,15 +703,33 @@ load_done (GObject *source, GAsyncResult *res, gpointer user_data)
     }
     SkIngressRecord *known = g_hash_table_lookup (self->records, rec->ingress_id);
     if (known != NULL) {
-      /* Ours while a session runs here; otherwise the store's copy is the news. */
-      if (known->session == NULL && !g_hash_table_contains (self->unsaved, known->ingress_id))
+      g_hash_table_add (listed, known->ingress_id);
+      if (registry_read_is_news (self, known))
         record_take_state (known, rec);
-      sk_ingress_record_free (rec);
-      continue;
+    } else if (self->lists_started
+               >= GPOINTER_TO_UINT (g_hash_table_lookup (self->deleted, rec->ingress_id))) {
+      g_hash_table_add (listed, rec->ingress_id);
+      registry_add (self, g_steal_pointer (&rec));
+      added++;
     }
-    registry_add (self, rec);
-    added++;
   }
+  /* Deleted through another node (or by hand): gone from the store, so gone here. */
+  GHashTableIter iter;
+  gpointer value;
+  g_hash_table_iter_init (&iter, self->records);
+  while (g_hash_table_iter_next (&iter, NULL, &value)) {
+    SkIngressRecord *rec = value;
+    if (!g_hash_table_contains (listed, rec->ingress_id) && registry_read_is_news (self, rec)) {
+      g_message ("ingress %s: deleted from the store; forgotten", rec->ingress_id);
+      g_hash_table_remove (self->by_key, rec->key_hash);
+      g_hash_table_iter_remove (&iter);
+    }
+  }
+  /* Tombstones that every later read gets past. */
+  g_hash_table_iter_init (&iter, self->deleted);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    if (self->lists_started >= GPOINTER_TO_UINT (value))
+      g_hash_table_iter_remove (&iter);
   if (added)
     g_message ("loaded %u ingress records from the store", added);
   registry_end_dead_sessions (self);
@@ -653,6 +744,7 @@ registry_refresh_cb (gpointer user_data)
   SkIngressRegistry *self = user_data;
 
   registry_persist_unsaved (self);
+  registry_remove_deleted (self);
   if (!self->refresh_in_flight)
     registry_start_list (self);
   return G_SOURCE_CONTINUE;
@@ -674,6 +766,7 @@ sk_ingress_registry_new (const SkConfig *config, SkStore *store, SkRoomManager *
                                          (GDestroyNotify)sk_ingress_record_free);
   self->by_key = g_hash_table_new (g_str_hash, g_str_equal);
   self->unsaved = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  self->deleted = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   self->accepting = TRUE;
   self->cancellable = g_cancellable_new ();
   registry_start_list (self);
@@ -698,6 +791,7 @@ sk_ingress_registry_free (SkIngressRegistry *self)
   g_list_free_full (g_steal_pointer (&self->refresh_waiters), (GDestroyNotify)refresh_waiter_free);
   g_cancellable_cancel (self->cancellable);
   g_hash_table_unref (self->unsaved);
+  g_hash_table_unref (self->deleted);
   g_clear_object (&self->cancellable);
   g_hash_table_destroy (self->by_key);
   g_hash_table_destroy (self->records);

@@ -426,6 +426,124 @@ test_delete_live (Fixture *f, gconstpointer data)
 }
 
 static void
+refresh_answered (const GError *error, gpointer user_data)
+{
+  g_assert_no_error (error);
+  *(gboolean *)user_data = TRUE;
+}
+
+/* One store read of the records, from start to answer, with @between run while it is under
+ * way (after the store took its snapshot, before the registry saw it). */
+static void
+refresh_around (Fixture *f, void (*between) (Fixture *f, gpointer data), gpointer data)
+{
+  gboolean answered = FALSE;
+
+  spin (20); /* writes already made are through */
+  sk_ingress_registry_refresh (f->registry, 5000, refresh_answered, &answered);
+  between (f, data);
+  while (!answered)
+    g_main_context_iteration (NULL, TRUE);
+  spin (20);
+}
+
+static void
+end_session (Fixture *f, gpointer s)
+{
+  sk_ingress_session_end (s, SK_REASON_CLIENT_INITIATED);
+}
+
+static void
+delete_record (Fixture *f, gpointer rec)
+{
+  sk_ingress_registry_delete (f->registry, rec);
+}
+
+static void
+nothing (Fixture *f, gpointer data)
+{
+}
+
+/* The store's copy from a read that began before our own write is not news: the record
+ * keeps the state we wrote (a session that just ended must not look live again). */
+static void
+test_end_during_store_read (Fixture *f, gconstpointer data)
+{
+  if (f->config == NULL)
+    return;
+  SkIngressRecord *rec = add_ingress (f, SK_INPUT_RTMP, "demo", "obs-1");
+  Transport t = { 0 };
+  SkIngressSession *s;
+  g_autofree char *sid = publish (f, rec, &t, &s);
+
+  refresh_around (f, end_session, s);
+  g_assert_cmpstr (rec->status, ==, SK_INGRESS_INACTIVE);
+  g_assert_null (rec->participant_sid);
+  refresh_around (f, nothing, NULL);
+  g_assert_cmpstr (rec->status, ==, SK_INGRESS_INACTIVE);
+  transport_clear (&t);
+}
+
+/* A record deleted while a store read is under way does not come back from that read, and
+ * its key stays refused. */
+static void
+test_delete_during_store_read (Fixture *f, gconstpointer data)
+{
+  if (f->config == NULL)
+    return;
+  SkIngressRecord *rec = add_ingress (f, SK_INPUT_RTMP, "demo", "obs-1");
+  g_autofree char *id = g_strdup (rec->ingress_id);
+  g_autofree char *key = g_strdup (rec->stream_key);
+  g_autoptr (GError) error = NULL;
+
+  refresh_around (f, delete_record, rec);
+  g_assert_null (sk_ingress_registry_lookup (f->registry, id));
+  refresh_around (f, nothing, NULL);
+  g_assert_null (sk_ingress_registry_lookup (f->registry, id));
+  g_assert_null (sk_ingress_registry_start_session (f->registry, SK_INPUT_RTMP, key, "127.0.0.1:1",
+                                                    transport_close, NULL, &error));
+  g_assert_nonnull (error);
+}
+
+static void
+store_removed (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  *(gboolean *)user_data = TRUE;
+}
+
+/* Deleted through another node (gone from the store): forgotten here at the next read, unless
+ * a session runs it here. */
+static void
+test_deleted_elsewhere (Fixture *f, gconstpointer data)
+{
+  if (f->config == NULL)
+    return;
+  SkIngressRecord *idle = add_ingress (f, SK_INPUT_RTMP, "demo", "obs-1");
+  SkIngressRecord *live = add_ingress (f, SK_INPUT_RTMP, "demo", "obs-2");
+  g_autofree char *idle_id = g_strdup (idle->ingress_id);
+  g_autofree char *key = g_strdup (idle->stream_key);
+  Transport t = { 0 };
+  SkIngressSession *s;
+  g_autofree char *sid = publish (f, live, &t, &s);
+  g_autoptr (GError) error = NULL;
+  gboolean removed = FALSE;
+
+  refresh_around (f, nothing, NULL);
+  g_assert_nonnull (sk_ingress_registry_lookup (f->registry, idle_id));
+  sk_store_remove_async (f->store, "ingress", idle_id, NULL, store_removed, &removed);
+  while (!removed)
+    g_main_context_iteration (NULL, TRUE);
+  refresh_around (f, nothing, NULL);
+  g_assert_null (sk_ingress_registry_lookup (f->registry, idle_id));
+  g_assert_null (sk_ingress_registry_start_session (f->registry, SK_INPUT_RTMP, key, "127.0.0.1:1",
+                                                    transport_close, NULL, &error));
+  g_assert_nonnull (error);
+  g_assert_true (sk_ingress_registry_lookup (f->registry, live->ingress_id) == live);
+  sk_ingress_session_end (s, SK_REASON_CLIENT_INITIATED);
+  transport_clear (&t);
+}
+
+static void
 test_close_all_and_late_end (Fixture *f, gconstpointer data)
 {
   if (f->config == NULL)
@@ -530,6 +648,12 @@ main (int argc, char **argv)
   g_test_add ("/ingress-session/delete-live", Fixture, NULL, setup, test_delete_live, teardown);
   g_test_add ("/ingress-session/close-all-and-late-end", Fixture, NULL, setup,
               test_close_all_and_late_end, teardown);
+  g_test_add ("/ingress-session/end-during-store-read", Fixture, NULL, setup,
+              test_end_during_store_read, teardown);
+  g_test_add ("/ingress-session/delete-during-store-read", Fixture, NULL, setup,
+              test_delete_during_store_read, teardown);
+  g_test_add ("/ingress-session/deleted-elsewhere", Fixture, NULL, setup, test_deleted_elsewhere,
+              teardown);
   g_test_add ("/ingress-session/publisher-timeout", Fixture, NULL, setup, test_publisher_timeout,
               teardown);
   ret = g_test_run ();
