@@ -440,6 +440,38 @@ def test_key_created_on_another_node_publishes_at_once(make_cluster):
     c.assert_invariants(events)
 
 
+def test_key_deleted_on_another_node_is_refused(make_cluster):
+    """An ingress deleted through node 1's API is gone from node 2 as well (its API answers
+    404, its RTMP port NetStream.Publish.BadName): node 2 forgets what the store no longer
+    holds. The other ingress, published to node 2 meanwhile, is left alone."""
+    c = make_cluster(nodes=2)
+    n1, n2 = c.nodes
+    room = harness.unique_room("deleted")
+    harness.make_flv(c.workdir / "obs-source.flv")
+    gone = n1.api.create_ingress(room, identity="obs-gone")
+    kept = n1.api.create_ingress(room, identity="obs-kept")
+    path = f"/v1/ingress/{gone['ingress_id']}"
+    harness.wait_until(lambda: n2.api.get(path).status == 200, 10, what="node 2 to know it")
+    events = c.follow(room)
+    pub = c.publish("obs", n2.rtmp_url(kept["stream_key"]))
+    events.wait_event("TrackPublished", count=2, timeout=30, identity="obs-kept")
+
+    assert n1.api.request("DELETE", path).status == 204
+    harness.wait_until(lambda: n2.api.get(path).status == 404, 10, what="node 2 to forget it")
+    bad = c.publish("obs", n2.rtmp_url(gone["stream_key"]))
+    harness.wait_until(lambda: not bad.running(), 20, what="the deleted key's publisher to end")
+    lines = harness.parse_json_lines(open(bad.log_path, errors="replace").read())
+    assert [o for o in lines if o.get("code") == "NetStream.Publish.BadName"], lines
+    assert not [o for o in lines if o.get("event") == "publishing"], lines
+
+    assert pub.running()
+    assert n2.api.status(kept["ingress_id"]) == "ENDPOINT_PUBLISHING"
+    assert len(events.of("ParticipantConnected")) == 1
+    pub.stop()
+    events.wait_event("RoomFinished", timeout=20)
+    c.assert_invariants(events)
+
+
 def test_whip_key_created_on_another_node_publishes_at_once(make_cluster):
     """The same for WHIP: a POST to node 2 with the key of an ingress just created through
     node 1 waits for node 2's read of the store and gets its 201 (it got 401 before); a key
