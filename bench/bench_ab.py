@@ -11,7 +11,10 @@ subscribers that count frames without decoding. After a warm-up, both daemons' C
 stime from /proc/PID/stat, % of one core) is read over the same --windows windows of
 --window s. The machine's own noise (other guests, frequency, caches) changes from one minute
 to the next by more than the differences worth measuring; side by side it hits A and B alike,
-so B - A per window is a far steadier figure than two runs one after the other.
+so B - A per window is a far steadier figure than two runs one after the other. Not all of
+it: on this 2-core VM two daemons of the same build differed by 0.15-0.2 point over a whole
+run, one way in one run and the other way in the next (2026-12-04). Run a comparison both ways
+(--a X --b Y, then --a Y --b X) and take half the difference of the two B - A means.
 """
 
 import argparse
