@@ -67,7 +67,8 @@ struct _SkIngressRegistry {
   guint next_waiter_id;
   GHashTable *unsaved; /* ingress ids whose last store write failed: written again */
   /* ingress id → the first store read that cannot hold the deleted record any more
-   * (lists_started numbering; G_MAXUINT while the removal is under way) */
+   * (lists_started numbering; above any such number while the removal is under way or is
+   * to be tried again) */
   GHashTable *deleted;
 };
 

@@ -389,7 +389,6 @@ remove_done (GObject *source, GAsyncResult *res, gpointer user_data)
 {
   g_autoptr (StoreCall) call = user_data;
   g_autoptr (GError) error = NULL;
-
   SkIngressRegistry *self = call->registry;
 
   if (store_call_registry_gone (res))

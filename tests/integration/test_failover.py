@@ -402,6 +402,16 @@ def test_full_node_places_new_rooms_elsewhere(make_cluster):
         c.assert_invariants(events)
 
 
+def _assert_publish_refused(c, url):
+    """An OBS-like publisher to @url is answered NetStream.Publish.BadName and ends without
+    publishing."""
+    bad = c.publish("obs", url)
+    harness.wait_until(lambda: not bad.running(), 20, what="the refused publisher to end")
+    lines = harness.parse_json_lines(open(bad.log_path, errors="replace").read())
+    assert [o for o in lines if o.get("code") == "NetStream.Publish.BadName"], lines
+    assert not [o for o in lines if o.get("event") == "publishing"], lines
+
+
 def test_key_created_on_another_node_publishes_at_once(make_cluster):
     """An ingress created through node 1's API and published to node 2 right away (before
     node 2's periodic read of the store could know it) is not refused: node 2 reads the store
@@ -427,11 +437,7 @@ def test_key_created_on_another_node_publishes_at_once(make_cluster):
         assert pub.running()
 
     before = [r["ingress_id"] for r in n2.api.get("/v1/ingress").json["items"]]
-    bad = c.publish("obs", n2.rtmp_url("k" + "x" * 31))
-    harness.wait_until(lambda: not bad.running(), 20, what="the unknown key's publisher to end")
-    lines = harness.parse_json_lines(open(bad.log_path, errors="replace").read())
-    assert [o for o in lines if o.get("code") == "NetStream.Publish.BadName"], lines
-    assert not [o for o in lines if o.get("event") == "publishing"], lines
+    _assert_publish_refused(c, n2.rtmp_url("k" + "x" * 31))
     assert [r["ingress_id"] for r in n2.api.get("/v1/ingress").json["items"]] == before
     assert len(events.of("ParticipantConnected")) == 3
     for pub in pubs:
@@ -458,11 +464,7 @@ def test_key_deleted_on_another_node_is_refused(make_cluster):
 
     assert n1.api.request("DELETE", path).status == 204
     harness.wait_until(lambda: n2.api.get(path).status == 404, 10, what="node 2 to forget it")
-    bad = c.publish("obs", n2.rtmp_url(gone["stream_key"]))
-    harness.wait_until(lambda: not bad.running(), 20, what="the deleted key's publisher to end")
-    lines = harness.parse_json_lines(open(bad.log_path, errors="replace").read())
-    assert [o for o in lines if o.get("code") == "NetStream.Publish.BadName"], lines
-    assert not [o for o in lines if o.get("event") == "publishing"], lines
+    _assert_publish_refused(c, n2.rtmp_url(gone["stream_key"]))
 
     assert pub.running()
     assert n2.api.status(kept["ingress_id"]) == "ENDPOINT_PUBLISHING"

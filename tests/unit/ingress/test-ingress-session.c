@@ -299,6 +299,19 @@ test_replace (Fixture *f, gconstpointer data)
   transport_clear (&t2);
 }
 
+/* @key starts no session: the registry refuses it with @code. */
+static void
+assert_key_refused (Fixture *f, const char *key, gint code)
+{
+  g_autoptr (GError) error = NULL;
+  Transport t = { 0 };
+
+  g_assert_null (sk_ingress_registry_start_session (f->registry, SK_INPUT_RTMP, key, NULL,
+                                                    transport_close, &t, &error));
+  g_assert_error (error, SK_ERROR, code);
+  g_assert_cmpint (t.n_closed, ==, 0);
+}
+
 static void
 test_refusals (Fixture *f, gconstpointer data)
 {
@@ -310,29 +323,17 @@ test_refusals (Fixture *f, gconstpointer data)
   Transport t = { 0 };
   g_autoptr (GError) error = NULL;
 
-  g_assert_null (sk_ingress_registry_start_session (f->registry, SK_INPUT_RTMP, "nonsense", NULL,
-                                                    transport_close, &t, &error));
-  g_assert_error (error, SK_ERROR, SK_ERROR_NOT_FOUND);
-  g_clear_error (&error);
+  assert_key_refused (f, "nonsense", SK_ERROR_NOT_FOUND);
 
   /* A key of the right length that differs in its last character. */
   g_autofree char *near = g_strdup (a->stream_key);
   near[strlen (near) - 1] ^= 1;
-  g_assert_null (sk_ingress_registry_start_session (f->registry, SK_INPUT_RTMP, near, NULL,
-                                                    transport_close, &t, &error));
-  g_assert_error (error, SK_ERROR, SK_ERROR_NOT_FOUND);
-  g_clear_error (&error);
+  assert_key_refused (f, near, SK_ERROR_NOT_FOUND);
 
-  g_assert_null (sk_ingress_registry_start_session (f->registry, SK_INPUT_RTMP, w->stream_key, NULL,
-                                                    transport_close, &t, &error));
-  g_assert_error (error, SK_ERROR, SK_ERROR_NOT_FOUND);
-  g_clear_error (&error);
+  assert_key_refused (f, w->stream_key, SK_ERROR_NOT_FOUND);
 
   b->enabled = FALSE;
-  g_assert_null (sk_ingress_registry_start_session (f->registry, SK_INPUT_RTMP, b->stream_key, NULL,
-                                                    transport_close, &t, &error));
-  g_assert_error (error, SK_ERROR, SK_ERROR_UNAUTHORIZED);
-  g_clear_error (&error);
+  assert_key_refused (f, b->stream_key, SK_ERROR_UNAUTHORIZED);
   b->enabled = TRUE;
 
   /* Capacity: one stream; replacing the live one stays within it. */
@@ -494,15 +495,12 @@ test_delete_during_store_read (Fixture *f, gconstpointer data)
   SkIngressRecord *rec = add_ingress (f, SK_INPUT_RTMP, "demo", "obs-1");
   g_autofree char *id = g_strdup (rec->ingress_id);
   g_autofree char *key = g_strdup (rec->stream_key);
-  g_autoptr (GError) error = NULL;
 
   refresh_around (f, delete_record, rec);
   g_assert_null (sk_ingress_registry_lookup (f->registry, id));
   refresh_around (f, nothing, NULL);
   g_assert_null (sk_ingress_registry_lookup (f->registry, id));
-  g_assert_null (sk_ingress_registry_start_session (f->registry, SK_INPUT_RTMP, key, "127.0.0.1:1",
-                                                    transport_close, NULL, &error));
-  g_assert_nonnull (error);
+  assert_key_refused (f, key, SK_ERROR_NOT_FOUND);
 }
 
 static void
@@ -525,7 +523,6 @@ test_deleted_elsewhere (Fixture *f, gconstpointer data)
   Transport t = { 0 };
   SkIngressSession *s;
   g_autofree char *sid = publish (f, live, &t, &s);
-  g_autoptr (GError) error = NULL;
   gboolean removed = FALSE;
 
   refresh_around (f, nothing, NULL);
@@ -535,9 +532,7 @@ test_deleted_elsewhere (Fixture *f, gconstpointer data)
     g_main_context_iteration (NULL, TRUE);
   refresh_around (f, nothing, NULL);
   g_assert_null (sk_ingress_registry_lookup (f->registry, idle_id));
-  g_assert_null (sk_ingress_registry_start_session (f->registry, SK_INPUT_RTMP, key, "127.0.0.1:1",
-                                                    transport_close, NULL, &error));
-  g_assert_nonnull (error);
+  assert_key_refused (f, key, SK_ERROR_NOT_FOUND);
   g_assert_true (sk_ingress_registry_lookup (f->registry, live->ingress_id) == live);
   sk_ingress_session_end (s, SK_REASON_CLIENT_INITIATED);
   transport_clear (&t);
