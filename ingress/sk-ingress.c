@@ -690,6 +690,7 @@ load_done (GObject *source, GAsyncResult *res, gpointer user_data)
     return;
   }
   guint added = 0;
+  gboolean unreadable = FALSE;
   g_autoptr (GHashTable) listed = g_hash_table_new (g_str_hash, g_str_equal);
 
   self->refresh_in_flight = FALSE;
@@ -698,6 +699,7 @@ load_done (GObject *source, GAsyncResult *res, gpointer user_data)
 
     if (rec == NULL) {
       g_warning ("ignoring an unreadable ingress record in the store");
+      unreadable = TRUE;
       continue;
     }
     SkIngressRecord *known = g_hash_table_lookup (self->records, rec->ingress_id);
@@ -712,11 +714,12 @@ load_done (GObject *source, GAsyncResult *res, gpointer user_data)
       added++;
     }
   }
-  /* Deleted through another node (or by hand): gone from the store, so gone here. */
+  /* Deleted through another node (or by hand): gone from the store, so gone here. A record
+   * we could not read may be one of ours: then nothing counts as gone. */
   GHashTableIter iter;
   gpointer value;
   g_hash_table_iter_init (&iter, self->records);
-  while (g_hash_table_iter_next (&iter, NULL, &value)) {
+  while (!unreadable && g_hash_table_iter_next (&iter, NULL, &value)) {
     SkIngressRecord *rec = value;
     if (!g_hash_table_contains (listed, rec->ingress_id) && registry_read_is_news (self, rec)) {
       g_message ("ingress %s: deleted from the store; forgotten", rec->ingress_id);
